@@ -1,0 +1,72 @@
+"""The `fdsl` command: argument parsing and dispatch to the subcommand modules.
+
+Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its
+subcommands with `set_defaults(func=...)`; `func(args)` returns the exit code.
+Modules import their heavy dependencies inside the command functions so that
+`fdsl --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fdsl import __version__
+from fdsl.errors import FdslError, PolicyError
+
+COMMAND_MODULES = (
+    "fdsl.commands.compile",   # check, compile, explain
+    "fdsl.commands.disasm",    # disasm
+    "fdsl.commands.verify",    # verify
+    "fdsl.commands.run",       # run (one simulated request)
+    "fdsl.commands.test",      # test (a policy's own test blocks)
+    "fdsl.commands.mount",     # mount, umount, stats
+)
+
+EPILOG = """exit codes: 0 success, 1 policy/object/verification error or failed test,
+2 usage error.  Run 'fdsl COMMAND --help' for the options of one command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fdsl",
+        description="Compile .fdsl filter policies to fuse-bpf eBPF and mount "
+        "filtered passthrough views of directories.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:
+                raise
+            continue  # subcommand module not written yet
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FdslError as err:
+        message = str(err)
+        if not isinstance(err, PolicyError):
+            message = f"fdsl: {message}"
+        print(message, file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

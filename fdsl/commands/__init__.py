@@ -1,0 +1,1 @@
+"""Subcommand implementations of the fdsl CLI, one module per area."""

@@ -1,0 +1,1 @@
+"""Lark grammar of the fdsl language (data package)."""

@@ -1,0 +1,1 @@
+"""fdsl runtime: the daemon that mounts a backing directory with compiled filters."""
