@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up (see setup.sh) and run the whole test suite.  Mount tests need root
+# and /dev/fuse; everything else runs anywhere.  pytest's exit code 5 ("no
+# tests collected") counts as a failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "test.sh: pytest collected no tests: failing" >&2
+    exit 1
+fi
+exit "$rc"
