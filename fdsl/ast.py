@@ -45,6 +45,9 @@ class Node:
 @dataclass
 class Expr(Node):
     ty: Type | None = field(default=None, kw_only=True)   # set by the checker
+    # checker: the compile-time integer value when the expression is constant
+    # (literals, consts, errno/O_*/S_* names, constant arithmetic); else None
+    const_value: int | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -66,8 +69,12 @@ class BoolLit(Expr):
 class Ident(Expr):
     """A bare name.  The checker sets `ref` to what it denotes:
     ("const", ConstDecl) | ("let", Let) | ("set", SetDecl) | ("pred", PredDecl)
-    | ("builtin", "uid"|"gid"|"pid"|"tgid"|"nodeid"|"error")
-    | ("errno", int) | ("field", FieldRef-like path) | ("param", name)."""
+    | ("builtin", "uid"|"gid"|"pid"|"tgid"|"nodeid"|"error"|"op")
+    | ("errno", int) | ("abi", int) (O_*, S_*, BACKING, ... from abi.NAMED_CONSTANTS)
+    | ("param", name).
+    Bare request fields (`name`, `newname`, `target`) never stay Idents: the
+    checker replaces them with a `FieldRef`.  `op == "mkdir"` has its string
+    replaced by an `IntLit` of the opcode number."""
 
     name: str
     ref: Any = field(default=None, kw_only=True)
@@ -185,6 +192,7 @@ class Count(Stmt):
 class Log(Stmt):
     fmt: str
     args: list[Expr]
+    fmt_span: Span | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -218,6 +226,7 @@ class ConstDecl(Item):
 class SetDecl(Item):
     name: str
     members: list[Expr]
+    ty: Type | None = field(default=None, kw_only=True)   # checker: STRSET or INTSET
 
 
 @dataclass
@@ -237,6 +246,8 @@ class MapDecl(Item):
     key_type: Type | None
     value_type: Type
     max_entries: int
+    max_expr: Expr | None = field(default=None, kw_only=True)     # parser: the `max` expression
+    key_type_name: str | None = field(default=None, kw_only=True)  # parser: key type as written
 
 
 @dataclass
@@ -257,6 +268,7 @@ class Rule(Item):
     resolved_ops: list[str] = field(default_factory=list, kw_only=True)  # checker: expanded opcodes
     userspace: bool = field(default=False, kw_only=True)  # checker/planner: cannot run in BPF
     origin: str | None = field(default=None, kw_only=True)  # sugar it came from ("readonly", "hide", ...)
+    userspace_reasons: list[str] = field(default_factory=list, kw_only=True)  # checker: why userspace
 
 
 @dataclass
@@ -276,6 +288,9 @@ class Perms(Item):
     spec: str
     and_mask: int = 0o7777
     or_mask: int = 0
+    # checker: masks for directories (differ from files only with X / D / F clauses)
+    dir_and_mask: int = field(default=0o7777, kw_only=True)
+    dir_or_mask: int = field(default=0, kw_only=True)
 
 
 @dataclass
@@ -308,6 +323,7 @@ class TestBlock(Item):
     path: str | None           # which scope the request is for ("private/x"); None = root
     setup: list[Assign]        # field values of the simulated request, uid/gid/pid, error
     expects: list[Expect]
+    op_span: Span | None = field(default=None, kw_only=True)
 
 
 @dataclass

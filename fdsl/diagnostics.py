@@ -53,8 +53,10 @@ class Sources:
         text = self.texts.get(file)
         if text is None:
             return None
-        lines = text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else None
+        # Split on "\n" only: the lexer counts lines that way, and splitlines()
+        # would also break at \f, \x1c, U+2028 ... and misplace the caret.
+        lines = text.split("\n")
+        return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else None
 
 
 def render(diag: Diagnostic, sources: Sources) -> str:
@@ -63,7 +65,8 @@ def render(diag: Diagnostic, sources: Sources) -> str:
     out = [f"{span.file}:{span.line}:{span.col}: {diag.severity.value}: {diag.message}"]
     text = sources.line(span.file, span.line)
     if text is not None:
-        shown = text.expandtabs(4) if "\t" not in text else text.replace("\t", " ")
+        # One printable character per source character keeps the caret aligned.
+        shown = "".join(c if c.isprintable() else " " if c == "\t" else "?" for c in text)
         out.append(f"    {shown}")
         width = (span.end_col - span.col) if span.end_line == span.line else len(text) - span.col + 1
         out.append("    " + " " * (span.col - 1) + "^" * max(1, width))

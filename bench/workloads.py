@@ -1,0 +1,281 @@
+"""The workloads: each runs against one mounted view and returns named measurements.
+
+A workload has a `prepare(backing, sizes)` step that builds shared input data
+natively in the backing directory once (so every target reads the same bytes),
+and a `run(view, sizes)` step timed against one mount.  `run` returns
+{metric: value}; `METRICS` says the unit and whether higher is better.
+Everything a workload writes through the view it removes again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Problem sizes; `quick()` is for smoke tests, `full()` for the real run."""
+
+    meta_files: int
+    roundtrip_seconds: float
+    tree_dirs: int
+    tree_files_per_dir: int
+    tree_file_bytes: int
+    data_bytes: int
+    rand_seconds: float
+
+    @staticmethod
+    def full() -> "Sizes":
+        return Sizes(meta_files=10_000, roundtrip_seconds=1.5, tree_dirs=100,
+                     tree_files_per_dir=100, tree_file_bytes=512,
+                     data_bytes=1 << 30, rand_seconds=5.0)
+
+    @staticmethod
+    def quick() -> "Sizes":
+        return Sizes(meta_files=500, roundtrip_seconds=0.3, tree_dirs=10,
+                     tree_files_per_dir=50, tree_file_bytes=512,
+                     data_bytes=32 << 20, rand_seconds=1.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    unit: str
+    higher_is_better: bool
+    label: str
+
+
+METRICS: dict[str, Metric] = {
+    "create": Metric("ops/s", True, "create (open O_CREAT + close)"),
+    "stat": Metric("ops/s", True, "stat"),
+    "unlink": Metric("ops/s", True, "unlink"),
+    "fstat": Metric("µs/op", False, "os.fstat on an open fd"),
+    "stat_path": Metric("µs/op", False, "os.stat of one path"),
+    "find_stat": Metric("entries/s", True, "find -printf (lstat every entry)"),
+    "tar": Metric("entries/s", True, "tar cf /dev/null"),
+    "seq_write": Metric("MiB/s", True, "sequential write 1M blocks"),
+    "seq_read": Metric("MiB/s", True, "sequential read 1M blocks"),
+    "rand_read": Metric("IOPS", True, "random 4 KiB reads"),
+}
+
+
+def drop_caches() -> bool:
+    """Write back and drop the page/dentry/inode caches; False where not allowed."""
+    try:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def _scratch(view: Path, prefix: str) -> Path:
+    path = view / f"{prefix}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+# ------------------------------------------------------------------ metadata
+
+def run_metadata(view: Path, sizes: Sizes) -> dict[str, float]:
+    """Create, stat and unlink N empty files in one directory: per-phase ops/s."""
+    d = _scratch(view, "meta")
+    names = [str(d / f"f{i:06d}") for i in range(sizes.meta_files)]
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY
+    out: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        for p in names:
+            os.close(os.open(p, flags, 0o644))
+        t1 = time.perf_counter()
+        for p in names:
+            os.stat(p)
+        t2 = time.perf_counter()
+        for p in names:
+            os.unlink(p)
+        t3 = time.perf_counter()
+        n = len(names)
+        out = {"create": n / (t1 - t0), "stat": n / (t2 - t1), "unlink": n / (t3 - t2)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------ round trip
+
+ROUNDTRIP_FILE = "roundtrip-target"
+
+
+def prepare_roundtrip(backing: Path, sizes: Sizes) -> None:
+    (backing / ROUNDTRIP_FILE).write_bytes(b"x" * 4096)
+
+
+def _per_call_us(fn: Callable[[], object], seconds: float) -> float:
+    """Mean µs per call over batches until `seconds` have passed (after a warm-up)."""
+    for _ in range(50):
+        fn()
+    calls = 0
+    batch = 200
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    while True:
+        for _ in range(batch):
+            fn()
+        calls += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return (now - t0) / calls * 1e6
+
+
+def run_roundtrip(view: Path, sizes: Sizes) -> dict[str, float]:
+    """One trip through the daemon per call: meant to be mounted with zero cache timeouts."""
+    path = str(view / ROUNDTRIP_FILE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fstat_us = _per_call_us(lambda: os.fstat(fd), sizes.roundtrip_seconds)
+    finally:
+        os.close(fd)
+    stat_us = _per_call_us(lambda: os.stat(path), sizes.roundtrip_seconds)
+    return {"fstat": fstat_us, "stat_path": stat_us}
+
+
+# ------------------------------------------------------------------ tree walk
+
+TREES = ("tree-find", "tree-tar")  # two copies: each walk starts with cold FUSE caches
+
+
+def prepare_tree(backing: Path, sizes: Sizes) -> None:
+    """Build the trees natively, then walk them once so the backing caches are warm."""
+    payload = b"t" * sizes.tree_file_bytes
+    for tree in TREES:
+        root = backing / tree
+        if root.exists():
+            shutil.rmtree(root)
+        for d in range(sizes.tree_dirs):
+            sub = root / f"d{d:03d}" / "sub"
+            sub.mkdir(parents=True)
+            for f in range(sizes.tree_files_per_dir):
+                # a few names a realistic policy hides or rewrites
+                name = f"f{f:04d}.txt" if f % 25 else f"secret.f{f:04d}"
+                (sub / name).write_bytes(payload)
+        subprocess.run(["find", str(root), "-printf", "%s\n"], stdout=subprocess.DEVNULL,
+                       check=True)
+
+
+def tree_entries(backing: Path, sizes: Sizes) -> int:
+    """Entries in one tree, as seen natively (files + directories)."""
+    return sizes.tree_dirs * (sizes.tree_files_per_dir + 2) + 1
+
+
+def run_tree(view: Path, sizes: Sizes) -> dict[str, float]:
+    """find + lstat of every entry, and tar of the whole tree, each on a cold tree copy.
+
+    GNU tar notices that its archive is /dev/null and then does not read file
+    contents, so `tar cf /dev/null` measures directory reading, lstat and open
+    attempts, like the brief asks (a metadata walk), not data throughput.
+    """
+    entries = tree_entries(view, sizes)
+    t0 = time.perf_counter()
+    subprocess.run(["find", str(view / TREES[0]), "-printf", "%s %m %u %g %T@\n"],
+                   stdout=subprocess.DEVNULL, check=True)
+    t1 = time.perf_counter()
+    subprocess.run(["tar", "cf", "/dev/null", "-C", str(view / TREES[1]), "."],
+                   stdout=subprocess.DEVNULL, check=True)
+    t2 = time.perf_counter()
+    return {"find_stat": entries / (t1 - t0), "tar": entries / (t2 - t1)}
+
+
+# ------------------------------------------------------------------ data (fio)
+
+DATA_FILE = "fio-read-target"
+
+
+def prepare_data(backing: Path, sizes: Sizes) -> None:
+    """The read target, written natively once (same bytes for every target)."""
+    path = backing / DATA_FILE
+    if path.exists() and path.stat().st_size == sizes.data_bytes:
+        return
+    chunk = os.urandom(1 << 20)
+    with open(path, "wb") as fh:
+        for _ in range(sizes.data_bytes // len(chunk)):
+            fh.write(chunk)
+    os.sync()
+
+
+def _fio(args: list[str]) -> dict:
+    out = subprocess.run(["fio", "--output-format=json", "--ioengine=psync", "--fallocate=none",
+                          "--invalidate=1", "--numjobs=1", "--group_reporting"] + args,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"fio failed: {out.stderr.strip()[-500:]}")
+    text = out.stdout
+    return json.loads(text[text.index("{"):])["jobs"][0]
+
+
+def run_data(view: Path, sizes: Sizes) -> dict[str, float]:
+    """fio: sequential write and read of `data_bytes`, then time-bound random 4 KiB reads.
+
+    Caches are dropped before every job (when allowed), so reads come from the
+    backing device through the FUSE layer, not from memory.
+    """
+    size = f"{sizes.data_bytes}"
+    wfile = view / f"fio-write-{uuid.uuid4().hex[:8]}"
+    out: dict[str, float] = {}
+    try:
+        drop_caches()
+        w = _fio(["--name=seqwrite", f"--filename={wfile}", "--rw=write", "--bs=1M",
+                  f"--size={size}"])
+        out["seq_write"] = w["write"]["bw_bytes"] / (1 << 20)
+    finally:
+        try:
+            os.unlink(wfile)
+        except FileNotFoundError:
+            pass
+    rfile = view / DATA_FILE
+    drop_caches()
+    r = _fio(["--name=seqread", f"--filename={rfile}", "--rw=read", "--bs=1M", f"--size={size}"])
+    out["seq_read"] = r["read"]["bw_bytes"] / (1 << 20)
+    drop_caches()
+    rr = _fio(["--name=randread", f"--filename={rfile}", "--rw=randread", "--bs=4k",
+               f"--size={size}", f"--runtime={sizes.rand_seconds:g}", "--time_based",
+               "--randrepeat=1"])
+    out["rand_read"] = rr["read"]["iops"]
+    return out
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    metrics: tuple[str, ...]
+    run: Callable[[Path, Sizes], dict[str, float]]
+    prepare: Callable[[Path, Sizes], None] | None = None
+    zero_timeouts: bool = False  # mount with every cache lifetime 0 (one trip per call)
+    description: str = ""
+
+
+WORKLOADS: dict[str, Workload] = {w.name: w for w in (
+    Workload("metadata", "Metadata: create, stat, unlink N empty files",
+             ("create", "stat", "unlink"), run_metadata,
+             description="One directory; Python loop of os.open(O_CREAT|O_EXCL)+close, "
+                         "os.stat, os.unlink; ops/s per phase."),
+    Workload("roundtrip", "Request round trip (caches off)", ("fstat", "stat_path"),
+             run_roundtrip, prepare_roundtrip, zero_timeouts=True,
+             description="Mounted with entry/attr/negative timeouts 0, so every call is at "
+                         "least one trip through the daemon (stat of a path: LOOKUP + "
+                         "GETATTR)."),
+    Workload("tree", "Tree walk", ("find_stat", "tar"), run_tree, prepare_tree,
+             description="Two identical trees (dirs/sub/files, small files); find on one, "
+                         "tar on the other, so each starts with cold FUSE caches "
+                         "(fresh mount; backing caches warm)."),
+    Workload("data", "Data (fio, psync)", ("seq_write", "seq_read", "rand_read"), run_data,
+             prepare_data,
+             description="fio psync, 1 job; caches dropped before each job where allowed."),
+)}

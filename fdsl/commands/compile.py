@@ -1,0 +1,100 @@
+"""`fdsl check`, `fdsl compile` and `fdsl explain`."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+EMITS = ("obj", "ir", "asm")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check", help="check a policy and print its diagnostics",
+        description="Parse, check and plan a policy (and lower it to BPF) without writing "
+        "anything.  Exit 0 if it compiles, 1 on policy errors.")
+    p.add_argument("policy", help="policy file (.fdsl)")
+    p.set_defaults(func=run_check)
+
+    p = subparsers.add_parser(
+        "compile", help="compile a policy to a fuse-bpf object (.bpf.o)",
+        description="Compile a policy to one BPF ELF object holding every scope's program, "
+        "the maps, the license and the metadata the daemon needs.")
+    p.add_argument("policy", help="policy file (.fdsl)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="output file (default: POLICY with .bpf.o for obj, stdout for ir/asm)")
+    p.add_argument("--emit", choices=EMITS, default="obj",
+                   help="what to write: the object (default), optimized LLVM IR, or BPF assembly")
+    p.set_defaults(func=run_compile)
+
+    p = subparsers.add_parser(
+        "explain", help="show the decision table of every scope, opcode and phase",
+        description="Print, per scope, opcode and phase, the rules in order with their "
+        "decisions, which rules run in BPF and which in the daemon, and the return bits.")
+    p.add_argument("policy", help="policy file (.fdsl)")
+    p.set_defaults(func=run_explain)
+
+
+def _print_warnings(result: Any) -> None:
+    if result.warnings:
+        print(result.rendered_warnings(), file=sys.stderr)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from fdsl.compiler import compile_file
+
+    result = compile_file(args.policy, want_asm=False)
+    _print_warnings(result)
+    scopes = len(result.plan.scopes)
+    print(f"{args.policy}: ok ({scopes} scope{'s' if scopes != 1 else ''}, "
+          f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''})")
+    return 0
+
+
+def _default_output(policy: str) -> str:
+    stem = policy[:-5] if policy.endswith(".fdsl") else policy
+    return stem + ".bpf.o"
+
+
+def run_compile(args: argparse.Namespace) -> int:
+    from fdsl.compiler import compile_file
+    from fdsl.errors import UsageError
+
+    result = compile_file(args.policy, want_asm=args.emit == "asm")
+    _print_warnings(result)
+    if args.emit == "obj":
+        output = args.output or _default_output(args.policy)
+        if output == "-":
+            if sys.stdout.isatty():
+                raise UsageError("refusing to write a binary object to a terminal; use -o FILE")
+            sys.stdout.buffer.write(result.obj)
+            return 0
+        _write(output, result.obj)
+        return 0
+    text = result.ir if args.emit == "ir" else result.asm
+    if args.output and args.output != "-":
+        _write(args.output, text.encode("utf-8"))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _write(path: str, data: bytes) -> None:
+    from fdsl.errors import UsageError
+
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+    except OSError as err:
+        raise UsageError(f"cannot write '{path}': {err.strerror or err}") from None
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from fdsl.compiler import load_checked
+    from fdsl.explain import explain
+    from fdsl.plan import build_plan
+
+    policy, sources, warnings = load_checked(args.policy)
+    plan = build_plan(policy)
+    sys.stdout.write(explain(plan))
+    return 0

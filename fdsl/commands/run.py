@@ -1,0 +1,186 @@
+"""`fdsl run OBJ_OR_FDSL --op OP --phase PHASE [fields...]`: one simulated request.
+
+Builds the context for one request from field values (`fdsl.simulate`), runs
+the program of one section on the chosen backend and prints the decision
+(allow with the return bits decoded, or deny ERRNO), the fields the program
+rewrote, and the trace_printk lines.  When the program asks for the
+userspace filter (USER_FILTER) and the object's metadata has userspace rules
+for that op/phase, they are evaluated too, as the daemon would.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run one simulated request through a compiled policy",
+        description="Run one simulated FUSE request through a compiled object (.bpf.o) or a "
+        "policy (.fdsl, compiled first) and print the decision and the rewritten fields.",
+        epilog="example: fdsl run policy.fdsl --op lookup --phase pre --name secret.key --uid 1000",
+    )
+    p.add_argument("object", metavar="OBJ_OR_FDSL", help="compiled object or .fdsl policy")
+    p.add_argument("--op", required=True, help="FUSE opcode name (lookup, open, mkdir, ...)")
+    p.add_argument("--phase", choices=("pre", "post"), default="pre", help="filter phase (default pre)")
+    p.add_argument("--name", help="the request's name argument")
+    p.add_argument("--newname", help="RENAME/RENAME2's new name")
+    p.add_argument("--field", action="append", default=[], metavar="PATH=VALUE",
+                   help="set a field, e.g. in.flags=0x8000 or out.attr.mode=0o100644 (repeatable)")
+    p.add_argument("--error", help="POST: the backing operation's result (ENOENT, 2, -2)")
+    p.add_argument("--uid", type=_int, default=0)
+    p.add_argument("--gid", type=_int, default=0)
+    p.add_argument("--pid", type=_int, default=0)
+    p.add_argument("--tgid", type=_int, help="default: the pid")
+    p.add_argument("--nodeid", type=_int, default=0, help="the context's nodeid")
+    p.add_argument("--backend", choices=("jit", "interp"), default="jit")
+    p.add_argument("--section", help="program section (default: fuse/root, or the only one)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_run)
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+def _value(text: str) -> Any:
+    """Field values: integers in any base (0x, 0o, 0b), otherwise the string itself."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return text
+
+
+def _load_bytes(path: str) -> bytes:
+    from fdsl.errors import UsageError
+
+    if path.endswith(".fdsl"):
+        from fdsl.compiler import compile_file
+
+        return compile_file(path).obj
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror or err}") from None
+
+
+def _pick_section(fs, wanted: str | None) -> str:
+    from fdsl.errors import UsageError
+
+    sections = fs.sections
+    if wanted:
+        if wanted not in sections:
+            raise UsageError(f"no program section {wanted!r} (sections: {', '.join(sections) or 'none'})")
+        return wanted
+    if "fuse/root" in sections:
+        return "fuse/root"
+    if len(sections) == 1:
+        return sections[0]
+    raise UsageError(f"several program sections, pick one with --section: {', '.join(sections)}")
+
+
+def _fields(args: argparse.Namespace) -> dict[str, Any]:
+    from fdsl.errors import UsageError
+
+    fields: dict[str, Any] = {}
+    if args.name is not None:
+        fields["name"] = args.name
+    if args.newname is not None:
+        fields["newname"] = args.newname
+    for item in args.field:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--field expects PATH=VALUE, got {item!r}")
+        fields[path.strip()] = _value(value.strip())
+    if args.error is not None:
+        if args.phase != "post":
+            raise UsageError("--error only makes sense with --phase post")
+        fields["error"] = args.error
+    fields.update(uid=args.uid, gid=args.gid, pid=args.pid,
+                  tgid=args.pid if args.tgid is None else args.tgid, nodeid=args.nodeid)
+    return fields
+
+
+def _userspace(fs, section: str, prepared, result, fields: dict[str, Any]) -> dict | None:
+    """Evaluate the metadata's userspace rules when the program asked for them."""
+    from fdsl import abi, userspace
+
+    meta = fs.object.meta
+    if meta is None or result.ret < 0 or not result.ret & abi.USER_FILTER:
+        return None
+    scope = meta.scope_by_section(section)
+    rules = meta.rules_for(scope.path if scope else "", prepared.op, prepared.phase)
+    if not rules:
+        return None
+    plain = {k: v for k, v in fields.items() if k not in ("uid", "gid", "pid", "tgid", "nodeid", "error")}
+    plain.update(prepared.read_fields())
+    request = userspace.Request(prepared.op, prepared.phase, plain, uid=prepared.caller.uid,
+                                gid=prepared.caller.gid, pid=prepared.caller.pid,
+                                tgid=prepared.caller.tgid, nodeid=int(fields.get("nodeid", 0)),
+                                error=-prepared.error_in)
+    outcome = userspace.evaluate(rules, request)
+    return {"rules": len(rules), "decision": outcome.decision or "allow", "value": outcome.value,
+            "writes": outcome.writes, "logs": outcome.logs}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fdsl import abi, simulate
+    from fdsl.engine import FilterSet
+    from fdsl.errors import UsageError, VmFault
+
+    fs = FilterSet.load(_load_bytes(args.object), backend=args.backend)
+    section = _pick_section(fs, args.section)
+    fields = _fields(args)
+    try:
+        prepared = simulate.prepare(args.op, args.phase, fields)
+    except (simulate.RequestError, ValueError, KeyError) as err:
+        raise UsageError(str(err).strip("'\"")) from None
+    try:
+        ret = fs.run(section, prepared.context, prepared.caller)
+    except VmFault as fault:
+        print(f"fdsl run: {section}: fault at insn {fault.index}: {fault.reason}", file=sys.stderr)
+        return 1
+    result = prepared.result(ret)
+    user = _userspace(fs, section, prepared, result, fields)
+    logs = fs.log_sink.recent()
+
+    if args.json:
+        print(json.dumps({
+            "section": section, "backend": args.backend, "op": args.op, "phase": args.phase,
+            "ret": result.ret, "decision": result.decision, "errno": result.errno_name,
+            "bits": result.bits, "changed": {k: list(v) for k, v in result.changed.items()},
+            "userspace": user, "log": logs,
+        }, indent=2))
+        return 0
+
+    opcode = abi.OPS[args.op].number | abi.PHASE_BITS[args.phase]
+    print(f"{section} [{args.backend}] {args.op} {args.phase} (opcode {opcode:#x})")
+    if result.ret < 0:
+        print(f"result: {result.ret} = deny {result.errno_name or -result.ret}")
+    else:
+        print(f"result: {result.ret} = allow {'|'.join(result.bits) or '0'}")
+        if args.phase == "post" and result.error_in < 0:
+            print(f"  (the backing error {abi.errno_name(-result.error_in)} stands: "
+                  f"a postfilter cannot turn a failure into success)")
+    for path, (before, after) in sorted(result.changed.items()):
+        print(f"rewrote {path}: {_show(before)} -> {_show(after)}")
+    if user is not None:
+        verdict = user["decision"]
+        if verdict == "deny":
+            verdict += f" {abi.errno_name(user['value'])}"
+        print(f"userspace ({user['rules']} rules): {verdict}")
+        for path, value in sorted(user["writes"].items()):
+            print(f"  userspace rewrote {path} -> {_show(value)}")
+        for line in user["logs"]:
+            print(f"  userspace log: {line}")
+    for line in logs:
+        print(f"log: {line}")
+    return 0
+
+
+def _show(value: Any) -> str:
+    return f"{value:#x}" if isinstance(value, int) and value > 9 else str(value)

@@ -1,0 +1,101 @@
+"""The execution facade: load an object, verify every program, prepare a VM per program.
+
+`FilterSet.load(data, backend="jit"|"interp")` is what the daemon, `fdsl run`
+and `fdsl test` use.  Loading is all-or-nothing: a `LoadError` or
+`VerifierError` propagates and nothing runs.  After loading, `run` is
+thread-safe: the VMs keep no per-run state outside the calling thread
+(the interpreter's registers are locals, the JIT's stack is a native alloca
+and its env record is per thread), and the maps lock their own updates.
+
+JIT code is cached per program (`fdsl.jit.compile_program`), so loading the
+same object twice (a daemon reload, tests) does not compile again; the code
+reads map handles from a per-FilterSet table, so it is shared safely.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fdsl import isa, loader, verifier
+from fdsl.errors import FdslError
+from fdsl.helpers import Caller, LogSink
+from fdsl.interpreter import DEFAULT_BUDGET, Interpreter, Runtime
+from fdsl.maps import MapTable
+
+BACKENDS = ("jit", "interp")
+LOG_LINES = 1000
+
+
+
+@dataclass
+class LoadedProgram:
+    section: str
+    verified: verifier.VerifiedProgram
+    vm: Any            # Interpreter | Jit; exposes run(ctx, caller) -> int
+
+
+class FilterSet:
+    """One loaded object: its programs (each behind a VM), maps, metadata and log."""
+
+    def __init__(self, obj: loader.BpfObject, programs: dict[str, LoadedProgram], runtime: Runtime,
+                 backend: str) -> None:
+        self.object = obj
+        self.programs = programs
+        self.runtime = runtime
+        self.backend = backend
+
+    @classmethod
+    def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
+             log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET) -> "FilterSet":
+        """Load + verify + prepare; raises LoadError / VerifierError (nothing partial)."""
+        if backend not in BACKENDS:
+            raise FdslError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        obj = loader.load_object(data)
+        verified = {name: verifier.verify(prog, obj.maps, section=name)
+                    for name, prog in obj.programs.items()}
+        runtime = Runtime(MapTable(obj.maps), LogSink(log_lines, log_callback))
+        programs = {}
+        for name, vp in verified.items():
+            if backend == "jit":
+                vm = _jit_for(vp, runtime, budget)
+            else:
+                vm = Interpreter(vp.insns, runtime, budget=budget)
+            programs[name] = LoadedProgram(name, vp, vm)
+        return cls(obj, programs, runtime, backend)
+
+    # -- what the daemon reads
+    @property
+    def maps(self) -> MapTable:
+        return self.runtime.maps
+
+    @property
+    def metadata(self) -> dict | None:
+        return self.object.metadata
+
+    @property
+    def log_sink(self) -> LogSink:
+        return self.runtime.sink
+
+    @property
+    def sections(self) -> list[str]:
+        return list(self.programs)
+
+    def vm(self, section: str):
+        try:
+            return self.programs[section].vm
+        except KeyError:
+            known = ", ".join(self.programs) or "none"
+            raise FdslError(f"no program in section {section!r} (sections: {known})") from None
+
+    def run(self, section: str, ctx, caller: Caller = Caller()) -> int:
+        """Run the program of `section` on a built context; r0 as signed 32-bit.
+
+        A run-time fault raises `fdsl.errors.VmFault` (the daemon answers EIO).
+        """
+        return self.vm(section).run(ctx, caller)
+
+
+def _jit_for(vp: verifier.VerifiedProgram, runtime: Runtime, budget: int):
+    from fdsl.jit import Jit  # llvmlite is only imported when the JIT is used
+
+    return Jit(vp.insns, runtime, verified=vp, budget=budget)

@@ -1,0 +1,121 @@
+"""Schema of the `.fdsl.meta` section: what the daemon needs beyond the BPF code.
+
+A compiled policy is one `.bpf.o`; everything the userspace half needs (scope
+table, userspace rules, map meanings, caching hints, log formats) travels in
+this UTF-8 JSON section so the object stays self-contained.  The classes are
+plain dataclasses with `to_json`/`from_json` so the daemon, `fdsl explain` and
+the tests share one definition.
+
+Userspace rule bodies are serialized statement/expression trees (see
+`fdsl/userspace.py` for the evaluator and the node shapes).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+SECTION = ".fdsl.meta"
+
+
+@dataclass
+class ScopeMeta:
+    """One `under` scope (or the root, path "")."""
+
+    path: str                  # relative to the mount root; "" = the root
+    kind: str                  # "rules" | "passthrough" | "backing"
+    section: str | None        # program section ("fuse/root", "fuse/s1"), None = no program
+    backing: str | None = None  # backing directory for kind "backing"
+    parent: str | None = None  # enclosing scope path (None for the root)
+
+
+@dataclass
+class MapMeta:
+    """One `counter`/`map` declaration; `index` is its position in the `maps` section."""
+
+    name: str
+    kind: str                  # "counter" | "map"
+    map_type: str              # "array" | "hash"
+    key_size: int
+    value_size: int
+    max_entries: int
+    index: int
+    key: str = "none"          # what the key means ("uid", "name", "opcode", ...)
+
+
+@dataclass
+class UserRule:
+    """A rule (or its userspace part) evaluated by the daemon for scope/op/phase."""
+
+    scope: str                 # scope path
+    op: str                    # opcode name ("lookup")
+    phase: str                 # "pre" | "post"
+    origin: str | None         # sugar it came from ("hide", ...) or None
+    location: str              # "file:line" of the rule
+    reason: str                # why it is not BPF
+    body: list[dict[str, Any]]  # serialized statements
+
+
+@dataclass
+class LogFormat:
+    id: int
+    fmt: str
+    location: str
+
+
+@dataclass
+class CachingHints:
+    """Whether results depend on who asks; if so the daemon must not cache them."""
+
+    identity_dependent: bool = False
+    ops: list[str] = field(default_factory=list)  # "scope:op:phase" entries that read uid/gid/pid
+
+
+@dataclass
+class Metadata:
+    abi: str
+    fdsl_version: str
+    source_sha256: str
+    files: list[str]
+    programs: dict[str, str]             # section -> scope path
+    scopes: list[ScopeMeta]
+    maps: list[MapMeta]
+    userspace: list[UserRule]
+    caching: CachingHints
+    logs: list[LogFormat]
+    default: dict[str, Any] = field(default_factory=lambda: {"s": "allow"})
+    schema: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def to_bytes(self) -> bytes:
+        return self.to_json().encode("utf-8")
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> "Metadata":
+        if isinstance(text, bytes):
+            text = text.rstrip(b"\0").decode("utf-8")
+        raw = json.loads(text)
+        return cls(
+            abi=raw["abi"],
+            fdsl_version=raw["fdsl_version"],
+            source_sha256=raw["source_sha256"],
+            files=list(raw["files"]),
+            programs=dict(raw["programs"]),
+            scopes=[ScopeMeta(**s) for s in raw["scopes"]],
+            maps=[MapMeta(**m) for m in raw["maps"]],
+            userspace=[UserRule(**u) for u in raw["userspace"]],
+            caching=CachingHints(**raw["caching"]),
+            logs=[LogFormat(**entry) for entry in raw["logs"]],
+            default=raw.get("default", {"s": "allow"}),
+            schema=raw.get("schema", SCHEMA_VERSION),
+        )
+
+    def rules_for(self, scope: str, op: str, phase: str) -> list[UserRule]:
+        """The userspace rules the daemon runs for one filter request, in order."""
+        return [r for r in self.userspace if r.scope == scope and r.op == op and r.phase == phase]
+
+    def scope_by_section(self, section: str) -> ScopeMeta | None:
+        return next((s for s in self.scopes if s.section == section), None)

@@ -1,0 +1,390 @@
+"""Userspace rules: serialization into the metadata and the daemon's evaluator.
+
+Rules the kernel cannot run (regexes, complex globs, readdir entry hiding,
+anything reading buffers) are stored in `.fdsl.meta` as small JSON trees and
+evaluated here by the daemon (and by `fdsl run/test`) when the BPF program
+returned `USER_FILTER`.  Node shapes:
+
+    expressions  {"e": "int"|"str"|"bool", "v": ...}
+                 {"e": "field", "path": "in.flags"}     {"e": "builtin", "name": "uid"}
+                 {"e": "var", "name": x}                {"e": "un", "op": "-", "x": E}
+                 {"e": "bin", "op": "+", "l": E, "r": E}
+                 {"e": "in", "x": E, "set": [E...], "neg": bool}
+                 {"e": "strtest", "kind": "glob"|"regex"|"startswith"|"endswith",
+                  "x": E, "pats": [str...]}
+    statements   {"s": "allow"} {"s": "deny", "errno": E} {"s": "return", "v": E}
+                 {"s": "assign", "path": p, "op": "=", "v": E}
+                 {"s": "if", "c": E, "then": [S...], "else": [S...]}
+                 {"s": "let", "name": x, "v": E}
+                 {"s": "count", "map": m, "key": E|None, "by": E|None}
+                 {"s": "log", "fmt": f, "args": [E...]}
+                 {"s": "drop", "where": E}   (readdir: drop entries whose name matches)
+
+Predicate calls and constants are inlined at serialization time, so the tree
+is self-contained.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fdsl import ast
+
+MASK64 = (1 << 64) - 1
+BUILTINS = ("uid", "gid", "pid", "tgid", "nodeid", "error")
+# Bare names of string/buffer arguments ("name", "newname", ...), from the ABI tables.
+ARG_ALIASES = frozenset()
+
+
+def _arg_aliases() -> frozenset[str]:
+    from fdsl import abi
+
+    return frozenset(a.alias for op in abi.OPS.values() for a in (*op.inputs, *op.outputs)
+                     if a.kind != "struct")
+
+
+# ---------------------------------------------------------------- serialization
+
+class NotSerializable(Exception):
+    """An AST construct with no userspace form (a checker bug if it reaches here)."""
+
+
+def ident_meaning(ident: ast.Ident) -> tuple[str, Any]:
+    """Normalize `Ident.ref` (set by the checker) with fallbacks for bare names."""
+    from fdsl import abi
+
+    ref = ident.ref
+    if isinstance(ref, tuple) and len(ref) == 2:
+        kind, payload = ref
+        if isinstance(payload, bool):
+            return ("int", int(payload))
+        if isinstance(payload, int) and kind not in ("param",):
+            return ("int", payload)
+        return (kind, payload)
+    if isinstance(ref, ast.ConstDecl):
+        return ("const", ref)
+    if isinstance(ref, ast.Let):
+        return ("let", ref)
+    if isinstance(ref, ast.SetDecl):
+        return ("set", ref)
+    if isinstance(ref, ast.PredDecl):
+        return ("pred", ref)
+    if isinstance(ref, int):
+        return ("int", ref)
+    name = ident.name
+    global ARG_ALIASES
+    if not ARG_ALIASES:
+        ARG_ALIASES = _arg_aliases()
+    if name in ARG_ALIASES:
+        return ("field", name)
+    if name in BUILTINS:
+        return ("builtin", name)
+    if name in abi.ERRNOS:
+        return ("int", abi.ERRNOS[name])
+    if name in abi.NAMED_CONSTANTS:
+        return ("int", abi.NAMED_CONSTANTS[name])
+    return ("var", name)
+
+
+class Serializer:
+    """AST -> JSON trees, inlining constants, named sets and predicate calls."""
+
+    def __init__(self) -> None:
+        self.params: list[dict[str, dict]] = []
+
+    def stmts(self, body: list[ast.Stmt]) -> list[dict]:
+        return [self.stmt(s) for s in body]
+
+    def stmt(self, s: ast.Stmt) -> dict:
+        if isinstance(s, ast.Allow):
+            return {"s": "allow"}
+        if isinstance(s, ast.Deny):
+            return {"s": "deny", "errno": self.expr(s.errno)}
+        if isinstance(s, ast.Return):
+            return {"s": "return", "v": self.expr(s.value)}
+        if isinstance(s, ast.Assign):
+            return {"s": "assign", "path": ".".join(s.target.path), "op": s.op, "v": self.expr(s.value)}
+        if isinstance(s, ast.If):
+            return {"s": "if", "c": self.expr(s.cond), "then": self.stmts(s.then),
+                    "else": self.stmts(s.orelse)}
+        if isinstance(s, ast.Let):
+            return {"s": "let", "name": s.name, "v": self.expr(s.value)}
+        if isinstance(s, ast.Count):
+            return {"s": "count", "map": s.map, "key": self.expr(s.key) if s.key else None,
+                    "by": self.expr(s.by) if s.by else None}
+        if isinstance(s, ast.Log):
+            return {"s": "log", "fmt": s.fmt, "args": [self.expr(a) for a in s.args]}
+        if isinstance(s, ast.DropEntries):
+            return {"s": "drop", "where": self.expr(s.pred)}
+        raise NotSerializable(type(s).__name__)
+
+    def expr(self, e: ast.Expr) -> dict:
+        if isinstance(e, ast.BoolLit):
+            return {"e": "bool", "v": e.value}
+        if isinstance(e, ast.IntLit):
+            return {"e": "int", "v": e.value}
+        if isinstance(e, ast.StrLit):
+            return {"e": "str", "v": e.value}
+        if isinstance(e, ast.FieldRef):
+            return {"e": "field", "path": ".".join(e.path)}
+        if isinstance(e, ast.Ident):
+            return self.ident(e)
+        if isinstance(e, ast.Unary):
+            return {"e": "un", "op": e.op, "x": self.expr(e.operand)}
+        if isinstance(e, ast.Binary):
+            return {"e": "bin", "op": e.op, "l": self.expr(e.left), "r": self.expr(e.right)}
+        if isinstance(e, ast.InSet):
+            return {"e": "in", "x": self.expr(e.subject), "set": self.set_members(e.members),
+                    "neg": e.negated}
+        if isinstance(e, ast.StrTest):
+            pats = [m["v"] for m in self.set_members(e.pattern)]
+            return {"e": "strtest", "kind": e.kind, "x": self.expr(e.subject), "pats": pats}
+        if isinstance(e, ast.Call):
+            return self.call(e)
+        if isinstance(e, ast.SetLit):
+            raise NotSerializable("set literal outside 'in'")
+        raise NotSerializable(type(e).__name__)
+
+    def set_members(self, e: ast.Expr) -> list[dict]:
+        if isinstance(e, ast.SetLit):
+            return [self.expr(m) for m in e.members]
+        if isinstance(e, ast.Ident):
+            kind, payload = ident_meaning(e)
+            if kind == "set":
+                return [self.expr(m) for m in payload.members]
+            if kind == "const":
+                return self.set_members(payload.value)
+        return [self.expr(e)]
+
+    def ident(self, e: ast.Ident) -> dict:
+        kind, payload = ident_meaning(e)
+        if kind == "int":
+            return {"e": "int", "v": payload}
+        if kind == "const":
+            return self.expr(payload.value)
+        if kind == "builtin":
+            return {"e": "builtin", "name": payload}
+        if kind == "field":
+            path = payload if isinstance(payload, str) else ".".join(getattr(payload, "path", payload))
+            return {"e": "field", "path": path}
+        if kind == "param" or (kind == "var" and self.params and e.name in self.params[-1]):
+            return self.params[-1][e.name]
+        if kind == "let":
+            return {"e": "var", "name": e.name}
+        if kind == "pred":
+            self.params.append({})
+            try:
+                return self.expr(payload.body)
+            finally:
+                self.params.pop()
+        if kind == "set":
+            raise NotSerializable("set used as a value")
+        return {"e": "var", "name": e.name}
+
+    def call(self, e: ast.Call) -> dict:
+        pred = e.ref[1] if isinstance(e.ref, tuple) else e.ref
+        if not isinstance(pred, ast.PredDecl):
+            raise NotSerializable(f"call of unknown predicate {e.func}")
+        bound = {p: self.expr(a) for p, a in zip(pred.params, e.args)}
+        self.params.append(bound)
+        try:
+            return self.expr(pred.body)
+        finally:
+            self.params.pop()
+
+
+def serialize_body(body: list[ast.Stmt]) -> list[dict]:
+    return Serializer().stmts(body)
+
+
+# ------------------------------------------------------------------ evaluation
+
+@dataclass
+class Request:
+    """One userspace filter request as the daemon sees it (decoded fields)."""
+
+    op: str
+    phase: str
+    fields: dict[str, Any] = field(default_factory=dict)   # "name", "in.flags", "out.attr.mode"
+    uid: int = 0
+    gid: int = 0
+    pid: int = 0
+    tgid: int = 0
+    nodeid: int = 0
+    error: int = 0                     # positive errno of the backing op (POST), 0 = success
+    entries: list[str] | None = None   # readdir POST: entry names, in order
+
+
+@dataclass
+class Outcome:
+    """What the userspace rules decided; `decision` None = no rule decided (allow)."""
+
+    decision: str | None = None        # "allow" | "deny" | "return"
+    value: int = 0                     # errno for deny, raw value for return
+    writes: dict[str, int] = field(default_factory=dict)
+    dropped: list[int] = field(default_factory=list)   # indices into Request.entries
+    logs: list[str] = field(default_factory=list)
+    counts: list[tuple[str, Any, int]] = field(default_factory=list)
+
+
+class _Decided(Exception):
+    pass
+
+
+class Evaluator:
+    """Runs serialized rules in order; the first decision wins."""
+
+    def __init__(self, request: Request, on_count: Callable[[str, Any, int], None] | None = None):
+        self.req = request
+        self.out = Outcome()
+        self.on_count = on_count
+
+    def run(self, rules: list[list[dict]]) -> Outcome:
+        try:
+            for body in rules:
+                self.block(body, {})
+        except _Decided:
+            pass
+        return self.out
+
+    def block(self, body: list[dict], env: dict[str, Any]) -> None:
+        env = dict(env)
+        for s in body:
+            self.stmt(s, env)
+
+    def stmt(self, s: dict, env: dict[str, Any]) -> None:
+        kind = s["s"]
+        if kind == "allow":
+            self.out.decision = "allow"
+            raise _Decided
+        if kind == "deny":
+            self.out.decision, self.out.value = "deny", abs(int(self.eval(s["errno"], env)))
+            raise _Decided
+        if kind == "return":
+            self.out.decision, self.out.value = "return", int(self.eval(s["v"], env))
+            raise _Decided
+        if kind == "let":
+            env[s["name"]] = self.eval(s["v"], env)
+        elif kind == "if":
+            self.block(s["then"] if self.eval(s["c"], env) else s["else"], env)
+        elif kind == "assign":
+            self.assign(s, env)
+        elif kind == "count":
+            key = self.eval(s["key"], env) if s["key"] else 0
+            by = int(self.eval(s["by"], env)) if s["by"] else 1
+            self.out.counts.append((s["map"], key, by))
+            if self.on_count:
+                self.on_count(s["map"], key, by)
+        elif kind == "log":
+            self.out.logs.append(_format(s["fmt"], [self.eval(a, env) for a in s["args"]]))
+        elif kind == "drop":
+            self.drop(s["where"], env)
+        else:
+            raise ValueError(f"unknown userspace statement {kind!r}")
+
+    def assign(self, s: dict, env: dict[str, Any]) -> None:
+        path = s["path"]
+        value = int(self.eval(s["v"], env))
+        if s["op"] != "=":
+            current = int(self.field(path))
+            value = _arith(s["op"][:-1], current, value)
+        self.out.writes[path] = value
+
+    def drop(self, pred: dict, env: dict[str, Any]) -> None:
+        for index, name in enumerate(self.req.entries or []):
+            if index in self.out.dropped:
+                continue
+            if self.eval(pred, {**env, "\0name": name}):
+                self.out.dropped.append(index)
+
+    def field(self, path: str, env: dict[str, Any] | None = None) -> Any:
+        if path in self.out.writes:
+            return self.out.writes[path]
+        if env and path == "name" and "\0name" in env:
+            return env["\0name"]
+        if path not in self.req.fields:
+            raise KeyError(f"field {path!r} not in the {self.req.op} {self.req.phase} request")
+        return self.req.fields[path]
+
+    def eval(self, e: dict, env: dict[str, Any]) -> Any:
+        kind = e["e"]
+        if kind in ("int", "str", "bool"):
+            return e["v"]
+        if kind == "field":
+            return self.field(e["path"], env)
+        if kind == "builtin":
+            return getattr(self.req, e["name"])
+        if kind == "var":
+            return env[e["name"]]
+        if kind == "un":
+            x = self.eval(e["x"], env)
+            return {"-": lambda v: -v, "~": lambda v: ~v & MASK64,
+                    "not": lambda v: not v}[e["op"]](x)
+        if kind == "bin":
+            return self.binary(e, env)
+        if kind == "in":
+            x = self.eval(e["x"], env)
+            found = any(x == self.eval(m, env) for m in e["set"])
+            return found != e["neg"]
+        if kind == "strtest":
+            x = self.eval(e["x"], env)
+            return any(_strtest(e["kind"], str(x), p) for p in e["pats"])
+        raise ValueError(f"unknown userspace expression {kind!r}")
+
+    def binary(self, e: dict, env: dict[str, Any]) -> Any:
+        op = e["op"]
+        if op == "and":
+            return bool(self.eval(e["l"], env)) and bool(self.eval(e["r"], env))
+        if op == "or":
+            return bool(self.eval(e["l"], env)) or bool(self.eval(e["r"], env))
+        left, right = self.eval(e["l"], env), self.eval(e["r"], env)
+        compare = {"==": left == right, "!=": left != right}
+        if op in compare:
+            return compare[op]
+        if op in ("<", "<=", ">", ">="):
+            return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+        return _arith(op, int(left), int(right))
+
+
+def _arith(op: str, a: int, b: int) -> int:
+    """64-bit wrapping arithmetic with BPF's division-by-zero result (0)."""
+    if op in ("/", "%") and b == 0:
+        return 0 if op == "/" else a
+    result = {
+        "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+        "/": lambda: (a & MASK64) // (b & MASK64), "%": lambda: (a & MASK64) % (b & MASK64),
+        "&": lambda: a & b, "|": lambda: a | b, "^": lambda: a ^ b,
+        "<<": lambda: a << (b & 63), ">>": lambda: (a & MASK64) >> (b & 63),
+    }[op]()
+    result &= MASK64
+    return result - (1 << 64) if result >= 1 << 63 and (a < 0 or b < 0) else result
+
+
+def _strtest(kind: str, subject: str, pattern: str) -> bool:
+    if kind == "startswith":
+        return subject.startswith(pattern)
+    if kind == "endswith":
+        return subject.endswith(pattern)
+    if kind == "glob":
+        return fnmatch.fnmatchcase(subject, pattern)
+    if kind == "regex":
+        return re.search(pattern, subject) is not None
+    raise ValueError(f"unknown string test {kind!r}")
+
+
+def _format(fmt: str, args: list[Any]) -> str:
+    """Render a trace_printk-style format for the daemon's log (best effort)."""
+    try:
+        converted = re.sub(r"%l{0,2}[dux]", lambda m: "%" + m.group(0)[-1], fmt)
+        return converted % tuple(args)
+    except (TypeError, ValueError):
+        return fmt + " " + " ".join(str(a) for a in args)
+
+
+def evaluate(rules: list[Any], request: Request,
+             on_count: Callable[[str, Any, int], None] | None = None) -> Outcome:
+    """Run userspace rules (metadata `UserRule`s or raw bodies) for one request."""
+    bodies = [r.body if hasattr(r, "body") else r for r in rules]
+    return Evaluator(request, on_count).run(bodies)

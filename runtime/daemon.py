@@ -1,0 +1,335 @@
+"""Mount lifecycle: validate, load the policy, mount, serve, unmount.
+
+Behaves like sshfs/bindfs: by default the command forks a daemon and returns
+only once the mount is live (exit 0) or has failed (exit 1 with the daemon's
+error message, passed back through a pipe); `foreground` serves in the
+calling process.  SIGINT/SIGTERM unmount cleanly.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from fdsl.errors import MountError
+
+from . import control
+
+log = logging.getLogger("fdsl.runtime")
+
+
+@dataclass
+class MountConfig:
+    backing: str
+    mountpoint: str
+    policy: str | None = None          # .fdsl or .bpf.o; None/empty file = passthrough
+    foreground: bool = False
+    fuse_options: list[str] = field(default_factory=list)
+    backend: str = "jit"
+    entry_timeout: float = 1.0
+    attr_timeout: float = 1.0
+    threads: int = 16
+    debug: bool = False
+    switch_identity: bool = True
+
+
+def mountinfo_targets() -> set[str]:
+    """Mount points currently mounted (from /proc/self/mountinfo, octal escapes decoded)."""
+    targets = set()
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                raw = line.split()[4].decode("utf-8", "surrogateescape")
+                targets.add(raw.encode("utf-8", "surrogateescape").decode("unicode_escape")
+                            if "\\" in raw else raw)
+    except OSError:
+        pass
+    return targets
+
+
+def validate(cfg: MountConfig) -> None:
+    """Clear errors before anything is forked or mounted."""
+    if not os.path.exists(cfg.backing):
+        raise MountError(f"backing directory {cfg.backing!r} does not exist")
+    if not os.path.isdir(cfg.backing):
+        raise MountError(f"backing path {cfg.backing!r} is not a directory")
+    if not os.path.exists(cfg.mountpoint):
+        raise MountError(f"mount point {cfg.mountpoint!r} does not exist")
+    if not os.path.isdir(cfg.mountpoint):
+        raise MountError(f"mount point {cfg.mountpoint!r} is not a directory")
+    real_mnt = os.path.realpath(cfg.mountpoint)
+    if real_mnt in mountinfo_targets() and "nonempty" not in cfg.fuse_options:
+        raise MountError(f"mount point {cfg.mountpoint!r} is busy (already a mount point)")
+    real_backing = os.path.realpath(cfg.backing)
+    if real_backing == real_mnt or real_backing.startswith(real_mnt + "/"):
+        raise MountError("the backing directory must not be inside the mount point")
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("/dev/fuse is missing (is the fuse module loaded?)")
+    if cfg.policy and not os.path.isfile(cfg.policy):
+        raise MountError(f"policy file {cfg.policy!r} does not exist")
+
+
+def read_policy_object(policy: str | None) -> bytes | None:
+    """The BPF object to run: compiled on the fly for .fdsl; None = pure passthrough."""
+    if not policy:
+        return None
+    data = Path(policy).read_bytes()
+    if data.startswith(b"\x7fELF"):
+        return data
+    if not data.strip():
+        return None  # empty policy file: pure passthrough
+    from fdsl import compiler  # heavy (llvmlite); only when a .fdsl is given
+
+    return compiler.compile_file(policy).obj
+
+
+# ----------------------------------------------------------------- serving
+
+class MountStats:
+    """Per-op request and error counts plus recent log lines, for `fdsl stats`."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.ops: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.logs: collections.deque[str] = collections.deque(maxlen=200)
+
+    def log(self, line: str) -> None:
+        self.logs.append(f"{time.strftime('%H:%M:%S')} {line}")
+
+
+class _DequeHandler(logging.Handler):
+    def __init__(self, stats: MountStats) -> None:
+        super().__init__(logging.WARNING)
+        self.stats = stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stats.log(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], None]) -> int:
+    """Mount and serve until unmounted or signalled.  `ready(None)` once mounted,
+    `ready(message)` if mounting failed."""
+    import pyfuse3
+    import trio
+
+    from .engine import Engine, EngineOptions
+    from .fuse_adapter import FuseOperations
+    from .policy import load_policy
+
+    os.umask(0)  # modes arrive already masked by the kernel (or with an explicit umask)
+    stats = MountStats()
+    logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
+    try:
+        policy = load_policy(obj, cfg.backend, cfg.backing, stats)
+        engine = Engine(cfg.backing, policy, EngineOptions(
+            cfg.entry_timeout, cfg.attr_timeout, cfg.switch_identity))
+    except Exception as err:  # verifier rejection, bad object, unreadable backing dir
+        ready(f"cannot load policy: {err}")
+        return 1
+    ops = FuseOperations(engine, cfg.threads, stats)
+    options = {"fsname=fdsl", "subtype=fdsl"}
+    for opt in cfg.fuse_options:
+        options.add(opt)
+    options.discard("nonempty")
+    if cfg.debug:
+        options.add("debug")
+    sock_path = control.socket_path(cfg.mountpoint)
+    try:
+        pyfuse3.init(ops, cfg.mountpoint, options)
+    except Exception as err:
+        ready(f"cannot mount {cfg.mountpoint}: {err}")
+        return 1
+    signalled = False
+
+    async def control_server() -> None:
+        sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        try:
+            sock_path.unlink()
+        except FileNotFoundError:
+            pass
+        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await listener.bind(os.fspath(sock_path))
+        os.chmod(sock_path, 0o666)
+        listener.listen(8)
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await listener.accept()
+                nursery.start_soon(_answer, conn)
+
+    async def _answer(conn: Any) -> None:
+        with conn:
+            data = b""
+            with trio.move_on_after(5):
+                while not data.endswith(b"\n"):
+                    chunk = await conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            try:
+                req = json.loads(data or b"{}")
+                reply = _control_reply(req, cfg, engine, policy, stats)
+            except Exception as err:  # never let a bad client kill the daemon
+                reply = {"error": str(err)}
+            payload = json.dumps(reply).encode() + b"\n"
+            while payload:
+                sent = await conn.send(payload)
+                payload = payload[sent:]
+
+    async def main() -> None:
+        nonlocal signalled
+        async with trio.open_nursery() as nursery:
+            async def on_signals() -> None:
+                nonlocal signalled
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+                    async for _ in sigs:
+                        signalled = True
+                        pyfuse3.terminate()
+                        return
+
+            nursery.start_soon(on_signals)
+            nursery.start_soon(control_server)
+            ready(None)
+            try:
+                await pyfuse3.main(min_tasks=2, max_tasks=cfg.threads * 2)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    code = 0
+    try:
+        trio.run(main)
+    except BaseException as err:  # noqa: BLE001 - always unmount
+        log.error("daemon stopped: %s", err)
+        code = 1
+        signalled = True
+    finally:
+        try:
+            pyfuse3.close(unmount=True)
+        except Exception:
+            pass
+        try:
+            sock_path.unlink()
+        except OSError:
+            pass
+        engine.close()
+    return code
+
+
+def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: Any,
+                   stats: MountStats) -> dict[str, Any]:
+    cmd = req.get("cmd")
+    if cmd == "ping":
+        return {"ok": True, "pid": os.getpid()}
+    if cmd == "stats":
+        return {
+            "pid": os.getpid(),
+            "mountpoint": os.path.realpath(cfg.mountpoint),
+            "backing": os.path.realpath(cfg.backing),
+            "policy": cfg.policy,
+            "uptime": round(time.time() - stats.started, 1),
+            "nodes": len(engine.nodes),
+            "open_handles": len(engine.files),
+            "ops": dict(stats.ops),
+            "errors": dict(stats.errors),
+            "maps": policy.map_contents() if hasattr(policy, "map_contents") else [],
+            "logs": list(policy.recent_logs()) if hasattr(policy, "recent_logs") else [],
+            "daemon_logs": list(stats.logs),
+        }
+    return {"error": f"unknown command {cmd!r}"}
+
+
+# ------------------------------------------------------------ entry point
+
+def mount(cfg: MountConfig) -> int:
+    """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
+    validate(cfg)
+    obj = read_policy_object(cfg.policy)
+    logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.WARNING,
+                        format="fdsl[%(process)d] %(levelname)s %(message)s")
+    if cfg.foreground:
+        def ready(message: str | None) -> None:
+            if message:
+                print(f"fdsl: {message}", file=sys.stderr)
+        return serve(cfg, obj, ready)
+    return _daemonize(cfg, obj)
+
+
+def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # daemon
+        os.close(read_end)
+        os.setsid()
+        reported = False
+
+        def ready(message: str | None) -> None:
+            nonlocal reported
+            if reported:
+                return
+            reported = True
+            try:
+                os.write(write_end, (message or "OK").encode() + b"\n")
+                os.close(write_end)
+            except OSError:
+                pass
+            if message is None:
+                _detach_stdio(cfg)
+
+        code = 1
+        try:
+            code = serve(cfg, obj, ready)
+        except BaseException as err:  # noqa: BLE001
+            ready(f"daemon failed: {err}")
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        answer = pipe.readline().decode(errors="replace").strip()
+    if answer == "OK":
+        return 0
+    raise MountError(answer or "the mount daemon exited before the mount was ready")
+
+
+def _detach_stdio(cfg: MountConfig) -> None:
+    """Daemon stdio -> /dev/null; warnings go to a log file next to the control socket."""
+    log_path = control.socket_path(cfg.mountpoint).with_suffix(".log")
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        out = os.open(os.devnull, os.O_WRONLY)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(devnull)
+    os.close(out)
+
+
+def umount(mountpoint: str, lazy: bool = False, timeout: float = 10.0) -> int:
+    """fusermount3 -u, then wait until the daemon has gone (its socket disappears)."""
+    import subprocess
+
+    cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mountpoint]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except FileNotFoundError:
+        proc = subprocess.run(["umount"] + (["-l"] if lazy else []) + [mountpoint],
+                              capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise MountError((proc.stderr or proc.stdout).strip() or f"cannot unmount {mountpoint}")
+    sock = control.socket_path(mountpoint)
+    deadline = time.monotonic() + timeout
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return 0
+

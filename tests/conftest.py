@@ -1,0 +1,39 @@
+"""Shared fixtures.
+
+`bpf_c_object(name)` compiles tests/c/<name>.c with `clang -target bpf -O2 -c`
+(once per session) and returns the object bytes; tests skip cleanly when
+clang is not installed.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+C_DIR = Path(__file__).parent / "c"
+C_PROGRAMS = ("hide_name", "rewrite_error", "set_nodeid_fh", "count_uid")
+
+
+@pytest.fixture(scope="session")
+def bpf_c_object(tmp_path_factory):
+    clang = shutil.which("clang")
+    cache: dict[tuple, bytes] = {}
+    outdir = tmp_path_factory.mktemp("bpf_c")
+
+    def compile_c(name: str, *cflags: str) -> bytes:
+        if clang is None:
+            pytest.skip("clang is not installed")
+        key = (name, cflags)
+        if key not in cache:
+            src = C_DIR / f"{name}.c"
+            out = outdir / f"{name}{abs(hash(cflags))}.o"
+            proc = subprocess.run([clang, "-target", "bpf", "-O2", "-g0", *cflags, "-c", str(src),
+                                   "-o", str(out)], capture_output=True, text=True)
+            if proc.returncode:
+                raise AssertionError(f"clang failed for {src.name}:\n{proc.stderr}")
+            cache[key] = out.read_bytes()
+        return cache[key]
+
+    return compile_c

@@ -1,0 +1,137 @@
+"""The JIT: same semantics as the interpreter, native code, faults instead of crashes."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fdsl import abi, isa, simulate
+from fdsl.context import build_context
+from fdsl.engine import FilterSet
+from fdsl.errors import VmFault
+from fdsl.helpers import Caller
+from fdsl.interpreter import Interpreter
+from fdsl.jit import Jit, compile_program
+from fdsl.verifier import verify
+
+from vm_util import (CASE_CALLER, DW, EXIT, FAULT_CASES, SEMANTIC_CASES, B, W, alu, alur, atomic, call,
+                     execute, ja, jmp, ld_map, ldx, mov, movr, prog, ret, runtime_with, sample_context, st)
+
+
+@pytest.mark.parametrize("name,program,expected", SEMANTIC_CASES, ids=[c[0] for c in SEMANTIC_CASES])
+def test_semantics(name, program, expected):
+    assert execute("jit", program, caller=CASE_CALLER) == expected
+
+
+@pytest.mark.parametrize("name,program,index,reason", FAULT_CASES, ids=[c[0] for c in FAULT_CASES])
+def test_faults(name, program, index, reason):
+    with pytest.raises(VmFault) as info:
+        execute("jit", program)
+    assert info.value.index == index
+    assert reason in info.value.reason
+
+
+def test_budget_fault_names_the_same_slot_as_the_interpreter():
+    loop = prog(mov(0, 0), alu(isa.BPF_ADD, 0, 1), mov(1, 2), ja(-3), EXIT)
+    faults = []
+    for kind in ("interp", "jit"):
+        with pytest.raises(VmFault) as info:
+            execute(kind, loop, budget=1001)
+        faults.append((info.value.index, info.value.reason))
+    assert faults[0] == faults[1]
+    assert "budget" in faults[0][1]
+
+
+def write_data_program():
+    """WRITE|PRE: read the first byte of the data argument (a NULL pointer)."""
+    return ret(mov(0, abi.BACKING), ldx(W, 2, 1, 8),
+               jmp(isa.BPF_JNE, 2, abi.OPS["write"].number | abi.PREFILTER, 2),
+               ldx(DW, 3, 1, 64), ldx(B, 0, 3, 0))
+
+
+def test_null_buffer_is_a_fault_not_a_crash():
+    program = write_data_program()
+    vp = verify(program, [], section="t")           # the verifier cannot know it is NULL
+    assert vp.mem_kinds[4] <= {"readonly buffer", "writable buffer"}
+    prepared = simulate.prepare("write", "pre", {"in.size": 3, "in.fh": 1})
+    assert prepared.context.in_args[1].address == 0
+    for vm in (Jit(program, verified=vp), Jit(program), Interpreter(program)):
+        with pytest.raises(VmFault) as info:
+            vm.run(prepared.context, Caller())
+        assert info.value.index == 4
+        assert info.value.reason == "invalid read of 1 bytes at 0x0"
+
+
+def test_verified_code_skips_region_checks():
+    program = ret(ldx(DW, 2, 1, 40), ldx(B, 0, 2, 0), st(DW, 10, -8, 1), ldx(DW, 3, 10, -8),
+                  alur(isa.BPF_ADD, 0, 3))
+    vp = verify(program, [], section="t")
+    assert not Jit(program, verified=vp).code.needs_regions
+    ctx = build_context("lookup", "pre", [b"abc\0"])
+    assert Jit(program, verified=vp).run(ctx, Caller()) == ord("a") + 1
+
+
+def test_compiled_code_is_cached_and_shared_between_map_instances():
+    program = ret(st(W, 10, -4, 0), ld_map(1, 0), movr(2, 10), alu(isa.BPF_ADD, 2, -4), call(1),
+                  jmp(isa.BPF_JEQ, 0, 0, 2), mov(1, 1), atomic(DW, 0, 1, 0, isa.BPF_ADD), mov(0, 0))
+    first = compile_program(program, 1)
+    assert compile_program(program, 1) is first
+    rt1 = runtime_with((abi.BPF_MAP_TYPE_ARRAY, 4, 8, 1, "a"))
+    rt2 = runtime_with((abi.BPF_MAP_TYPE_ARRAY, 4, 8, 1, "a"))
+    jit1, jit2 = Jit(program, rt1), Jit(program, rt2)
+    assert jit1.code is jit2.code
+    ctx = sample_context()
+    for _ in range(3):
+        jit1.run(ctx, Caller())
+    jit2.run(ctx, Caller())
+    assert rt1.maps[0].int_items() == [(0, 3)]
+    assert rt2.maps[0].int_items() == [(0, 1)]
+
+
+def test_helper_fault_propagates_through_the_callback():
+    rt = runtime_with((abi.BPF_MAP_TYPE_HASH, 4, 8, 4, "h"))
+    program = ret(ld_map(1, 0), mov(2, 64), call(1))
+    for kind in ("interp", "jit"):
+        with pytest.raises(VmFault) as info:
+            execute(kind, program, runtime=rt)
+        assert info.value.index == 3
+        assert "helper 1" in info.value.reason
+
+
+def test_trace_printk_from_native_code():
+    rt = runtime_with()
+    fmt = int.from_bytes(b"hi %u\0\0\0", "little")
+    program = ret(*isa.ld_imm64(1, fmt), ldx(DW, 0, 1, 0), st(DW, 10, -8, 0))
+    # build the format on the stack: st can only store 32-bit imms, so use two stores
+    program = ret(st(W, 10, -8, fmt & 0xFFFFFFFF), st(W, 10, -4, fmt >> 32), movr(1, 10),
+                  alu(isa.BPF_ADD, 1, -8), mov(2, 8), mov(3, 77), call(6))
+    assert execute("jit", program, runtime=rt) == 5
+    assert rt.sink.recent() == ["hi 77"]
+
+
+def test_concurrent_runs_on_threads_agree(bpf_c_object):
+    fs = FilterSet.load(bpf_c_object("hide_name"), backend="jit")
+    errors = []
+
+    def worker(name: str, expected: int) -> None:
+        for _ in range(300):
+            prepared = simulate.prepare("lookup", "pre", {"name": name})
+            got = fs.run("fuse/hide", prepared.context, prepared.caller)
+            if got != expected:
+                errors.append((name, got))
+
+    threads = [threading.Thread(target=worker, args=args)
+               for args in (("secret", -2), ("public", 2), ("secret", -2), ("secrets", 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_ir_has_one_block_per_jump_target():
+    program = ret(mov(0, 1), jmp(isa.BPF_JEQ, 1, 0, 1), mov(0, 2), mov(0, 3))
+    code = compile_program(program, 0, opt=0)
+    # leaders: 0, 2 (fall-through), 3 (target)
+    assert sorted(code.block_slots) == [0, 2, 3]
+    assert "define i64 @\"bpf_prog\"" in code.ir_text or "define i64 @bpf_prog" in code.ir_text
