@@ -268,7 +268,17 @@ def run_sub_bench(module: str, quick: bool, timeout: float) -> tuple[str, str | 
     path = BENCH / f"{module}.py"
     if not path.exists():
         return "", f"bench/{module}.py does not exist yet"
-    cmd = [sys.executable, "-m", f"bench.{module}"] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", f"bench.{module}"]
+    if quick:  # use whatever small-size switch the script offers
+        try:
+            help_text = subprocess.run(cmd + ["--help"], capture_output=True, text=True,
+                                       cwd=REPO, timeout=60).stdout
+        except subprocess.TimeoutExpired:
+            help_text = ""
+        if "--quick" in help_text:
+            cmd.append("--quick")
+        elif "--repeat" in help_text:
+            cmd += ["--repeat", "1"]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -319,11 +329,12 @@ def _number(cell: str) -> float | None:
 
 def _from_sub(sub: dict[str, tuple[str, str | None]], module: str, row_pat: str,
               col_pat: str) -> tuple[float | None, str]:
-    """First number in a sub-bench table cell whose row matches row_pat and column col_pat."""
+    """First number in a sub-bench table cell: row's first cell matches row_pat, header col_pat."""
     text, err = sub.get(module, ("", "not run"))
     for table in md_tables(text):
         for row in table:
-            if any(re.search(row_pat, v, re.I) for v in row.values()):
+            first = next(iter(row.values()), "")
+            if re.search(row_pat, first, re.I):
                 for col, val in row.items():
                     if re.search(col_pat, col, re.I) and _number(val) is not None:
                         return _number(val), f"{col} = {val}"

@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -330,7 +330,6 @@ class Mount:
     mnt: Path
     proc: subprocess.Popen
     log: Path
-    ids: Any = field(default=None)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
