@@ -964,6 +964,10 @@ class Checker:
                 locs = self.field_locs(a.target, ctx)
                 if locs is None:
                     continue
+                if dotted == "dirents":   # readdir post: the names the backing listing returned
+                    self.test_dirents(a.value)
+                    a.target.ty = A.STRSET
+                    continue
                 want = field_type(locs[t.op])
                 a.target.ty = want
             got = a.value.ty
@@ -982,7 +986,24 @@ class Checker:
             if x.decision is not None:
                 self.decision(x.decision, value_ctx)
             if x.check is not None:
-                x.check = self.cond(x.check, ctx)
+                x.check = self.test_check(x.check, t, ctx)
+
+    def test_check(self, e: A.Expr, t: A.TestBlock, ctx: Ctx) -> A.Expr:
+        """An `expect` condition; `dirents == {...}` (readdir post) names the entries left
+        after the filters, which no rule can read, so it is only accepted here."""
+        if (t.op, t.phase) == ("readdir", "post") and isinstance(e, A.Binary) and e.op in _EQ \
+                and isinstance(e.left, A.Ident) and e.left.name == "dirents":
+            e.left = A.FieldRef(e.left.span, ("dirents",), ty=A.STRSET)
+            e.right = self.expr(e.right, ctx)
+            self.test_dirents(e.right)
+            e.ty = A.BOOL
+            return e
+        return self.cond(e, ctx)
+
+    def test_dirents(self, value: A.Expr) -> None:
+        if not isinstance(value, A.SetLit) or value.ty != A.STRSET:
+            self.error("'dirents' needs a set of entry names", value.span,
+                       'for example {"a", ".env"}')
 
 
 # --------------------------------------------------------------- glob check

@@ -78,17 +78,17 @@ _PROG_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
 # ------------------------------------------------------------------ LLVM setup (once per process)
 
 _LLVM_LOCK = threading.Lock()
-_target_machine: llvm.TargetMachine | None = None
+_target: llvm.Target | None = None
 
 
-def _llvm() -> llvm.TargetMachine:
-    global _target_machine
-    if _target_machine is None:
+def _target_machine() -> llvm.TargetMachine:
+    """A fresh target machine: an MCJIT engine takes ownership of (and frees) its own."""
+    global _target
+    if _target is None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
-        target = llvm.Target.from_triple(llvm.get_process_triple())
-        _target_machine = target.create_target_machine(opt=2, jit=True)
-    return _target_machine
+        _target = llvm.Target.from_triple(llvm.get_process_triple())
+    return _target.create_target_machine(opt=2, jit=True)
 
 
 # ------------------------------------------------------------------ per-thread run state for callbacks
@@ -679,7 +679,7 @@ class CompiledProgram:
         self.needs_regions = gen.needs_regions
         self.uses_callbacks = gen.uses_callbacks
         with _LLVM_LOCK:
-            tm = _llvm()
+            tm = _target_machine()
             mod = llvm.parse_assembly(self.ir_text)
             mod.verify()
             if opt:

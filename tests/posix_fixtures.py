@@ -9,7 +9,7 @@ owner, link count, size, content, symlink target, user.* xattrs) must be equal.
 What the mount reports must also equal what the backing files say, times
 included (no stale cached attributes).
 
-Implementations (parameter of the session fixture `mount`):
+Implementations (parameter of the session fixture `posix_mount`):
 
 * ``fdsl``   -- ``fdsl mount -f -o allow_other EMPTY.fdsl BACKING MNT``; skipped
   with a reason while ``fdsl mount --help`` does not work;
@@ -22,6 +22,8 @@ user tests, dropped uid/gid/groups) under a timeout, so a hung mount fails a
 test instead of hanging the session.  Test modules load this file with
 ``pytest_plugins = ["posix_fixtures"]`` so that the session fixtures (one mount
 per implementation, one set of test users) are shared by both modules.
+Fixtures: `posix_mount` (session, parametrized), `posix_users` (session),
+`ws` (per test: oracle dir + backing dir + mount dir).
 """
 from __future__ import annotations
 
@@ -378,7 +380,7 @@ def posix_base():
 
 
 @pytest.fixture(scope="session", params=IMPLS)
-def mount(request, posix_base):
+def posix_mount(request, posix_base):
     impl = request.param
     if impl == "fdsl":
         reason = _fdsl_mount_unavailable()
@@ -456,7 +458,7 @@ def _run(argv: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def users(posix_base):
+def posix_users(posix_base):
     """Create groups g, s, h and users a (g; s) and b (h); remove them afterwards."""
     for tool in ("useradd", "groupadd", "userdel", "groupdel"):
         if shutil.which(tool) is None:
@@ -575,8 +577,9 @@ _counter = 0
 
 
 @pytest.fixture
-def ws(mount, request):
+def ws(posix_mount, request):
     global _counter
+    mount = posix_mount
     _counter += 1
     mount.check_alive()
     name = f"t{_counter:04d}-" + re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]

@@ -120,14 +120,16 @@ IMMS = st.one_of(st.integers(-(1 << 31), (1 << 31) - 1), st.sampled_from((0, 1, 
 
 
 @st.composite
-def alu_insn(draw) -> list[Insn]:
+def alu_insn(draw, v4: bool) -> list[Insn]:
     cls = draw(st.sampled_from((isa.BPF_ALU64, isa.BPF_ALU)))
     dst = draw(st.sampled_from(SCALARS))
     kind = draw(st.integers(0, 9))
+    if kind == 2 and not v4:
+        kind = 3
     if kind == 0:
         return [Insn(cls | isa.BPF_NEG, dst)]
     if kind == 1:   # byte order
-        if cls == isa.BPF_ALU64:
+        if cls == isa.BPF_ALU64 and v4:
             return [Insn(isa.BPF_ALU64 | isa.BPF_END, dst, 0, 0, draw(st.sampled_from((16, 32, 64))))]
         src = draw(st.sampled_from((isa.BPF_TO_LE, isa.BPF_TO_BE)))
         return [Insn(isa.BPF_ALU | isa.BPF_END | src, dst, 0, 0, draw(st.sampled_from((16, 32, 64))))]
@@ -136,7 +138,7 @@ def alu_insn(draw) -> list[Insn]:
         return [Insn(cls | isa.BPF_MOV | isa.BPF_X, dst, draw(st.sampled_from(SCALARS)),
                      draw(st.sampled_from(widths)), 0)]
     op = draw(st.sampled_from(ALU_OPS))
-    off = 1 if op in (isa.BPF_DIV, isa.BPF_MOD) and draw(st.booleans()) else 0
+    off = 1 if v4 and op in (isa.BPF_DIV, isa.BPF_MOD) and draw(st.booleans()) else 0
     if draw(st.booleans()):
         return [Insn(cls | op | isa.BPF_X, dst, draw(st.sampled_from(SCALARS)), off, 0)]
     imm = draw(IMMS)
@@ -148,7 +150,7 @@ def alu_insn(draw) -> list[Insn]:
 
 
 @st.composite
-def mem_insn(draw) -> list[Insn]:
+def mem_insn(draw, v4: bool) -> list[Insn]:
     kind = draw(st.integers(0, 5))
     slot = draw(st.sampled_from(STACK_SLOTS))
     size = draw(st.sampled_from(SIZES))
@@ -160,7 +162,7 @@ def mem_insn(draw) -> list[Insn]:
     if kind == 1:
         return [Insn(isa.BPF_ST | isa.BPF_MEM | size, 10, 0, off, draw(IMMS))]
     if kind == 2:
-        mode = isa.BPF_MEMSX if size != isa.BPF_DW and draw(st.booleans()) else isa.BPF_MEM
+        mode = isa.BPF_MEMSX if v4 and size != isa.BPF_DW and draw(st.booleans()) else isa.BPF_MEM
         return [Insn(isa.BPF_LDX | mode | size, reg, 10, off, 0)]
     if kind == 3:   # atomics on the stack
         size = draw(st.sampled_from((isa.BPF_W, isa.BPF_DW)))
@@ -180,9 +182,10 @@ def mem_insn(draw) -> list[Insn]:
 
 
 @st.composite
-def verified_programs(draw):
-    body: list[list[Insn]] = draw(st.lists(st.one_of(alu_insn(), mem_insn(), mem_insn()), min_size=1,
-                                           max_size=30))
+def programs(draw, v4: bool = False):
+    """Programs the verifier should accept (v4=False: cpu v3 only, what it allows)."""
+    body: list[list[Insn]] = draw(st.lists(st.one_of(alu_insn(v4), mem_insn(v4), mem_insn(v4)),
+                                           min_size=1, max_size=30))
     # forward conditional jumps between body items
     items: list[list[Insn]] = []
     for k, chunk in enumerate(body):
@@ -248,7 +251,7 @@ def run_both(program: list[Insn], verified=None, budget: int = 100_000):
 
 
 @HYPO
-@given(verified_programs())
+@given(programs())
 def test_generated_verified_programs_agree(program):
     try:
         vp = verify(program, [], section="gen")
@@ -258,6 +261,16 @@ def test_generated_verified_programs_agree(program):
         raise AssertionError(err)  # pragma: no cover
     interp, jit = run_both(vp.insns, vp)
     assert interp[0] == "ret"      # verified straight-line code cannot fault
+    assert jit == interp
+
+
+@HYPO
+@given(programs(v4=True))
+def test_generated_v4_programs_agree_unverified(program):
+    """cpu v4 instructions (movsx, ldsx, sdiv/smod, bswap) the verifier refuses still agree
+    when run unverified (the JIT then checks every access at run time)."""
+    interp, jit = run_both(program)
+    assert interp[0] == "ret"
     assert jit == interp
 
 

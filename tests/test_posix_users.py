@@ -3,7 +3,7 @@
 Operations run in a child that dropped to a test user (uid, gid and
 supplementary groups); the same operation on a fresh copy in a plain
 directory is the oracle for the outcome (value or errno) and for the
-resulting owners and modes.  Users (session fixture `users`):
+resulting owners and modes.  Users (session fixture `posix_users`):
 
 * a: primary group g, supplementary group s
 * b: primary group h (not in s)
@@ -87,8 +87,8 @@ UMASKS = [0o022, 0o077, 0o002, 0o000]
 
 @pytest.mark.parametrize("umask", UMASKS, ids=[f"umask{u:03o}" for u in UMASKS])
 @pytest.mark.parametrize("who", ["a", "b"])
-def test_new_objects_belong_to_the_caller(ws, users, who, umask):
-    user = getattr(users, who)
+def test_new_objects_belong_to_the_caller(ws, posix_users, who, umask):
+    user = getattr(posix_users, who)
     ws.setup(lambda d: mkd(d / "pub", 0o1777))
 
     def op(d: Path):
@@ -112,13 +112,13 @@ def test_new_objects_belong_to_the_caller(ws, users, who, umask):
 
 
 @pytest.mark.parametrize("tag", ["root", "a", "b"])
-def test_setgid_directory_inheritance(ws, users, tag):
+def test_setgid_directory_inheritance(ws, posix_users, tag):
     """New objects in a setgid directory get the directory's group; subdirectories
     inherit the setgid bit; setgid on a new file survives only for group members."""
-    who = ROOT if tag == "root" else getattr(users, tag)
+    who = ROOT if tag == "root" else getattr(posix_users, tag)
 
     def prepare(d: Path):
-        mkd(d / "sg", 0o2777, 0, users.s)          # group s: a is a member, b is not
+        mkd(d / "sg", 0o2777, 0, posix_users.s)          # group s: a is a member, b is not
 
     ws.setup(prepare)
 
@@ -140,19 +140,19 @@ def test_setgid_directory_inheritance(ws, users, tag):
         return op
 
     got = ws.compare(as_user(tag), who=who, umask=0o022, what=f"creating in a setgid dir as {tag}")
-    assert got[1][f"{tag}_file"][1] == users.s, (
+    assert got[1][f"{tag}_file"][1] == posix_users.s, (
         f"[{ws.impl}] file created by {tag} in a setgid dir must get the dir's group "
-        f"{users.s}: {got[1]}")
+        f"{posix_users.s}: {got[1]}")
 
 
-def test_chmod_chown_rules_for_owners(ws, users):
-    a = users.a
+def test_chmod_chown_rules_for_owners(ws, posix_users):
+    a = posix_users.a
 
     def prepare(d: Path):
-        put(d / "own_g", b"x", 0o644, a.uid, users.g)
-        put(d / "own_h", b"x", 0o644, a.uid, users.h)   # owned by a, group a is not in
+        put(d / "own_g", b"x", 0o644, a.uid, posix_users.g)
+        put(d / "own_h", b"x", 0o644, a.uid, posix_users.h)   # owned by a, group a is not in
         put(d / "root_file", b"x", 0o666)
-        mkd(d / "own_dir", 0o755, a.uid, users.h)
+        mkd(d / "own_dir", 0o755, a.uid, posix_users.h)
 
     ws.setup(prepare)
 
@@ -164,16 +164,16 @@ def test_chmod_chown_rules_for_owners(ws, users):
             "chmod_not_owner": attempt(os.chmod, d / "root_file", 0o600),
             "chown_to_root": attempt(os.chown, d / "own_g", 0, -1),
             "chown_to_self": attempt(os.chown, d / "own_g", a.uid, -1),
-            "chgrp_supplementary": (attempt(os.chown, d / "own_g", -1, users.s), owner(d / "own_g")),
-            "chgrp_not_member": attempt(os.chown, d / "own_g", -1, users.h),
-            "chgrp_not_owner": attempt(os.chown, d / "root_file", -1, users.g),
+            "chgrp_supplementary": (attempt(os.chown, d / "own_g", -1, posix_users.s), owner(d / "own_g")),
+            "chgrp_not_member": attempt(os.chown, d / "own_g", -1, posix_users.h),
+            "chgrp_not_owner": attempt(os.chown, d / "root_file", -1, posix_users.g),
             "chmod_suid_own": (attempt(os.chmod, d / "own_h", 0o4755), owner(d / "own_h")),
         }
 
     ws.compare(op, who=a, what="chmod/chown by a non-root owner")
 
 
-def test_write_by_non_owner_clears_setuid_setgid(ws, users):
+def test_write_by_non_owner_clears_setuid_setgid(ws, posix_users):
     ws.xfail_on("bindfs", "bindfs writes as root (CAP_FSETID): a setgid bit without group-exec "
                 "survives a non-owner's write that the backing fs would clear")
     def prepare(d: Path):
@@ -199,37 +199,37 @@ def test_write_by_non_owner_clears_setuid_setgid(ws, users):
         out["truncate"] = (attempt(os.truncate, d / "trunc", 3), owner(d / "trunc"))
         return out
 
-    ws.compare(op, who=users.a, what="write to setuid/setgid files by a non-owner")
+    ws.compare(op, who=posix_users.a, what="write to setuid/setgid files by a non-owner")
 
 
 # ---------------------------------------------------------------------------
 # permission outcomes
 # ---------------------------------------------------------------------------
 
-def _prepare_permissions(d: Path, users) -> None:
-    a, b = users.a, users.b
+def _prepare_permissions(d: Path, posix_users) -> None:
+    a, b = posix_users.a, posix_users.b
     put(d / "secret", b"root only", 0o600)
-    put(d / "grp_s", b"group s", 0o640, 0, users.s)
-    put(d / "grp_s_only", b"group but not owner", 0o460, a.uid, users.s)
-    put(d / "owner_none", b"owner has no rights", 0o066, a.uid, users.s)
+    put(d / "grp_s", b"group s", 0o640, 0, posix_users.s)
+    put(d / "grp_s_only", b"group but not owner", 0o460, a.uid, posix_users.s)
+    put(d / "owner_none", b"owner has no rights", 0o066, a.uid, posix_users.s)
     put(d / "world", b"world readable", 0o644)
     put(d / "world_rw", b"world writable", 0o666)
     mkd(d / "rodir")
     put(d / "rodir" / "inside", b"x", 0o666)
     mkd(d / "pub", 0o1777)
-    put(d / "pub" / "a_file", b"a", 0o666, a.uid, users.g)
-    put(d / "pub" / "b_file", b"b", 0o666, b.uid, users.h)
+    put(d / "pub" / "a_file", b"a", 0o666, a.uid, posix_users.g)
+    put(d / "pub" / "b_file", b"b", 0o666, b.uid, posix_users.h)
     put(d / "pub" / "root_file", b"r", 0o666)
-    mkd(d / "pub" / "b_dir", 0o777, b.uid, users.h)
+    mkd(d / "pub" / "b_dir", 0o777, b.uid, posix_users.h)
     mkd(d / "nosticky", 0o777)
-    put(d / "nosticky" / "b_file", b"b", 0o644, b.uid, users.h)
-    mkd(d / "a_home", 0o700, a.uid, users.g)
-    put(d / "a_home" / "f", b"private", 0o644, a.uid, users.g)
+    put(d / "nosticky" / "b_file", b"b", 0o644, b.uid, posix_users.h)
+    mkd(d / "a_home", 0o700, a.uid, posix_users.g)
+    put(d / "a_home" / "f", b"private", 0o644, a.uid, posix_users.g)
     mkd(d / "xonly", 0o711)
     put(d / "xonly" / "known", b"k", 0o644)
     mkd(d / "noexec", 0o644)
     put(d / "noexec" / "x", b"x", 0o644)
-    mkd(d / "grpdir", 0o770, 0, users.s)
+    mkd(d / "grpdir", 0o770, 0, posix_users.s)
     put(d / "grpdir" / "f", b"g", 0o644)
 
 
@@ -288,25 +288,25 @@ def _permission_ops(d: Path, uid: int, s_gid: int):
 
 
 @pytest.mark.parametrize("who", ["a", "b"])
-def test_permission_outcomes_match_backing(ws, users, who):
-    ws.setup(lambda d: _prepare_permissions(d, users))
-    user = getattr(users, who)
-    ws.compare(lambda d: _permission_ops(d, user.uid, users.s), who=user,
+def test_permission_outcomes_match_backing(ws, posix_users, who):
+    ws.setup(lambda d: _prepare_permissions(d, posix_users))
+    user = getattr(posix_users, who)
+    ws.compare(lambda d: _permission_ops(d, user.uid, posix_users.s), who=user,
                what=f"permission checks as {who}")
 
 
 @pytest.mark.parametrize("who", ["a", "b", "root"])
-def test_access_matches_backing(ws, users, who):
-    user = ROOT if who == "root" else getattr(users, who)
-    a = users.a
+def test_access_matches_backing(ws, posix_users, who):
+    user = ROOT if who == "root" else getattr(posix_users, who)
+    a = posix_users.a
     cases = [  # name, uid, gid, mode, is_dir
-        ("r600", 0, 0, 0o600, False), ("g640s", 0, users.s, 0o640, False),
-        ("g460s_owned_by_a", a.uid, users.s, 0o460, False), ("o066_owned_by_a", a.uid, users.s, 0o066, False),
-        ("x711", 0, 0, 0o711, False), ("x700_a", a.uid, users.g, 0o700, False),
-        ("o007_h", 0, users.h, 0o007, False), ("g070_h", 0, users.h, 0o070, False),
-        ("none", a.uid, users.g, 0o000, False), ("d755", 0, 0, 0o755, True),
-        ("d700_a", a.uid, users.g, 0o700, True), ("d1777", 0, 0, 0o1777, True),
-        ("d750s", 0, users.s, 0o750, True), ("d000", 0, 0, 0o000, True),
+        ("r600", 0, 0, 0o600, False), ("g640s", 0, posix_users.s, 0o640, False),
+        ("g460s_owned_by_a", a.uid, posix_users.s, 0o460, False), ("o066_owned_by_a", a.uid, posix_users.s, 0o066, False),
+        ("x711", 0, 0, 0o711, False), ("x700_a", a.uid, posix_users.g, 0o700, False),
+        ("o007_h", 0, posix_users.h, 0o007, False), ("g070_h", 0, posix_users.h, 0o070, False),
+        ("none", a.uid, posix_users.g, 0o000, False), ("d755", 0, 0, 0o755, True),
+        ("d700_a", a.uid, posix_users.g, 0o700, True), ("d1777", 0, 0, 0o1777, True),
+        ("d750s", 0, posix_users.s, 0o750, True), ("d000", 0, 0, 0o000, True),
     ]
 
     def prepare(d: Path):
@@ -329,10 +329,10 @@ def test_access_matches_backing(ws, users, who):
     ws.compare(op, who=user, state=False, what=f"access(2) as {who}")
 
 
-def test_permission_checked_at_open_not_at_write(ws, users):
+def test_permission_checked_at_open_not_at_write(ws, posix_users):
     """An fd opened for writing stays writable after chmod 000 (by the owner)."""
-    a = users.a
-    ws.setup(lambda d: put(d / "f", b"0123", 0o644, a.uid, users.g))
+    a = posix_users.a
+    ws.setup(lambda d: put(d / "f", b"0123", 0o644, a.uid, posix_users.g))
 
     def op(d: Path):
         fd = os.open(d / "f", os.O_RDWR)
@@ -348,21 +348,21 @@ def test_permission_checked_at_open_not_at_write(ws, users):
     ws.compare(op, who=a, what="writing through an fd after chmod 000")
 
 
-def test_supplementary_groups_follow_the_caller(ws, users):
+def test_supplementary_groups_follow_the_caller(ws, posix_users):
     """Two callers with the same uid/gid but different supplementary groups,
     one right after the other: group access must follow each caller."""
-    a = users.a
-    ws.setup(lambda d: put(d / "f", b"for group s", 0o040, 0, users.s))
+    a = posix_users.a
+    ws.setup(lambda d: put(d / "f", b"for group s", 0o040, 0, posix_users.s))
     without_s = type(a)(a.name + "-without-s", a.uid, a.gid, (a.gid,))
     for who in (a, without_s, a, without_s):
         ws.compare(lambda d: attempt(read, d / "f"), who=who, state=False,
                    what=f"read of a group-s file as {who}")
 
 
-def test_user_deep_and_long_names(ws, users):
+def test_user_deep_and_long_names(ws, posix_users):
     """255-byte names and a 40-level chain created by a non-root user via dir fds."""
-    a = users.a
-    ws.setup(lambda d: mkd(d / "home", 0o755, a.uid, users.g))
+    a = posix_users.a
+    ws.setup(lambda d: mkd(d / "home", 0o755, a.uid, posix_users.g))
     names = [f"{i:02d}" + "u" * 253 for i in range(40)]
 
     def op(d: Path):
@@ -385,17 +385,17 @@ def test_user_deep_and_long_names(ws, users):
     ws.compare(op, who=a, what="deep chain of 255-byte names as a user")
 
 
-def test_mode_and_owner_changes_apply_at_once(ws, users):
+def test_mode_and_owner_changes_apply_at_once(ws, posix_users):
     """root changes a file's mode/owner through the mount; the very next access
     by a user must see the new permissions (no stale cached attributes)."""
-    a = users.a
+    a = posix_users.a
     ws.setup(lambda d: put(d / "f", b"content", 0o644))
     steps = [
         ("chmod600", lambda p: os.chmod(p, 0o600)),
         ("chmod604", lambda p: os.chmod(p, 0o604)),
         ("chown_a_chmod400", lambda p: (os.chown(p, a.uid, -1), os.chmod(p, 0o400))),
         ("chmod000", lambda p: os.chmod(p, 0o000)),
-        ("chgrp_s_chmod040", lambda p: (os.chown(p, 0, users.s), os.chmod(p, 0o040))),
+        ("chgrp_s_chmod040", lambda p: (os.chown(p, 0, posix_users.s), os.chmod(p, 0o040))),
     ]
     for name, change in steps:
         for where in ("plain", "mnt"):
@@ -405,15 +405,15 @@ def test_mode_and_owner_changes_apply_at_once(ws, users):
                    who=a, state=False, what=f"read right after {name} by root")
 
 
-def test_group_change_within_one_process(ws, users):
+def test_group_change_within_one_process(ws, posix_users):
     """The same process (same pid) loses a supplementary group and must lose
     the access that group granted, at once."""
-    a = users.a
-    ws.setup(lambda d: put(d / "f", b"for group s", 0o040, 0, users.s))
+    a = posix_users.a
+    ws.setup(lambda d: put(d / "f", b"for group s", 0o040, 0, posix_users.s))
 
     def op(d: Path):
         results = []
-        for groups in ([users.s], [], [users.s], []):
+        for groups in ([posix_users.s], [], [posix_users.s], []):
             os.seteuid(0)
             os.setgroups(groups)
             os.setegid(a.gid)
@@ -425,15 +425,15 @@ def test_group_change_within_one_process(ws, users):
     ws.compare(op, state=False, what="reads as uid a while dropping and regaining group s")
 
 
-def test_directory_rename_and_inode_reuse(ws, users):
+def test_directory_rename_and_inode_reuse(ws, posix_users):
     """Nodes must follow renames of looked-up directories, and a backing inode
     number reused after unlink must not resurrect the old node's attributes."""
-    a = users.a
+    a = posix_users.a
 
     def prepare(d: Path):
-        mkd(d / "home", 0o755, a.uid, users.g)
-        mkd(d / "home" / "old", 0o755, a.uid, users.g)
-        put(d / "home" / "old" / "f", b"in old", 0o644, a.uid, users.g)
+        mkd(d / "home", 0o755, a.uid, posix_users.g)
+        mkd(d / "home" / "old", 0o755, a.uid, posix_users.g)
+        put(d / "home" / "old" / "f", b"in old", 0o644, a.uid, posix_users.g)
 
     ws.setup(prepare)
 
@@ -484,10 +484,10 @@ def acl_xattr(entries) -> bytes:
     return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", *row) for row in rows)
 
 
-def test_posix_acls(ws, users):
+def test_posix_acls(ws, posix_users):
     """An access ACL grants b what the mode bits deny; a default ACL replaces
     the umask for new objects (the mount must not apply the umask itself)."""
-    b = users.b
+    b = posix_users.b
 
     def prepare(d: Path):
         put(d / "acl_file", b"b may read", 0o600)
