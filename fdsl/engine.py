@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from fdsl import isa, loader, verifier
+from fdsl import loader, verifier
 from fdsl.errors import FdslError
 from fdsl.helpers import Caller, LogSink
 from fdsl.interpreter import DEFAULT_BUDGET, Interpreter, Runtime
@@ -43,6 +43,7 @@ class FilterSet:
         self.programs = programs
         self.runtime = runtime
         self.backend = backend
+        self._runners = {name: lp.vm.run for name, lp in programs.items()}
 
     @classmethod
     def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
@@ -92,7 +93,11 @@ class FilterSet:
 
         A run-time fault raises `fdsl.errors.VmFault` (the daemon answers EIO).
         """
-        return self.vm(section).run(ctx, caller)
+        try:
+            runner = self._runners[section]
+        except KeyError:
+            runner = self.vm(section).run   # raises the "no program in section" error
+        return runner(ctx, caller)
 
 
 def _jit_for(vp: verifier.VerifiedProgram, runtime: Runtime, budget: int):

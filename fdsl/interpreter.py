@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from fdsl import isa

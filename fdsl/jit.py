@@ -6,10 +6,13 @@ reference, `tests/test_differential.py` checks it).
 
 Shape of the generated code:
 
-* `i64 bpf_prog(i64 ctx, i64 env)`; `env` points to an `Env` record (below)
-  holding the caller's ids (helpers 14/15 are inlined loads), the region
-  table of the run, and the fault record the code fills before returning
-  early;
+* `i64 bpf_prog(ctx, env, uid, gid, pid, tgid)` returns r0; the caller's
+  ids are arguments, so helpers 14/15 are inlined; `env` points to a small
+  per-thread record (ENV_* words below) with the map-handle table, the
+  region table, and the fault record the code fills before returning early.
+  `bpf_run` (same arguments) is the hot path: it returns r0 as a sign-
+  extended s32, or RUN_FAULTED, so Python does one ctypes call and one
+  compare per run;
 * BPF registers are allocas (mem2reg turns them into SSA values), the BPF
   stack is a 512-byte alloca, one basic block per jump target;
 * a load/store whose base register is statically known to be the context or
@@ -21,14 +24,20 @@ Shape of the generated code:
   address is baked into the code; the callback reaches the current run
   through a thread-local, so concurrent runs on other threads are fine;
 * an instruction counter, bumped once per basic block, enforces the same
-  budget as the interpreter (and reports the same faulting slot).
+  budget as the interpreter (and reports the same faulting slot; the
+  instructions before it in that block do not run, unlike the interpreter,
+  which only matters for code that is already faulting);
+* compiled code does not depend on a map instance (map handles are read
+  from the env table), so `compile_program` caches it per instruction bytes
+  and a reloaded object reuses it.  Every MCJIT engine owns (and frees) its
+  own target machine, so each compilation creates one.
 """
 from __future__ import annotations
 
 import ctypes
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import llvmlite.binding as llvm
 import llvmlite.ir as ir
@@ -37,14 +46,12 @@ from fdsl import abi, isa
 from fdsl.errors import VmFault
 from fdsl.helpers import Caller
 from fdsl.interpreter import (DEFAULT_BUDGET, MASK64, REASON_BUDGET, REASON_FELL_OFF,
-                              STACK_SIZE, Memory, Runtime, reason_access, s32)
+                              STACK_SIZE, Memory, Runtime, reason_access)
 from fdsl.isa import Insn
 from fdsl.maps import Region
 
 # ------------------------------------------------------------------ the env record shared with native code
 
-ENV_UID_GID = 0        # helper 15's value: gid << 32 | uid
-ENV_PID_TGID = 1       # helper 14's value: tgid << 32 | pid
 ENV_FAULT = 2          # fault code (0 = none), see FAULT_*
 ENV_FAULT_INDEX = 3    # slot of the faulting instruction (budget: block start)
 ENV_FAULT_ARG = 4      # faulting address (access) / index in block (budget)
@@ -73,7 +80,10 @@ INT_OF_SIZE = {1: I8, 2: I16, 4: I32, 8: I64}
 _HELPER_CB_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
                                    ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
                                    ctypes.c_uint64)
-_PROG_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64)
+# c_void_p arguments convert from int faster than c_uint64 ones (ctypes fast path)
+_PROG_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, *[ctypes.c_void_p] * 6)
+_RUN_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_void_p] * 6)
+RUN_FAULTED = 1 << 40   # bpf_run's result when the run faulted (any s32 is smaller)
 
 # ------------------------------------------------------------------ LLVM setup (once per process)
 
@@ -243,7 +253,8 @@ class _Codegen:
         self.uses_callbacks = False  # does any call go back into Python?
         self.module = ir.Module(name="bpf")
         self.module.triple = llvm.get_process_triple()
-        self.fn = ir.Function(self.module, ir.FunctionType(I64, [I64, I64]), name="bpf_prog")
+        # bpf_prog(ctx, env, uid, gid, pid, tgid) -> r0; a fault is reported in env
+        self.fn = ir.Function(self.module, ir.FunctionType(I64, [I64] * 6), name="bpf_prog")
         self.blocks: dict[int, _Block] = {}
         self.kinds = _provenance(self.insns)
 
@@ -252,8 +263,11 @@ class _Codegen:
         fn = self.fn
         entry = fn.append_basic_block("entry")
         b = self.b = ir.IRBuilder(entry)
-        self.ctx_arg, self.env_arg = fn.args
+        self.ctx_arg, self.env_arg, uid, gid, pid, tgid = fn.args
         self.env_ptr = b.inttoptr(self.env_arg, I64.as_pointer())
+        b.store(ir.Constant(I64, FAULT_NONE), self._env_slot(ENV_FAULT))
+        self.uid_gid = self._pack32(gid, uid)      # helper 15
+        self.pid_tgid = self._pack32(tgid, pid)    # helper 14
         self.regs = [b.alloca(I64, name=f"r{i}") for i in range(isa.REG_COUNT)]
         stack = b.alloca(ir.ArrayType(I8, STACK_SIZE), name="stack")
         stack.align = 16
@@ -291,7 +305,28 @@ class _Codegen:
         b.store(b.load(self.fault_arg), self._env_slot(ENV_FAULT_ARG))
         b.store(b.load(self.fault_size), self._env_slot(ENV_FAULT_SIZE))
         b.ret(ir.Constant(I64, 0))
+        self._emit_run_wrapper()
         return str(self.module), {blk.start: blk.slots for blk in self.blocks.values()}
+
+    def _emit_run_wrapper(self) -> None:
+        """`bpf_run`: r0 as a sign-extended s32, or RUN_FAULTED when the run faulted.
+
+        Folding the fault check and the s32 conversion into native code saves
+        the Python side two steps per call (the daemon's hot path).
+        """
+        run = ir.Function(self.module, self.fn.function_type, name="bpf_run")
+        b = ir.IRBuilder(run.append_basic_block("entry"))
+        r0 = b.call(self.fn, list(run.args))
+        env = b.inttoptr(run.args[1], I64.as_pointer())
+        fault = b.load(b.gep(env, [ir.Constant(I32, ENV_FAULT)]))
+        value = b.sext(b.trunc(r0, I32), I64)
+        faulted = b.icmp_unsigned("!=", fault, ir.Constant(I64, FAULT_NONE))
+        b.ret(b.select(faulted, ir.Constant(I64, RUN_FAULTED), value))
+
+    def _pack32(self, high: ir.Value, low: ir.Value) -> ir.Value:
+        b = self.b
+        mask = ir.Constant(I64, 0xFFFFFFFF)
+        return b.or_(b.shl(b.and_(high, mask), ir.Constant(I64, 32)), b.and_(low, mask))
 
     # -- small utilities
     def _env_slot(self, word: int) -> ir.Value:
@@ -647,9 +682,9 @@ class _Codegen:
             return
         helper = insn.imm
         if helper == 15:
-            r0 = b.load(self._env_slot(ENV_UID_GID))
+            r0 = self.uid_gid
         elif helper == 14:
-            r0 = b.load(self._env_slot(ENV_PID_TGID))
+            r0 = self.pid_tgid
         else:
             self.uses_callbacks = True
             cb_ty = ir.FunctionType(I64, [I64] * 8)
@@ -690,7 +725,9 @@ class CompiledProgram:
             self._engine = llvm.create_mcjit_compiler(mod, tm)
             self._engine.finalize_object()
             self.address = self._engine.get_function_address("bpf_prog")
+            self.run_address = self._engine.get_function_address("bpf_run")
         self.fn = _PROG_TYPE(self.address)
+        self.run_fn = _RUN_TYPE(self.run_address)
 
 
 _CACHE: dict[tuple, CompiledProgram] = {}
@@ -708,7 +745,7 @@ def compile_program(insns: Sequence[Insn], nmaps: int, mem_kinds=None, budget: i
         return hit
     compiled = CompiledProgram(insns, nmaps, mem_kinds, budget, opt)
     with _LLVM_LOCK:
-        if len(_CACHE) >= _CACHE_MAX:
+        while _CACHE and len(_CACHE) >= _CACHE_MAX:   # oldest first; live Jits keep their code
             _CACHE.pop(next(iter(_CACHE)))
         return _CACHE.setdefault(key, compiled)
 
@@ -729,41 +766,52 @@ class Jit:
         self.code = compile_program(insns, len(self.runtime.maps), getattr(verified, "mem_kinds", None),
                                     budget, opt)
         self._fn = self.code.fn
+        self._run = self.code.run_fn
         self._needs_regions = self.code.needs_regions
         self._uses_callbacks = self.code.uses_callbacks
         self._static_regions = _flatten(self.runtime.regions)
         handles = [self.runtime.map_handle(i) for i in range(len(self.runtime.maps))]
         self._handles = (ctypes.c_uint64 * max(1, len(handles)))(*handles)
-        self._handles_address = ctypes.addressof(self._handles)
+        self._local = threading.local()
+        self._needs_prepare = self._needs_regions or self._uses_callbacks
+
+    def _env(self) -> "_ThreadEnv":
+        """This thread's env record for this program (map table filled in once)."""
+        try:
+            return self._local.env
+        except AttributeError:
+            env = self._local.env = _ThreadEnv()
+            env.words[ENV_MAPS] = ctypes.addressof(self._handles)
+            return env
+
+    def _prepare(self, env: "_ThreadEnv", regions: Sequence[Region], caller: Caller) -> _RunState | None:
+        if self._needs_regions:
+            env.set_regions(_flatten(regions) + self._static_regions)
+        if self._uses_callbacks:
+            state = _tls.state = _RunState(self.runtime, regions, caller)
+            return state
+        return None
 
     def run(self, ctx, caller: Caller) -> int:
-        """Run on a `fdsl.context.Context`; r0 as a signed 32-bit value."""
-        r0 = self.execute(ctx.address, ctx.regions, caller) & 0xFFFFFFFF
-        return r0 - 0x100000000 if r0 & 0x80000000 else r0
+        """Run on a `fdsl.context.Context`; r0 as a signed 32-bit value (the hot path)."""
+        env = self._env()
+        state = self._prepare(env, ctx.regions, caller) if self._needs_prepare else None
+        r0 = self._run(ctx.address, env.address, caller.uid, caller.gid, caller.pid, caller.tgid)
+        if r0 == RUN_FAULTED:
+            raise self._fault(env.words, state)
+        return r0
 
     def execute(self, ctx_address: int, regions: Sequence[Region], caller: Caller) -> int:
         """Run from slot 0 with r1 = ctx_address; returns r0 (unsigned 64-bit)."""
-        try:
-            env = _tls.env
-        except AttributeError:
-            env = _tls.env = _ThreadEnv()
-        words = env.words
-        words[ENV_UID_GID] = ((caller.gid & 0xFFFFFFFF) << 32) | (caller.uid & 0xFFFFFFFF)
-        words[ENV_PID_TGID] = ((caller.tgid & 0xFFFFFFFF) << 32) | (caller.pid & 0xFFFFFFFF)
-        words[ENV_FAULT] = 0
-        words[ENV_MAPS] = self._handles_address
-        if self._needs_regions:
-            env.set_regions(_flatten(regions) + self._static_regions)
-        state = None
-        if self._uses_callbacks:
-            _tls.state = state = _RunState(self.runtime, regions, caller)
-        r0 = self._fn(ctx_address, env.address)
-        code = words[ENV_FAULT]
-        if code:
-            raise self._fault(code, words, state)
+        env = self._env()
+        state = self._prepare(env, regions, caller)
+        r0 = self._fn(ctx_address, env.address, caller.uid, caller.gid, caller.pid, caller.tgid)
+        if env.words[ENV_FAULT]:
+            raise self._fault(env.words, state)
         return r0
 
-    def _fault(self, code: int, words, state: _RunState | None) -> VmFault:
+    def _fault(self, words, state: _RunState | None) -> VmFault:
+        code = words[ENV_FAULT]
         index, arg, size = words[ENV_FAULT_INDEX], words[ENV_FAULT_ARG], words[ENV_FAULT_SIZE]
         if code == FAULT_READ:
             return VmFault(index, reason_access("read", size, arg))

@@ -23,6 +23,7 @@ def runtime_dir() -> Path:
 
 
 def socket_path(mountpoint: str | os.PathLike) -> Path:
+    """Never call from the daemon after mounting (realpath stats the mount point)."""
     real = os.path.realpath(os.fspath(mountpoint))
     key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:20]
     return runtime_dir() / f"{key}.sock"

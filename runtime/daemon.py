@@ -134,6 +134,10 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     except Exception as err:  # verifier rejection, bad object, unreadable backing dir
         ready(f"cannot load policy: {err}")
         return 1
+    # Resolve every path now: after the mount, touching the mount point from the
+    # daemon's own thread would send a request to ourselves and deadlock.
+    cfg.mountpoint = os.path.realpath(cfg.mountpoint)
+    cfg.backing = os.path.realpath(cfg.backing)
     ops = FuseOperations(engine, cfg.threads, stats)
     options = {"fsname=fdsl", "subtype=fdsl"}
     for opt in cfg.fuse_options:
@@ -230,8 +234,8 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
     if cmd == "stats":
         return {
             "pid": os.getpid(),
-            "mountpoint": os.path.realpath(cfg.mountpoint),
-            "backing": os.path.realpath(cfg.backing),
+            "mountpoint": cfg.mountpoint,
+            "backing": cfg.backing,
             "policy": cfg.policy,
             "uptime": round(time.time() - stats.started, 1),
             "nodes": len(engine.nodes),
@@ -270,6 +274,7 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
         os.close(read_end)
         os.setsid()
         reported = False
+        log_path = control.socket_path(cfg.mountpoint).with_suffix(".log")
 
         def ready(message: str | None) -> None:
             nonlocal reported
@@ -282,7 +287,7 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
             except OSError:
                 pass
             if message is None:
-                _detach_stdio(cfg)
+                _detach_stdio(log_path)
 
         code = 1
         try:
@@ -299,9 +304,8 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
     raise MountError(answer or "the mount daemon exited before the mount was ready")
 
 
-def _detach_stdio(cfg: MountConfig) -> None:
+def _detach_stdio(log_path: Path) -> None:
     """Daemon stdio -> /dev/null; warnings go to a log file next to the control socket."""
-    log_path = control.socket_path(cfg.mountpoint).with_suffix(".log")
     try:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)

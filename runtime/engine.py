@@ -96,8 +96,9 @@ class Entry:
 @dataclass
 class DirEntry:
     name: bytes
-    entry: Entry | None      # None: attributes unavailable (lookup failed, not ENOENT)
+    entry: Entry | None      # None: no attributes ("." / "..", or a lookup that failed)
     next_offset: int
+    ino: int = 0             # inode number reported when `entry` is None
 
 
 @dataclass
@@ -687,7 +688,13 @@ class Engine:
                     d.names = self._snapshot(d)
                 names = d.names
             out: list[DirEntry] = []
-            index = offset
+            # "." and ".." first (offsets 1, 2); the kernel takes no lookup count for them.
+            if offset == 0:
+                out.append(DirEntry(b".", None, 1, d.node.nodeid))
+            if offset <= 1:
+                out.append(DirEntry(b"..", None, 2, ROOT_ID))
+            offset = max(offset, 2)
+            index = offset - 2
             while index < len(names) and len(out) < limit:
                 chunk = names[index:index + limit]
                 visible = set(self.policy.filter_dirents(
@@ -702,7 +709,7 @@ class Engine:
                         if err.errno in (errno.ENOENT, errno.ESTALE):
                             continue  # vanished since the snapshot, or hidden by a lookup rule
                         entry = None
-                    out.append(DirEntry(name, entry, index))
+                    out.append(DirEntry(name, entry, index + 2))
                     if len(out) >= limit:
                         break
             return out

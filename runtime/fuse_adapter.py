@@ -187,7 +187,7 @@ class FuseOperations(pyfuse3.Operations):
             for i, item in enumerate(batch):
                 if item.entry is None:
                     attrs = pyfuse3.EntryAttributes()
-                    attrs.st_ino = 0
+                    attrs.st_ino = item.ino
                     ok = pyfuse3.readdir_reply(token, item.name, attrs, item.next_offset)
                 else:
                     ok = pyfuse3.readdir_reply(token, item.name, _entry(item.entry),

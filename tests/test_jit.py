@@ -135,3 +135,24 @@ def test_ir_has_one_block_per_jump_target():
     # leaders: 0, 2 (fall-through), 3 (target)
     assert sorted(code.block_slots) == [0, 2, 3]
     assert "define i64 @\"bpf_prog\"" in code.ir_text or "define i64 @bpf_prog" in code.ir_text
+
+
+def test_cache_eviction_frees_code_safely(monkeypatch):
+    """Each engine owns its target machine: evicting old code must not break new compiles."""
+    from fdsl import jit as jit_mod
+
+    monkeypatch.setattr(jit_mod, "_CACHE_MAX", 2)
+    for value in range(8):
+        program = ret(mov(0, 1000 + value), alu(isa.BPF_ADD, 0, 1))
+        assert execute("jit", program) == 1001 + value
+    assert len(jit_mod._CACHE) <= 2
+
+
+def test_run_reports_faults_and_signed_results():
+    ctx = sample_context()
+    assert Jit(ret(mov(0, -22))).run(ctx, Caller()) == -22
+    assert Jit(ret(mov(0, 0x7FFFFFFF))).run(ctx, Caller()) == 0x7FFFFFFF
+    with pytest.raises(VmFault, match="invalid read"):
+        Jit(ret(mov(1, 0), ldx(DW, 0, 1, 8))).run(ctx, Caller())
+    # a run after a fault starts clean
+    assert Jit(ret(mov(0, 3))).run(ctx, Caller()) == 3

@@ -1,0 +1,327 @@
+"""Runs a policy's `test` blocks through the compiled object, as the kernel and daemon would.
+
+Each block becomes one simulated request (`fdsl.simulate`) run by the program of
+the scope the block names (`at "path"`), taken from the object's own metadata,
+on the interpreter or the JIT.  When the program asks for the userspace filter
+(USER_FILTER) the policy's userspace rules from the metadata run through
+`fdsl.userspace.evaluate`, the daemon's entry point, so a test checks the real
+bytes plus the real userspace half, never a second implementation of either.
+
+Decisions: PRE `allow` means the operation goes to the backing filesystem
+(BACKING set); POST `allow` means a non-negative result; `deny E` means -E.
+`expect COND` is evaluated (with the userspace evaluator) on the fields after
+both halves ran: the modified inputs in PRE, the outputs in POST.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+from typing import Any
+
+from fdsl import abi
+from fdsl import ast as A
+from fdsl import simulate, userspace
+from fdsl.checker import const_str
+from fdsl.diagnostics import Sources
+from fdsl.metadata import Metadata, ScopeMeta
+
+DIRENT_ALIGN = 8
+DT_REG = 8
+
+
+@dataclass
+class Outcome:
+    """What one request did, after the BPF program and the userspace rules."""
+
+    ret: int                               # final result: bits, or -errno
+    phase: str
+    section: str | None                    # None: no program (passthrough)
+    fields: dict[str, Any] = field(default_factory=dict)     # after the filters
+    changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    bpf_ret: int | None = None
+    user: userspace.Outcome | None = None
+    user_rules: int = 0
+    entries: list[str] | None = None       # readdir post: names left in the listing
+    error: int = 0                         # POST: positive errno of the backing op
+    logs: list[str] = field(default_factory=list)
+    request: dict[str, Any] = field(default_factory=dict)   # op, uid, gid, pid, tgid, nodeid
+
+    def describe(self) -> str:
+        return describe_ret(self.ret, self.phase)
+
+
+@dataclass
+class TestResult:
+    name: str
+    location: str                          # "file:line"
+    failures: list[str] = field(default_factory=list)
+    outcome: Outcome | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def describe_ret(ret: int, phase: str) -> str:
+    if ret < 0:
+        return f"deny {abi.errno_name(-ret)}"
+    bits = "|".join(n for n, b in abi.RETURN_BITS.items() if ret & b) or "0"
+    if phase == "pre" and not ret & abi.BACKING:
+        return f"return {bits} (no BACKING: a classic FUSE request)"
+    return f"allow {bits}"
+
+
+def scope_for(meta: Metadata | None, path: str | None) -> ScopeMeta | None:
+    """The innermost scope whose subtree contains `path` (None/"" = the mount root)."""
+    if meta is None:
+        return None
+    target = (path or "").strip("/")
+    best = None
+    for scope in meta.scopes:
+        inside = scope.path == "" or target == scope.path or target.startswith(scope.path + "/")
+        if inside and (best is None or len(scope.path) > len(best.path)):
+            best = scope
+    return best
+
+
+def pack_dirents(names: list[str]) -> bytes:
+    """fuse_dirent records, as the backing readdir leaves them in the buffer."""
+    out = bytearray()
+    for i, name in enumerate(names):
+        raw = name.encode()
+        out += abi.FUSE_DIRENT.pack({"ino": i + 1, "off": i + 1, "namelen": len(raw), "type": DT_REG})
+        out += raw + bytes(-len(raw) % DIRENT_ALIGN)
+    return bytes(out)
+
+
+def setup_values(test: A.TestBlock) -> tuple[dict[str, Any], list[str] | None]:
+    """The request's field values (constants, checked by the front end) and readdir names."""
+    fields: dict[str, Any] = {}
+    entries = None
+    for a in test.setup:
+        path = ".".join(a.target.path)
+        if path == "dirents":
+            entries = [const_str(m) or "" for m in a.value.members]  # type: ignore[attr-defined]
+            fields[path] = pack_dirents(entries)
+            continue
+        text = const_str(a.value)
+        fields[path] = text if text is not None else a.value.const_value
+    if entries is None and test.op == "readdir" and test.phase == "post":
+        entries = []
+    return fields, entries
+
+
+def read_fields(prepared: simulate.Prepared) -> dict[str, Any]:
+    """Every readable field's current value (what the daemon decodes from the payload)."""
+    ctx = prepared.context
+    values: dict[str, Any] = {}
+    for loc in abi.fields_of(prepared.op, prepared.phase):
+        if loc.ctype == "buffer" or loc.read_slot >= len(ctx.in_args):
+            continue
+        raw = ctx.read_in(loc.read_slot)
+        if raw is None:
+            continue
+        if loc.is_string:
+            values[loc.path] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+        else:
+            member = loc.arg.struct.field(loc.path.split(".", 1)[1])
+            values[loc.path] = int.from_bytes(raw[loc.offset:loc.offset + loc.size], "little",
+                                              signed=member.signed)
+    values.update(prepared.read_fields())   # writable fields, read where they are written
+    return values
+
+
+class Runner:
+    """One loaded object plus its metadata; runs test blocks against it."""
+
+    def __init__(self, obj: bytes, backend: str = "jit") -> None:
+        from fdsl.engine import FilterSet
+
+        self.logs: list[str] = []
+        self.filters = FilterSet.load(obj, backend=backend, log_callback=self.logs.append)
+        self.meta: Metadata | None = self.filters.object.meta
+
+    def section_for(self, path: str | None) -> tuple[str | None, str]:
+        """(program section or None for no program, scope path) for a test's `at`."""
+        scope = scope_for(self.meta, path)
+        if scope is None:
+            if path:
+                raise simulate.RequestError("the object has no scope metadata for 'at'")
+            return ("fuse/root" if "fuse/root" in self.filters.sections else None), ""
+        if scope.kind == "passthrough" or scope.section not in self.filters.sections:
+            return None, scope.path
+        return scope.section, scope.path
+
+    def request(self, test: A.TestBlock) -> Outcome:
+        """Run one test's request through the program and the userspace rules."""
+        fields, entries = setup_values(test)
+        section, scope_path = self.section_for(test.path)
+        prepared = simulate.prepare(test.op, test.phase, fields)
+        error = -prepared.error_in
+        caller = prepared.caller
+        request = {"op": test.op, "uid": caller.uid, "gid": caller.gid, "pid": caller.pid,
+                   "tgid": caller.tgid, "nodeid": int(fields.get("nodeid", 0))}
+        self.logs.clear()
+        if section is None:   # no program: plain backing access (spec 3: like returning BACKING)
+            ret = abi.BACKING if test.phase == "pre" else 0
+            return Outcome(ret, test.phase, None, read_fields(prepared), entries=entries,
+                           error=error, request=request)
+        bpf_ret = prepared.result(self.filters.run(section, prepared.context, prepared.caller))
+        values = read_fields(prepared)
+        outcome = Outcome(bpf_ret.ret, test.phase, section, values, dict(bpf_ret.changed),
+                          bpf_ret.ret, entries=entries, error=error, request=request)
+        rules = self.meta.rules_for(scope_path, test.op, test.phase) if self.meta else []
+        if bpf_ret.ret >= 0 and bpf_ret.ret & abi.USER_FILTER and rules:
+            self.run_userspace(outcome, rules, entries)
+        outcome.logs = list(self.logs)
+        return outcome
+
+    @staticmethod
+    def run_userspace(outcome: Outcome, rules: list, entries: list[str] | None) -> None:
+        """The daemon's userspace filter: a deny wins, writes replace fields, drops hide entries."""
+        request = user_request(outcome, entries)
+        user = userspace.evaluate(rules, request)
+        outcome.user, outcome.user_rules = user, len(rules)
+        if user.decision == "deny":   # as runtime/policy.py: no errno means EPERM
+            outcome.ret = -(user.value or errno.EPERM)
+        elif user.decision == "return" and user.value < 0:
+            outcome.ret = user.value
+        for path, value in user.writes.items():
+            outcome.changed[path] = (outcome.fields.get(path), value)
+            outcome.fields[path] = value
+        if entries is not None:
+            outcome.entries = [n for i, n in enumerate(entries) if i not in user.dropped]
+
+
+def user_request(outcome: Outcome, entries: list[str] | None) -> userspace.Request:
+    """The request as the daemon decodes it: every field of the payload, the caller, error."""
+    r = outcome.request
+    return userspace.Request(r["op"], outcome.phase, dict(outcome.fields), uid=r["uid"],
+                             gid=r["gid"], pid=r["pid"], tgid=r["tgid"], nodeid=r["nodeid"],
+                             error=outcome.error,
+                             entries=list(entries) if entries is not None else None)
+
+
+# ------------------------------------------------------------------ expectations
+
+def check(test: A.TestBlock, outcome: Outcome, sources: Sources | None = None) -> list[str]:
+    """Failure messages for every expectation `outcome` does not meet."""
+    failures = []
+    for x in test.expects:
+        if x.decision is not None:
+            want = expected_decision(x.decision)
+            if not decision_matches(x.decision, outcome):
+                failures.append(f"expected {want}, got {outcome.describe()}")
+        if x.check is not None:
+            message = check_condition(x.check, outcome, sources)
+            if message:
+                failures.append(message)
+    return failures
+
+
+def expected_decision(d: A.Stmt) -> str:
+    if isinstance(d, A.Deny):
+        return f"deny {abi.errno_name(abs(d.errno.const_value or 0))}"
+    if isinstance(d, A.Return):
+        return f"return {d.value.const_value}"
+    return "allow"
+
+
+def decision_matches(d: A.Stmt, outcome: Outcome) -> bool:
+    ret = outcome.ret
+    if isinstance(d, A.Deny):
+        return ret == -abs(d.errno.const_value or 0)
+    if isinstance(d, A.Return):
+        return ret == d.value.const_value
+    return ret >= 0 and (outcome.phase == "post" or bool(ret & abi.BACKING))
+
+
+def check_condition(cond: A.Expr, outcome: Outcome, sources: Sources | None) -> str | None:
+    """None when `cond` holds on the fields after the filters, else a message."""
+    text = source_text(cond, sources)
+    if isinstance(cond, A.Binary) and isinstance(cond.left, A.FieldRef) \
+            and cond.left.path == ("dirents",):
+        want = {const_str(m) for m in cond.right.members}  # type: ignore[attr-defined]
+        got = set(outcome.entries or [])
+        if (got == want) == (cond.op == "=="):
+            return None
+        return f"expected {text}, got dirents = {show_set(outcome.entries or [])}"
+    request = user_request(outcome, None)
+    try:
+        tree = userspace.Serializer().expr(cond)
+        holds = bool(userspace.Evaluator(request).eval(tree, {}))
+    except (KeyError, ValueError, userspace.NotSerializable) as err:
+        return f"cannot evaluate {text}: {err}"
+    if holds:
+        return None
+    shown = [f"{p} = {show(outcome.fields.get(p), p)}" for p in referenced_fields(cond)]
+    return f"expected {text}, got {', '.join(shown) or 'false'}"
+
+
+def referenced_fields(e: A.Expr) -> list[str]:
+    """Field paths an expectation reads, for the 'got' part of a failure."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, A.FieldRef):
+            path = ".".join(node.path)
+            if path not in found:
+                found.append(path)
+        elif isinstance(node, A.Node):
+            for value in vars(node).values():
+                for item in value if isinstance(value, list) else [value]:
+                    if isinstance(item, A.Expr):
+                        walk(item)
+
+    walk(e)
+    return found
+
+
+def source_text(node: A.Node, sources: Sources | None) -> str:
+    span = node.span
+    line = sources.line(span.file, span.line) if sources else None
+    if line is None:
+        return "the condition"
+    end = span.end_col - 1 if span.end_line == span.line else len(line)
+    return line[span.col - 1:end].strip() or "the condition"
+
+
+def show(value: Any, path: str = "") -> str:
+    if isinstance(value, int) and path.endswith("mode"):
+        return oct(value)
+    if isinstance(value, int) and value > 9:
+        return hex(value)
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def show_set(names: list[str]) -> str:
+    return "{" + ", ".join(f'"{n}"' for n in names) + "}"
+
+
+# ------------------------------------------------------------------ whole files
+
+def run_tests(tests: list[A.TestBlock], runner: Runner,
+              sources: Sources | None = None) -> list[TestResult]:
+    """Run every block; a request that cannot be built or faults is a failure, not a crash."""
+    from fdsl.errors import VmFault
+
+    results = []
+    for test in tests:
+        result = TestResult(test.name, f"{test.span.file}:{test.span.line}")
+        try:
+            result.outcome = runner.request(test)
+            result.failures = check(test, result.outcome, sources)
+        except simulate.RequestError as err:
+            result.failures = [f"cannot build the request: {err}"]
+        except VmFault as fault:
+            result.failures = [f"the program faulted at insn {fault.index}: {fault.reason}"]
+        except Exception as err:  # a bug elsewhere must not hide the other tests' results
+            result.failures = [f"internal error: {type(err).__name__}: {err}"]
+        results.append(result)
+    return results
+
+
+def policy_tests(policy: A.Policy) -> list[A.TestBlock]:
+    return [item for item in policy.items if isinstance(item, A.TestBlock)]
