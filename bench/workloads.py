@@ -279,3 +279,45 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              prepare_data,
              description="fio psync, 1 job; caches dropped before each job where allowed."),
 )}
+
+
+# ------------------------------------------------------------------ in-daemon filter cost
+
+ENGINE_FILE = "engine-target.txt"
+
+
+def daemon_op_costs(backing: Path, policy: Path | None, backend: str,
+                    seconds: float) -> dict[str, float]:
+    """µs per getattr and per lookup+forget through the daemon's Engine, without FUSE.
+
+    The same code a request runs inside `fdsl mount` (policy.run: PRE program,
+    backing step, POST program, context building, credential scope), minus the
+    kernel and the pyfuse3/trio transport, so (policy - no policy) is the
+    filter cost per operation without the transport's noise.  Imports
+    runtime/, so the runner calls it only when `fdsl mount` works.
+    """
+    from fdsl.runtime.engine import Engine, EngineOptions
+    from fdsl.runtime.identity import Caller
+    from fdsl.runtime.policy import load_policy
+
+    (backing / ENGINE_FILE).write_bytes(b"e" * 100)
+    obj = None
+    if policy is not None:
+        from fdsl.compiler import compile_file
+        obj = compile_file(str(policy)).obj
+    engine = Engine(str(backing), load_policy(obj, backend, str(backing), None),
+                    EngineOptions(0.0, 0.0, True))
+    caller = Caller(uid=0, gid=0, pid=os.getpid(), umask=0o022, groups=())  # as the workloads
+    root = engine.root.nodeid
+    name = ENGINE_FILE.encode()
+    nodeid = engine.lookup(root, name, caller).nodeid
+
+    def lookup_forget() -> None:
+        engine.forget(engine.lookup(root, name, caller).nodeid, 1)
+
+    try:
+        return {"engine_getattr": _per_call_us(lambda: engine.getattr(nodeid, caller), seconds),
+                "engine_lookup": _per_call_us(lookup_forget, seconds)}
+    finally:
+        from fdsl.runtime.identity import reset_thread_credentials
+        reset_thread_credentials()

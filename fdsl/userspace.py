@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fdsl import ast
+from fdsl import abi, ast
 
 MASK64 = (1 << 64) - 1
 BUILTINS = ("uid", "gid", "pid", "tgid", "nodeid", "error")
@@ -315,6 +315,8 @@ class Evaluator:
         if kind == "field":
             return self.field(e["path"], env)
         if kind == "builtin":
+            if e["name"] == "op":   # the checker compares `op` with opcode numbers
+                return abi.OPS[self.req.op].number
             return getattr(self.req, e["name"])
         if kind == "var":
             return env[e["name"]]

@@ -66,6 +66,7 @@ from typing import Any, Iterable, Sequence
 from fdsl import abi, isa
 from fdsl.errors import VerifierError
 from fdsl.isa import Insn
+from fdsl.semantics import alu, bswap, condition, sext
 
 try:  # the context builder owns the window size; fall back while it is being written
     from fdsl.context import BUFFER_WINDOW
@@ -231,71 +232,23 @@ def _as_insns(program: Any) -> list[Insn]:
 # ------------------------------------------------------ scalar semantics
 
 def _signed(value: int, bits: int) -> int:
-    return value - (1 << bits) if value >> (bits - 1) & 1 else value
+    return sext(value, bits)
 
 
 def _alu_const(op: int, a: int, b: int, bits: int) -> int | None:
-    """BPF semantics of a binary ALU op on known operands (None = unknown)."""
-    mask = (1 << bits) - 1
-    a &= mask
-    b &= mask
-    if op == isa.BPF_ADD:
-        return (a + b) & mask
-    if op == isa.BPF_SUB:
-        return (a - b) & mask
-    if op == isa.BPF_MUL:
-        return (a * b) & mask
-    if op == isa.BPF_DIV:
-        return a // b if b else 0
-    if op == isa.BPF_MOD:
-        return a % b if b else a
-    if op == isa.BPF_OR:
-        return a | b
-    if op == isa.BPF_AND:
-        return a & b
-    if op == isa.BPF_XOR:
-        return a ^ b
-    if op in (isa.BPF_LSH, isa.BPF_RSH, isa.BPF_ARSH):
-        if b >= bits:
-            return None            # masked differently by different backends
-        if op == isa.BPF_LSH:
-            return (a << b) & mask
-        if op == isa.BPF_RSH:
-            return a >> b
-        return (_signed(a, bits) >> b) & mask
-    return None
+    """BPF semantics of a binary ALU op on known operands (None = unknown).
+
+    Shifts by the register width or more are left unknown: the result
+    depends on masking that a program should not rely on.
+    """
+    if op in (isa.BPF_LSH, isa.BPF_RSH, isa.BPF_ARSH) and (b & ((1 << bits) - 1)) >= bits:
+        return None
+    return alu(op, bits == 64, a, b, 0)
 
 
 def _cmp_const(op: int, a: int, b: int, bits: int) -> bool:
-    mask = (1 << bits) - 1
-    a &= mask
-    b &= mask
-    if op == isa.BPF_JEQ:
-        return a == b
-    if op == isa.BPF_JNE:
-        return a != b
-    if op == isa.BPF_JGT:
-        return a > b
-    if op == isa.BPF_JGE:
-        return a >= b
-    if op == isa.BPF_JLT:
-        return a < b
-    if op == isa.BPF_JLE:
-        return a <= b
-    if op == isa.BPF_JSET:
-        return bool(a & b)
-    sa, sb = _signed(a, bits), _signed(b, bits)
-    if op == isa.BPF_JSGT:
-        return sa > sb
-    if op == isa.BPF_JSGE:
-        return sa >= sb
-    if op == isa.BPF_JSLT:
-        return sa < sb
-    return sa <= sb  # JSLE
+    return condition(op, bits == 64, a, b)
 
-
-def _bswap(value: int, bits: int) -> int:
-    return int.from_bytes((value & ((1 << bits) - 1)).to_bytes(bits // 8, "little"), "big")
 
 
 # ------------------------------------------------------- printk formats
@@ -674,7 +627,7 @@ class _Verifier:
             elif insn.source == isa.BPF_TO_LE:
                 result = const(dst.value & ((1 << insn.imm) - 1))
             else:
-                result = const(_bswap(dst.value, insn.imm))
+                result = const(bswap(dst.value, insn.imm))
             self._write(pc, st, dst_r, result)
             return
         if dst.kind == SCALAR and src.kind == SCALAR:

@@ -13,8 +13,8 @@ Userspace filters are the policy's userspace rules (`fdsl.userspace`).
 
 The scope table of the metadata is applied at lookup time, as the daemon's
 own LOOKUP postfilter would (spec 3.2): `under` = REPLACE the program,
-`passthrough` = REMOVE it (or REPLACE with its section if the compiler
-emitted one), `backing` = REPLACE the backing directory.
+`passthrough` = REMOVE it, `backing` = REPLACE the backing directory (and
+the program with the scope's).
 
 A VmFault or a verifier problem fails just that operation with EIO and is
 logged; the daemon keeps serving.
@@ -145,7 +145,8 @@ class FilterPolicy:
         if child.kind == "rules":
             return ("rules", NodeScope(child, child.path), child.section, None)
         if child.kind == "passthrough":
-            return ("passthrough", NodeScope(child, child.path), child.section, None)
+            # REMOVE: the compiler's passthrough section only returns BACKING anyway.
+            return ("passthrough", NodeScope(child, child.path), None, None)
         if child.kind == "backing":
             target = child.backing or ""
             if not os.path.isabs(target):

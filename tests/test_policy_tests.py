@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fdsl import testing
+from fdsl import abi, testing
 from fdsl.cli import main
 from fdsl.compiler import compile_source
 
@@ -149,7 +149,7 @@ def test_userspace_rules_run_when_the_program_asks(backend: str) -> None:
     results = results_of(USERSPACE, backend)
     wrong = results.pop("wrong listing")
     assert all(r.passed for r in results.values()), {n: r.failures for n, r in results.items()}
-    assert results["regex lookup"].outcome.bpf_ret & testing.abi.USER_FILTER
+    assert results["regex lookup"].outcome.bpf_ret & abi.USER_FILTER
     assert results["regex lookup"].outcome.user.decision == "deny"
     assert wrong.failures == ['expected dirents == {"a", ".env"}, got dirents = {"a"}']
 
@@ -173,8 +173,6 @@ def test_request_errors_fail_the_test_not_the_run(tmp_path, capsys) -> None:
     assert "1 passed, 1 failed" in out
 
 
-@pytest.mark.xfail(strict=True, reason="userspace.Evaluator returns the op *name* for the `op` "
-                   "builtin while rules compare it with opcode numbers (reported)")
 def test_op_builtin_in_userspace_rules() -> None:
     results = results_of('on mkdir, rmdir pre { if op == "mkdir" and name matches "^tmp" { deny EBUSY } }\n'
                          'test "t" { mkdir pre { name = "tmpx"; in.mode = 0o755 }; expect deny EBUSY }\n')

@@ -55,7 +55,14 @@ def cmd_test(args: argparse.Namespace) -> int:
         if not tests:
             print(f"{args.policy}: no tests match -k {args.keyword!r}")
             return 1
-    runner = testing.Runner(result.obj, backend=args.backend)
+    try:
+        runner = testing.Runner(result.obj, backend=args.backend)
+    except FdslError:
+        raise   # LoadError / VerifierError: the compiled object is refused, exit 1
+    except Exception as err:
+        print(f"fdsl test: internal error while loading the object: {type(err).__name__}: {err}",
+              file=sys.stderr)
+        return 1
     results = testing.run_tests(tests, runner, result.sources)
     for r in results:
         if r.passed:
