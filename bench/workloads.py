@@ -62,6 +62,8 @@ METRICS: dict[str, Metric] = {
     "seq_write": Metric("MiB/s", True, "sequential write 1M blocks"),
     "seq_read": Metric("MiB/s", True, "sequential read 1M blocks"),
     "rand_read": Metric("IOPS", True, "random 4 KiB reads"),
+    "engine_getattr": Metric("µs/op", False, "Engine.getattr (PRE, backing fstat, POST)"),
+    "engine_lookup": Metric("µs/op", False, "Engine.lookup + forget"),
 }
 
 
@@ -279,6 +281,16 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
              prepare_data,
              description="fio psync, 1 job; caches dropped before each job where allowed."),
 )}
+
+# Not a filesystem workload: measured in-process for the fdsl targets only.
+ENGINE = Workload(
+    "engine", "Filter cost inside the daemon (runtime Engine, no FUSE)",
+    ("engine_getattr", "engine_lookup"), lambda view, sizes: {},
+    description="The daemon's own request path (`fdsl.runtime.engine.Engine` with the "
+                "policy loaded as `fdsl mount` loads it: PRE program, backing step, POST "
+                "program, argument marshalling, credential scope) called in a loop from "
+                "Python, as root, without the kernel and the pyfuse3/trio transport.  "
+                "(policy − no policy) is the filter cost per operation.")
 
 
 # ------------------------------------------------------------------ in-daemon filter cost

@@ -188,7 +188,6 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
                 payload = payload[sent:]
 
     async def main() -> None:
-        nonlocal signalled
         async with trio.open_nursery() as nursery:
             async def on_signals() -> None:
                 nonlocal signalled
@@ -295,6 +294,11 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
         except BaseException as err:  # noqa: BLE001
             ready(f"daemon failed: {err}")
         finally:
+            try:
+                if log_path.stat().st_size == 0:
+                    log_path.unlink()  # nothing worth keeping
+            except OSError:
+                pass
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:

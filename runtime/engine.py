@@ -23,7 +23,6 @@ import errno
 import os
 import stat
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import os
 import time
 from typing import Any, Callable
 
