@@ -541,6 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     sections += ["## Targets", "", targets_report(results, targets, sub), ""]
     sections.append(f"_Total wall time: {time.monotonic() - started:.0f} s._")
     text = "\n".join(sections) + "\n"
+    text = text.replace(str(REPO) + os.sep, "")  # no paths of this machine in results
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".md.tmp")
     tmp.write_text(text)

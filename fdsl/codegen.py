@@ -367,7 +367,7 @@ class ScopeGen:
             left, right = self.resolve(e.left, env)[0], self.resolve(e.right, env)[0]
             subject, pattern = (left, right) if _field_path(left) else (right, left)
             yes, no = (t, f) if e.op == "==" else (f, t)
-            self.string_any(subject, self.const_strings(pattern), "eq", yes, no)
+            self.string_any(subject, [("eq", p) for p in self.const_strings(pattern)], yes, no)
         elif isinstance(e, ast.Binary) and e.op in ("==", "!=", "<", "<=", ">", ">="):
             self.b.cbranch(self._cmp_cond(e, env), t, f)
         elif isinstance(e, ast.InSet):
@@ -377,7 +377,8 @@ class ScopeGen:
             kind = {"startswith": "prefix", "endswith": "suffix", "glob": "glob"}.get(e.kind)
             if kind is None:
                 raise CodegenError(f"'{e.kind}' cannot run in BPF", e)
-            self.string_any(self.resolve(e.subject, env)[0], self.const_strings(e.pattern), kind, t, f)
+            self.string_any(self.resolve(e.subject, env)[0],
+                            [(kind, p) for p in self.const_strings(e.pattern)], t, f)
         elif isinstance(e, ast.Call):
             body, inner = self.inline_call(e, env)
             self.cond(body, t, f, inner)
@@ -400,7 +401,7 @@ class ScopeGen:
         members = self.set_members(e.members)
         subject_expr, subject_env = self.resolve(e.subject, env)
         if _field_path(subject_expr) and self.is_string_field(subject_expr):
-            self.string_any(subject_expr, [self.const_string(m) for m in members], "eq", t, f)
+            self.string_any(subject_expr, [("eq", self.const_string(m)) for m in members], t, f)
             return
         subject = self.value(subject_expr, subject_env)
         for member in members:
@@ -453,9 +454,13 @@ class ScopeGen:
     def const_strings(self, e: ast.Expr) -> list[bytes]:
         return [self.const_string(m) for m in self.set_members(e)]
 
-    def string_any(self, subject: ast.Expr, patterns: list[bytes], kind: str,
+    def string_any(self, subject: ast.Expr, tests: list[tuple[str, bytes]],
                    t: ir.Block, f: ir.Block) -> None:
-        """Branch to `t` if the name matches any of the patterns."""
+        """Branch to `t` if the name matches any of the (kind, pattern) tests.
+
+        kind: "eq", "prefix", "suffix" or "glob".  Tests without a suffix part
+        run one after the other; tests with one share a single dispatch on the
+        name's size per prefix (see `suffix_group`)."""
         path = _field_path(subject)
         if path is None:
             raise CodegenError("string tests need a name field on the left", subject)
@@ -463,63 +468,82 @@ class ScopeGen:
         if loc.ctype != "string":
             raise CodegenError(f"'{'.'.join(path)}' is not a name", subject)
         capacity = min(loc.size, MAX_NAME_SIZE)
-        for pattern in patterns:
+        plain: list[_StrTest] = []
+        groups: dict[tuple[bytes, bool], list[_StrTest]] = {}
+        for kind, pattern in tests:
+            test = _StrTest.parse(kind, pattern)
+            if test.need > capacity:
+                continue                       # longer than any name: never matches
+            if test.suffix:
+                groups.setdefault((test.prefix, test.wild), []).append(test)
+            else:
+                plain.append(test)
+        slot = abi.in_arg_offset(loc.read_slot)
+        for test in plain:
             nxt = self.fn.append_basic_block("str.next")
-            self.string_match(loc, capacity, pattern, kind, t, nxt)
+            size = self.ctx_load(slot + abi.ARG_SIZE, I32, "size")
+            ok = self.fn.append_basic_block("str.size")
+            pred = "==" if test.exact else ">="
+            self.b.cbranch(self.b.icmp_unsigned(pred, size, c32(test.need)), ok, nxt)
+            self.b.position_at_end(ok)
+            base = self.ctx_load(slot + abi.ARG_VALUE, PTR, "name")
+            self.compare_bytes(base, 0, test.prefix, test.wild, nxt)
+            self.b.branch(t)
+            self.b.position_at_end(nxt)
+        for (prefix, wild), group in groups.items():
+            nxt = self.fn.append_basic_block("str.next")
+            self.suffix_group(slot, capacity, prefix, wild, group, t, nxt)
             self.b.position_at_end(nxt)
         self.b.branch(f)
 
-    def string_match(self, loc: abi.FieldLoc, capacity: int, pattern: bytes, kind: str,
-                     t: ir.Block, f: ir.Block) -> None:
-        size = self.ctx_load(abi.in_arg_offset(loc.read_slot) + abi.ARG_SIZE, I32, "size")
-        wild = kind == "glob"
-        if kind == "glob":
-            if not simple_glob(pattern.decode("utf-8", "replace")):
-                raise CodegenError("this glob cannot run in BPF")
-            if b"*" in pattern:
-                prefix, suffix = pattern.split(b"*", 1)
-            else:
-                prefix, suffix, kind = pattern, b"", "eq"
-        elif kind == "eq":
-            prefix, suffix = pattern, b""
-        elif kind == "prefix":
-            prefix, suffix = pattern, b""
-        else:
-            prefix, suffix = b"", pattern
-        need = len(prefix) + len(suffix) + 1
-        if need > capacity:
-            self.b.branch(f)
-            return
-        pred = "==" if kind == "eq" else ">="
-        ok = self.fn.append_basic_block("str.size")
-        self.b.cbranch(self.b.icmp_unsigned(pred, size, c32(need)), ok, f)
-        self.b.position_at_end(ok)
-        base = self.ctx_load(abi.in_arg_offset(loc.read_slot) + abi.ARG_VALUE, PTR, "name")
+    def suffix_group(self, slot: int, capacity: int, prefix: bytes, wild: bool,
+                     group: list["_StrTest"], t: ir.Block, f: ir.Block) -> None:
+        """Suffix tests sharing a prefix: one `switch` on the size, then every test per size.
+
+        Buffer offsets must be constants (spec 4.1), so each possible size gets
+        its own compares at offset size - 1 - len(suffix); the switch (no jump
+        tables: the function attribute) becomes a balanced compare tree, and
+        a size's leaf tries every suffix that fits, with the fewest loads."""
+        need = min(test.need for test in group)
+        size = self.ctx_load(slot + abi.ARG_SIZE, I32, "size")
+        if prefix:
+            ok = self.fn.append_basic_block("str.size")
+            self.b.cbranch(self.b.icmp_unsigned(">=", size, c32(need)), ok, f)
+            self.b.position_at_end(ok)
+        base = self.ctx_load(slot + abi.ARG_VALUE, PTR, "name")
         self.compare_bytes(base, 0, prefix, wild, f)
-        if not suffix:
-            self.b.branch(t)
-            return
-        # Suffix: one constant-offset compare per possible size (no variable offsets).
+        switch = self.b.switch(size, f)
         for total in range(need, capacity + 1):
-            hit = self.fn.append_basic_block("suffix.at")
-            nxt = self.fn.append_basic_block("suffix.size")
-            self.b.cbranch(self.b.icmp_unsigned("==", size, c32(total)), hit, nxt)
-            self.b.position_at_end(hit)
-            self.compare_bytes(base, total - 1 - len(suffix), suffix, wild, f)
-            self.b.branch(t)
-            self.b.position_at_end(nxt)
-        self.b.branch(f)
+            leaf = self.fn.append_basic_block(f"suffix.{total}")
+            switch.add_case(c32(total), leaf)
+            self.b.position_at_end(leaf)
+            for test in group:
+                if test.need > total:
+                    continue
+                nxt = self.fn.append_basic_block("suffix.next")
+                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt)
+                self.b.branch(t)
+                self.b.position_at_end(nxt)
+            self.b.branch(f)
 
     def compare_bytes(self, base: ir.Value, offset: int, expected: bytes, wild: bool,
                       f: ir.Block) -> None:
-        """Unrolled byte compares with an exit to `f` at the first mismatch."""
-        for i, byte in enumerate(expected):
-            if wild and byte == ord("?"):
-                continue
-            ptr = self.b.gep(base, [c64(offset + i)], source_etype=I8)
-            loaded = self.b.load(ptr, typ=I8, align=1)
-            nxt = self.fn.append_basic_block("byte")
-            self.b.cbranch(self.b.icmp_unsigned("==", loaded, ir.Constant(I8, byte)), nxt, f)
+        """Compare `expected` at base+offset with the fewest loads; exit to `f` at a mismatch.
+
+        Each run of literal bytes (globs skip '?') is read in loads of up to 4
+        bytes, the last one overlapping the previous one instead of using a
+        narrower load (a 7-byte run = two 4-byte loads).  The loads are as
+        unaligned as the name; the IR claims natural alignment because the BPF
+        back end would otherwise split each one into byte loads, and the
+        kernels fuse-bpf ships on (x86-64, arm64) load unaligned buffer words.
+        Every byte read is one of `expected`'s, so nothing past it is read."""
+        for start, width in _load_plan(expected, wild):
+            ity = _INT_TYPES[width]
+            value = int.from_bytes(expected[start:start + width], "little")
+            ptr = self.b.gep(base, [c64(offset + start)], source_etype=I8)
+            loaded = self.b.load(ptr, typ=ity, align=width)
+            nxt = self.fn.append_basic_block("bytes")
+            self.b.cbranch(self.b.icmp_unsigned("==", loaded, ir.Constant(ity, value)), nxt, f)
             self.b.position_at_end(nxt)
 
     # ------------------------------------------------------------------ values
@@ -702,6 +726,58 @@ class ScopeGen:
             slot.align = 8
             self.slots[key] = slot
         return slot
+
+
+@dataclass(frozen=True)
+class _StrTest:
+    """One name test as prefix + suffix: eq ("a"), prefix ("a*"), suffix ("*a"), glob ("a*b")."""
+
+    prefix: bytes
+    suffix: bytes
+    exact: bool        # size must equal `need` (no '*')
+    wild: bool         # '?' matches any byte (globs)
+
+    @property
+    def need(self) -> int:
+        """The smallest size (with the NUL) a matching name has."""
+        return len(self.prefix) + len(self.suffix) + 1
+
+    @classmethod
+    def parse(cls, kind: str, pattern: bytes) -> "_StrTest":
+        if kind == "eq":
+            return cls(pattern, b"", True, False)
+        if kind == "prefix":
+            return cls(pattern, b"", False, False)
+        if kind == "suffix":
+            return cls(b"", pattern, False, False)
+        if not simple_glob(pattern.decode("utf-8", "replace")):
+            raise CodegenError("this glob cannot run in BPF")
+        if b"*" not in pattern:
+            return cls(pattern, b"", True, True)
+        prefix, suffix = pattern.split(b"*", 1)
+        return cls(prefix, suffix, False, True)
+
+
+def _load_plan(expected: bytes, wild: bool) -> list[tuple[int, int]]:
+    """(start, width) loads covering the literal bytes of `expected` ('?' skipped if wild)."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, byte in enumerate(expected + b"?"):
+        literal = i < len(expected) and not (wild and byte == ord("?"))
+        if literal and start is None:
+            start = i
+        elif not literal and start is not None:
+            runs.append((start, i - start))
+            start = None
+    plan: list[tuple[int, int]] = []
+    for start, length in runs:
+        if length in (1, 2, 4):
+            plan.append((start, length))
+        elif length == 3:
+            plan += [(start, 2), (start + 2, 1)]
+        else:   # 4-byte loads, the last one ending at the run's end (overlapping)
+            plan += [(start + k, 4) for k in range(0, length - 4, 4)] + [(start + length - 4, 4)]
+    return plan
 
 
 def _field_path(e: ast.Expr) -> tuple[str, ...] | None:

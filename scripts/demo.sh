@@ -27,6 +27,10 @@ for policy in examples/*.fdsl; do
 done
 
 echo
+echo "== the policy's own test blocks, run through the compiled object"
+"$FDSL" test examples/hide_secrets.fdsl
+
+echo
 echo "== what the hide_secrets policy does, per opcode and phase"
 "$FDSL" explain examples/hide_secrets.fdsl
 
