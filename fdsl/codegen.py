@@ -3,9 +3,12 @@
 The generated code follows the ACK fuse-bpf rules (spec sections 4, 8, 14):
 dispatch on the full opcode with a compare chain; read argument slots only
 for the opcodes that define them, at constant offsets; compare names with
-unrolled byte loads bounded by the constant; write through `out_args[j].value`
-only; helpers are called as `inttoptr (i64 ID)`; no globals except maps,
-the license and the metadata; nothing that needs a bpf-to-bpf call.
+unrolled loads bounded by the constant (byte loads for equality and prefixes;
+suffixes, which need constant offsets per possible name size, share one
+`switch` on the size per name and use the fewest, possibly unaligned, loads
+of up to 4 bytes per size); write through `out_args[j].value` only; helpers
+are called as `inttoptr (i64 ID)`; no globals except maps, the license and
+the metadata; nothing that needs a bpf-to-bpf call.
 """
 from __future__ import annotations
 
@@ -355,7 +358,9 @@ class ScopeGen:
             self.b.branch(t if e.value else f)
         elif isinstance(e, ast.Unary) and e.op == "not":
             self.cond(e.operand, f, t, env)
-        elif isinstance(e, ast.Binary) and e.op in ("and", "or"):
+        elif isinstance(e, ast.Binary) and e.op == "or":
+            self.cond_any(self.disjuncts(e, env), t, f)
+        elif isinstance(e, ast.Binary) and e.op == "and":
             mid = self.fn.append_basic_block(e.op)
             if e.op == "and":
                 self.cond(e.left, mid, f, env)
@@ -396,6 +401,57 @@ class ScopeGen:
                 self.b.cbranch(v, t, f)
             else:
                 self.b.cbranch(self.b.icmp_unsigned("!=", v, ir.Constant(v.type, 0)), t, f)
+
+    def disjuncts(self, e: ast.Expr, env: Env) -> list[tuple[ast.Expr, Env]]:
+        """The operands of an `or` tree, looking through predicate calls."""
+        e, env = self.resolve(e, env)
+        if isinstance(e, ast.Binary) and e.op == "or":
+            return self.disjuncts(e.left, env) + self.disjuncts(e.right, env)
+        if isinstance(e, ast.Call):
+            return self.disjuncts(*self.inline_call(e, env))
+        return [(e, env)]
+
+    def cond_any(self, parts: list[tuple[ast.Expr, Env]], t: ir.Block, f: ir.Block) -> None:
+        """Branch to `t` if any part holds.  Neighbouring name tests on the same field
+        become one `string_any`, so their suffix tests share one size dispatch
+        (the tests have no side effects, so their order does not matter)."""
+        i = 0
+        while i < len(parts):
+            e, env = parts[i]
+            found = self.string_tests(e, env)
+            j = i + 1
+            if found is not None:
+                subject, tests = found
+                path = _field_path(subject)
+                while j < len(parts):
+                    more = self.string_tests(*parts[j])
+                    if more is None or _field_path(more[0]) != path:
+                        break
+                    tests += more[1]
+                    j += 1
+            nxt = f if j == len(parts) else self.fn.append_basic_block("or")
+            if found is not None:
+                self.string_any(found[0], found[1], t, nxt)
+            else:
+                self.cond(e, t, nxt, env)
+            if nxt is not f:
+                self.b.position_at_end(nxt)
+            i = j
+
+    def string_tests(self, e: ast.Expr, env: Env) -> tuple[ast.Expr, list[tuple[str, bytes]]] | None:
+        """(name field, tests) if `e` only tests a name against constants, else None."""
+        e, env = self.resolve(e, env)
+        if isinstance(e, ast.StrTest):
+            kind = {"startswith": "prefix", "endswith": "suffix", "glob": "glob"}.get(e.kind)
+            subject = self.resolve(e.subject, env)[0]
+            if kind is None or _field_path(subject) is None:
+                return None
+            return subject, [(kind, p) for p in self.const_strings(e.pattern)]
+        if isinstance(e, ast.InSet) and not e.negated:
+            subject = self.resolve(e.subject, env)[0]
+            if _field_path(subject) and self.is_string_field(subject):
+                return subject, [("eq", self.const_string(m)) for m in self.set_members(e.members)]
+        return None
 
     def in_set(self, e: ast.InSet, t: ir.Block, f: ir.Block, env: Env) -> None:
         members = self.set_members(e.members)
@@ -521,23 +577,25 @@ class ScopeGen:
                 if test.need > total:
                     continue
                 nxt = self.fn.append_basic_block("suffix.next")
-                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt)
+                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt,
+                                   wide=True)
                 self.b.branch(t)
                 self.b.position_at_end(nxt)
             self.b.branch(f)
 
     def compare_bytes(self, base: ir.Value, offset: int, expected: bytes, wild: bool,
-                      f: ir.Block) -> None:
-        """Compare `expected` at base+offset with the fewest loads; exit to `f` at a mismatch.
+                      f: ir.Block, wide: bool = False) -> None:
+        """Compare `expected` at base+offset; exit to `f` at the first mismatch.
 
-        Each run of literal bytes (globs skip '?') is read in loads of up to 4
-        bytes, the last one overlapping the previous one instead of using a
-        narrower load (a 7-byte run = two 4-byte loads).  The loads are as
-        unaligned as the name; the IR claims natural alignment because the BPF
+        Byte loads (globs skip '?') unless `wide`: suffix compares are repeated
+        for every possible size, so there each run of literal bytes is read
+        with the fewest loads of up to 4 bytes, the last one overlapping the
+        previous one instead of a narrower load (7 bytes = two 4-byte loads).
+        Wide loads are as unaligned as the name; the IR claims natural alignment because the BPF
         back end would otherwise split each one into byte loads, and the
         kernels fuse-bpf ships on (x86-64, arm64) load unaligned buffer words.
         Every byte read is one of `expected`'s, so nothing past it is read."""
-        for start, width in _load_plan(expected, wild):
+        for start, width in _load_plan(expected, wild, wide):
             ity = _INT_TYPES[width]
             value = int.from_bytes(expected[start:start + width], "little")
             ptr = self.b.gep(base, [c64(offset + start)], source_etype=I8)
@@ -758,7 +816,7 @@ class _StrTest:
         return cls(prefix, suffix, False, True)
 
 
-def _load_plan(expected: bytes, wild: bool) -> list[tuple[int, int]]:
+def _load_plan(expected: bytes, wild: bool, wide: bool) -> list[tuple[int, int]]:
     """(start, width) loads covering the literal bytes of `expected` ('?' skipped if wild)."""
     runs: list[tuple[int, int]] = []
     start = None
@@ -771,7 +829,9 @@ def _load_plan(expected: bytes, wild: bool) -> list[tuple[int, int]]:
             start = None
     plan: list[tuple[int, int]] = []
     for start, length in runs:
-        if length in (1, 2, 4):
+        if not wide:
+            plan += [(start + k, 1) for k in range(length)]
+        elif length in (1, 2, 4):
             plan.append((start, length))
         elif length == 3:
             plan += [(start, 2), (start + 2, 1)]

@@ -85,7 +85,7 @@ def build_metadata(plan: Plan, info: ModuleInfo, sources: Sources, files: list[s
         files=[os.path.basename(f) for f in files],
         programs={s.section: s.path for s in plan.scopes},
         scopes=scopes, maps=maps, userspace=users,
-        caching=CachingHints(bool(identity), identity),
+        caching=CachingHints(bool(identity), identity, plan.op_traits()),
         logs=[LogFormat(site.id, site.fmt, site.location) for site in info.logs],
         default=_decision_json(plan.default))
 

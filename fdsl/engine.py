@@ -1,18 +1,21 @@
 """The execution facade: load an object, verify every program, prepare a VM per program.
 
-`FilterSet.load(data, backend="jit"|"interp")` is what the daemon, `fdsl run`
-and `fdsl test` use.  Loading is all-or-nothing: a `LoadError` or
-`VerifierError` propagates and nothing runs.  After loading, `run` is
-thread-safe: the VMs keep no per-run state outside the calling thread
-(the interpreter's registers are locals, the JIT's stack is a native alloca
-and its env record is per thread), and the maps lock their own updates.
+`FilterSet.load(data, backend="jit"|"interp"|"auto")` is what the daemon, `fdsl run`
+and `fdsl test` use ("auto" = tiered start-up, see `FilterSet`).  Loading is
+all-or-nothing: a `LoadError` or `VerifierError` propagates and nothing runs.
+After loading, `run` is thread-safe: the VMs keep no per-run state outside the
+calling thread (the interpreter's registers are locals, the JIT's stack is a
+native alloca and its env record is per thread), and the maps lock their own
+updates.
 
-JIT code is cached per program (`fdsl.jit.compile_program`), so loading the
-same object twice (a daemon reload, tests) does not compile again; the code
-reads map handles from a per-FilterSet table, so it is shared safely.
+JIT code is cached per program (`fdsl.jit.compile_program`, and on disk by
+`fdsl.jit.ObjectCache`), so loading the same object twice (a daemon reload,
+tests, a restart) does not compile again; the code reads map handles from a
+per-FilterSet table, so it is shared safely.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -22,7 +25,7 @@ from fdsl.helpers import Caller, LogSink
 from fdsl.interpreter import DEFAULT_BUDGET, Interpreter, Runtime
 from fdsl.maps import MapTable
 
-BACKENDS = ("jit", "interp")
+BACKENDS = ("jit", "interp", "auto")
 LOG_LINES = 1000
 
 
@@ -35,7 +38,25 @@ class LoadedProgram:
 
 
 class FilterSet:
-    """One loaded object: its programs (each behind a VM), maps, metadata and log."""
+    """One loaded object: its programs (each behind a VM), maps, metadata and log.
+
+    Backends:
+
+    * ``"jit"``: every program is compiled to native code before `load`
+      returns (JIT only; what the tests use).
+    * ``"interp"``: the reference interpreter only.
+    * ``"auto"`` (tiered, meant for the daemon): `load` returns as soon as the
+      programs are verified and serves every program with the interpreter;
+      a background thread compiles them with the JIT and switches each
+      program over when its code is ready.  Both VMs share the maps and the
+      log, and give identical results, so the switch is invisible except for
+      speed; a run that started on the interpreter finishes there.  If a
+      compilation fails, that program stays on the interpreter
+      (`jit_errors`).  `wait_jit()` blocks until the background work is done;
+      `backend_of(section)` says which VM serves a program now.
+
+    `load` only fails for load/verifier errors, in every mode.
+    """
 
     def __init__(self, obj: loader.BpfObject, programs: dict[str, LoadedProgram], runtime: Runtime,
                  backend: str) -> None:
@@ -44,6 +65,9 @@ class FilterSet:
         self.runtime = runtime
         self.backend = backend
         self._runners = {name: lp.vm.run for name, lp in programs.items()}
+        self.jit_errors: dict[str, Exception] = {}
+        self._jit_done = threading.Event()
+        self._jit_done.set()
 
     @classmethod
     def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
@@ -62,7 +86,39 @@ class FilterSet:
             else:
                 vm = Interpreter(vp.insns, runtime, budget=budget)
             programs[name] = LoadedProgram(name, vp, vm)
-        return cls(obj, programs, runtime, backend)
+        filters = cls(obj, programs, runtime, backend)
+        if backend == "auto" and programs:
+            filters._start_jit(budget)
+        return filters
+
+    # -- tiered start-up
+    def _start_jit(self, budget: int) -> None:
+        self._jit_done.clear()
+        thread = threading.Thread(target=self._compile_all, args=(budget,), name="fdsl-jit", daemon=True)
+        thread.start()
+
+    def _compile_all(self, budget: int) -> None:
+        """Background: compile each program, then publish its JIT runner (one dict store,
+        atomic for the readers in `run`)."""
+        try:
+            for name, lp in list(self.programs.items()):
+                try:
+                    vm = _jit_for(lp.verified, self.runtime, budget)
+                except Exception as err:   # keep serving with the interpreter
+                    self.jit_errors[name] = err
+                    continue
+                self.programs[name] = LoadedProgram(name, lp.verified, vm)
+                self._runners[name] = vm.run
+        finally:
+            self._jit_done.set()
+
+    def wait_jit(self, timeout: float | None = None) -> bool:
+        """Wait for the background JIT ("auto"); True when it has finished (or never ran)."""
+        return self._jit_done.wait(timeout)
+
+    def backend_of(self, section: str) -> str:
+        """"jit" or "interp": the VM serving `section` right now."""
+        return "interp" if isinstance(self.vm(section), Interpreter) else "jit"
 
     # -- what the daemon reads
     @property

@@ -21,7 +21,7 @@ Shape of the generated code:
   pointers reloaded from the stack) goes through a run-time check against
   the stack and the region table, exactly the interpreter's check;
 * helpers 1, 2, 6 call back into Python through one ctypes callback whose
-  address is baked into the code; the callback reaches the current run
+  address the code reads from env (ENV_HELPER); the callback reaches the current run
   through a thread-local, so concurrent runs on other threads are fine;
 * an instruction counter, bumped once per basic block, enforces the same
   budget as the interpreter (and reports the same faulting slot; the
@@ -35,8 +35,14 @@ Shape of the generated code:
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
+import json
+import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import llvmlite.binding as llvm
@@ -60,7 +66,8 @@ ENV_REGIONS = 6        # address of the region table: (start, end, writable) u64
 ENV_NREGIONS = 7
 ENV_STACK = 8          # set by the code on entry: its stack's lowest address (for helpers)
 ENV_MAPS = 9           # address of the u64 array of map handles (ld_imm64 of map i loads [i])
-ENV_WORDS = 10
+ENV_HELPER = 10        # address of the helper callback (not baked in: cached code outlives a process)
+ENV_WORDS = 11
 
 FAULT_NONE = 0
 FAULT_READ = 1
@@ -91,14 +98,33 @@ _LLVM_LOCK = threading.Lock()
 _target: llvm.Target | None = None
 
 
-def _target_machine() -> llvm.TargetMachine:
+def _target_machine(codegen_opt: int = 2) -> llvm.TargetMachine:
     """A fresh target machine: an MCJIT engine takes ownership of (and frees) its own."""
     global _target
     if _target is None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         _target = llvm.Target.from_triple(llvm.get_process_triple())
-    return _target.create_target_machine(opt=2, jit=True)
+    return _target.create_target_machine(opt=codegen_opt, jit=True)
+
+
+# Programs above this many slots (thousands of blocks in one function: name tests
+# unrolled per size) skip O2, whose cost grows much faster than the code: SROA turns
+# the register allocas into SSA, instcombine and simplifycfg clean up, and the code
+# generator runs at -O0 (fast instruction selection and register allocation).
+# hide_secrets (~5k slots): ~0.7 s with O2, ~0.15 s this way.
+BIG_PROGRAM = 2000
+
+
+def _light_pipeline(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=0))
+    fpm = llvm.create_new_function_pass_manager()
+    fpm.add_sroa_pass()
+    fpm.add_instruction_combine_pass()
+    fpm.add_simplify_cfg_pass()
+    for fn in mod.functions:
+        if not fn.is_declaration:
+            fpm.run(fn, pb)
 
 
 # ------------------------------------------------------------------ per-thread run state for callbacks
@@ -231,6 +257,35 @@ def _transfer(insn: Insn, regs: list[Kind]) -> None:
             regs[r] = None
 
 
+def _may_exceed(insns: Sequence[Insn], kinds: dict[int, list[Kind]], budget: int) -> bool:
+    """Can a run execute more than `budget` instructions?  Not if the control-flow graph
+    has no cycle (each instruction then runs at most once) and at most `budget`
+    instructions are reachable: the verifier rejects loops, so verified code needs
+    no instruction counter."""
+    if len(kinds) > budget:
+        return True
+    n = len(insns)
+    state = dict.fromkeys(kinds, 0)          # 0 new, 1 on the DFS stack, 2 done
+    for root in kinds:
+        if state[root]:
+            continue
+        state[root] = 1
+        stack = [(root, iter(_successors(insns, root)))]
+        while stack:
+            pc, succ = stack[-1]
+            nxt = next(succ, None)
+            if nxt is None:
+                state[pc] = 2
+                stack.pop()
+            elif 0 <= nxt < n and nxt in state:
+                if state[nxt] == 1:
+                    return True             # a back edge: a loop
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(_successors(insns, nxt))))
+    return False
+
+
 # ------------------------------------------------------------------ IR generation
 
 @dataclass
@@ -257,6 +312,7 @@ class _Codegen:
         self.fn = ir.Function(self.module, ir.FunctionType(I64, [I64] * 6), name="bpf_prog")
         self.blocks: dict[int, _Block] = {}
         self.kinds = _provenance(self.insns)
+        self.counted = _may_exceed(self.insns, self.kinds, budget)
 
     # -- entry point
     def build(self) -> tuple[str, dict[int, list[int]]]:
@@ -274,10 +330,6 @@ class _Codegen:
         self.stack_lo = b.ptrtoint(stack, I64)
         b.store(self.stack_lo, self._env_slot(ENV_STACK))
         self.count = b.alloca(I64, name="count")
-        self.fault_code = b.alloca(I64, name="fault_code")
-        self.fault_index = b.alloca(I64, name="fault_index")
-        self.fault_arg = b.alloca(I64, name="fault_arg")
-        self.fault_size = b.alloca(I64, name="fault_size")
         for i, reg in enumerate(self.regs):
             b.store(ir.Constant(I64, 0), reg)
         b.store(self.ctx_arg, self.regs[1])
@@ -286,7 +338,11 @@ class _Codegen:
         self.regions = b.load(self._env_slot(ENV_REGIONS))
         self.nregions = b.load(self._env_slot(ENV_NREGIONS))
 
+        # one shared fault exit; each fault site feeds its record in through phis
         self.fault_bb = fn.append_basic_block("fault")
+        b.position_at_end(self.fault_bb)
+        self.fault_phis = [b.phi(I64, name=n) for n in ("fault_code", "fault_index", "fault_arg", "fault_size")]
+        b.position_at_end(entry)
         self._fell_off: dict[int, ir.Block] = {}
         n = len(self.insns)
         leaders = _leaders(self.insns)
@@ -300,10 +356,12 @@ class _Codegen:
 
         # fault exit: record the fault in env and return 0
         b.position_at_end(self.fault_bb)
-        b.store(b.load(self.fault_code), self._env_slot(ENV_FAULT))
-        b.store(b.load(self.fault_index), self._env_slot(ENV_FAULT_INDEX))
-        b.store(b.load(self.fault_arg), self._env_slot(ENV_FAULT_ARG))
-        b.store(b.load(self.fault_size), self._env_slot(ENV_FAULT_SIZE))
+        record: list[ir.Value] = self.fault_phis
+        if not self.fault_phis[0].incomings:   # no fault site: unreachable, phis would be invalid
+            self.fault_bb.instructions.clear()
+            record = [ir.Constant(I64, 0)] * 4
+        for value, word in zip(record, (ENV_FAULT, ENV_FAULT_INDEX, ENV_FAULT_ARG, ENV_FAULT_SIZE)):
+            b.store(value, self._env_slot(word))
         b.ret(ir.Constant(I64, 0))
         self._emit_run_wrapper()
         return str(self.module), {blk.start: blk.slots for blk in self.blocks.values()}
@@ -336,10 +394,8 @@ class _Codegen:
         """Record a fault and jump to the shared fault exit (ends the current block)."""
         b = self.b
         as_val = lambda v: v if isinstance(v, ir.Value) else ir.Constant(I64, v)  # noqa: E731
-        b.store(ir.Constant(I64, code), self.fault_code)
-        b.store(as_val(index), self.fault_index)
-        b.store(as_val(arg), self.fault_arg)
-        b.store(ir.Constant(I64, size), self.fault_size)
+        for phi, value in zip(self.fault_phis, (code, index, arg, size)):
+            phi.add_incoming(as_val(value), b.block)
         b.branch(self.fault_bb)
 
     def _reg(self, r: int) -> ir.Value:
@@ -376,6 +432,9 @@ class _Codegen:
             insn = self.insns[pc]
             pc += 2 if insn.is_ld_imm64 and insn.imm64 is not None else 1
         blk.slots = slots
+        if not self.counted:
+            self._emit_body(slots, pc)
+            return
         # budget: count the whole block on entry (the fault names the right slot)
         old = b.load(self.count)
         new = b.add(old, ir.Constant(I64, len(slots)))
@@ -386,12 +445,14 @@ class _Codegen:
         b.position_at_end(over_bb)
         self._fault(FAULT_BUDGET, blk.start, b.sub(ir.Constant(I64, self.budget), old), 0)
         b.position_at_end(ok_bb)
+        self._emit_body(slots, pc)
 
+    def _emit_body(self, slots: list[int], end: int) -> None:
         for slot in slots:
             if self._emit_insn(slot):   # True: the instruction ended the block
                 return
         # fell through into the next block (or off the end)
-        b.branch(self._target_bb(pc))
+        self.b.branch(self._target_bb(end))
 
     def _emit_insn(self, pc: int) -> bool:
         insn = self.insns[pc]
@@ -688,7 +749,7 @@ class _Codegen:
         else:
             self.uses_callbacks = True
             cb_ty = ir.FunctionType(I64, [I64] * 8)
-            cb = b.inttoptr(ir.Constant(I64, _HELPER_CB_ADDR), cb_ty.as_pointer())
+            cb = b.inttoptr(b.load(self._env_slot(ENV_HELPER)), cb_ty.as_pointer())
             args = [self.env_arg, ir.Constant(I64, helper & MASK64), ir.Constant(I64, pc)]
             args += [self._reg(r) for r in range(1, 6)]
             r0 = b.call(cb, args)
@@ -706,28 +767,184 @@ class _Codegen:
 # ------------------------------------------------------------------ compiled program
 
 class CompiledProgram:
-    """Native code for one program; independent of any map instance, so it is cached."""
+    """Native code for one program; independent of any map instance, so it is cached.
 
-    def __init__(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int = 2) -> None:
+    With `disk_cache` (the default) the object code is also kept on disk
+    (`ObjectCache`), keyed by everything that shapes it, so a later process
+    loading the same program skips IR generation, optimisation and code
+    generation.  Code loaded from the disk cache has no `optimized_ir`."""
+
+    def __init__(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int = 2,
+                 disk_cache: bool = True) -> None:
+        self._source = (list(insns), nmaps, mem_kinds, budget)
+        self._ir_text: str | None = None
+        self.optimized_ir: str | None = None
+        self.from_disk = False
+        cache = ObjectCache.default() if disk_cache else None
+        key = cache.key(insns, nmaps, mem_kinds, budget, opt) if cache else ""
+        entry = cache.get(key) if cache else None
+        if entry is not None and self._load_object(key, *entry):
+            self.from_disk = True
+        else:
+            self._compile(insns, nmaps, mem_kinds, budget, opt, cache, key)
+        self.fn = _PROG_TYPE(self.address)
+        self.run_fn = _RUN_TYPE(self.run_address)
+
+    @property
+    def ir_text(self) -> str:
+        """The unoptimised IR (regenerated on demand for code that came from the disk cache)."""
+        if self._ir_text is None:
+            insns, nmaps, mem_kinds, budget = self._source
+            self._ir_text = _Codegen(insns, nmaps, budget, mem_kinds).build()[0]
+        return self._ir_text
+
+    def _compile(self, insns, nmaps: int, mem_kinds, budget: int, opt: int,
+                 cache: "ObjectCache | None", key: str) -> None:
         gen = _Codegen(insns, nmaps, budget, mem_kinds)
-        self.ir_text, self.block_slots = gen.build()
+        self._ir_text, self.block_slots = gen.build()
         self.needs_regions = gen.needs_regions
         self.uses_callbacks = gen.uses_callbacks
+        objects: list[bytes] = []
+        light = opt > 0 and len(insns) > BIG_PROGRAM
         with _LLVM_LOCK:
-            tm = _target_machine()
-            mod = llvm.parse_assembly(self.ir_text)
+            tm = _target_machine(codegen_opt=0 if light else 2)
+            mod = llvm.parse_assembly(self._ir_text)
             mod.verify()
-            if opt:
+            if light:
+                _light_pipeline(mod, tm)
+            elif opt:
                 pto = llvm.create_pipeline_tuning_options(speed_level=opt)
                 pb = llvm.create_pass_builder(tm, pto)
                 pb.getModulePassManager().run(mod, pb)
             self.optimized_ir = str(mod)
             self._engine = llvm.create_mcjit_compiler(mod, tm)
+            if cache is not None:
+                self._engine.set_object_cache(notify_func=lambda _mod, obj: objects.append(obj))
             self._engine.finalize_object()
             self.address = self._engine.get_function_address("bpf_prog")
             self.run_address = self._engine.get_function_address("bpf_run")
-        self.fn = _PROG_TYPE(self.address)
-        self.run_fn = _RUN_TYPE(self.run_address)
+        if cache is not None and objects:
+            cache.put(key, self._meta(), objects[0])
+
+    def _meta(self) -> dict:
+        return {"block_slots": [[start, slots] for start, slots in self.block_slots.items()],
+                "needs_regions": self.needs_regions, "uses_callbacks": self.uses_callbacks}
+
+    def _load_object(self, key: str, meta: dict, obj: bytes) -> bool:
+        """Load cached object code through MCJIT's object cache; False if unusable."""
+        try:
+            block_slots = {int(start): [int(x) for x in slots] for start, slots in meta["block_slots"]}
+            needs_regions, uses_callbacks = bool(meta["needs_regions"]), bool(meta["uses_callbacks"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        with _LLVM_LOCK:
+            stub = llvm.parse_assembly("")
+            stub.name = key
+            engine = llvm.create_mcjit_compiler(stub, _target_machine())
+            engine.set_object_cache(getbuffer_func=lambda _mod: obj)
+            engine.finalize_object()
+            address = engine.get_function_address("bpf_prog")
+            run_address = engine.get_function_address("bpf_run")
+        if not address or not run_address:
+            return False
+        self._engine, self.address, self.run_address = engine, address, run_address
+        self.block_slots, self.needs_regions, self.uses_callbacks = block_slots, needs_regions, uses_callbacks
+        return True
+
+
+class ObjectCache:
+    """On-disk JIT object code: `$FDSL_JIT_CACHE`, else `$XDG_CACHE_HOME/fdsl`, else
+    `~/.cache/fdsl` (`FDSL_JIT_CACHE=off` disables it).
+
+    One file per key; the key hashes the instructions, everything else the
+    code depends on (maps, verifier facts, budget, pipeline), this module's
+    source, the LLVM version and the host CPU.  A file holds a SHA-256 of its
+    payload, so a truncated or corrupted entry is ignored (and rewritten);
+    files are written to a temporary name and renamed, so readers never see
+    half an entry.  Cache failures (read-only home...) only cost speed."""
+
+    MAGIC = b"fdsl-jit-object 1\n"
+    MAX_ENTRIES = 512          # beyond this, a write removes the least recently written entries
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    @classmethod
+    def default(cls) -> "ObjectCache | None":
+        setting = os.environ.get("FDSL_JIT_CACHE")
+        if setting is not None:
+            return None if setting.lower() in ("", "0", "off", "no") else cls(Path(setting))
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return cls(Path(base) / "fdsl")
+
+    def key(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int) -> str:
+        h = hashlib.sha256()
+        kinds = sorted((pc, sorted(k)) for pc, k in (mem_kinds or {}).items())
+        h.update(repr((_code_identity(), nmaps, kinds, budget, opt, BIG_PROGRAM)).encode())
+        h.update(isa.encode(list(insns)))
+        return h.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.jit"
+
+    def get(self, key: str) -> tuple[dict, bytes] | None:
+        """(metadata, object bytes), or None if missing or damaged."""
+        try:
+            data = self.path(key).read_bytes()
+        except OSError:
+            return None
+        head = len(self.MAGIC)
+        if not data.startswith(self.MAGIC) or len(data) < head + 32 + 4:
+            return None
+        digest, payload = data[head:head + 32], data[head + 32:]
+        if hashlib.sha256(payload).digest() != digest:
+            return None
+        meta_len = int.from_bytes(payload[:4], "little")
+        try:
+            meta = json.loads(payload[4:4 + meta_len])
+        except ValueError:
+            return None
+        obj = payload[4 + meta_len:]
+        return (meta, obj) if isinstance(meta, dict) and obj else None
+
+    def put(self, key: str, meta: dict, obj: bytes) -> None:
+        meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+        payload = len(meta_bytes).to_bytes(4, "little") + meta_bytes + obj
+        data = self.MAGIC + hashlib.sha256(payload).digest() + payload
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".jit")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, self.path(key))
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            self._prune()
+        except OSError:
+            pass
+
+    def _prune(self) -> None:
+        entries = list(self.directory.glob("*.jit"))
+        if len(entries) <= self.MAX_ENTRIES:
+            return
+        def age(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return 0.0
+        for path in sorted(entries, key=age)[:len(entries) - self.MAX_ENTRIES]:
+            path.unlink(missing_ok=True)
+
+
+@functools.cache
+def _code_identity() -> tuple:
+    """What makes object code from this process reusable: our code generator and the
+    LLVM that compiled it, for this CPU."""
+    source = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+    return (source, STACK_SIZE, abi.CTX_SIZE, llvm.llvm_version_info, llvm.get_process_triple(), llvm.get_host_cpu_name(),
+            llvm.get_host_cpu_features().flatten())
 
 
 _CACHE: dict[tuple, CompiledProgram] = {}
@@ -831,6 +1048,7 @@ class _ThreadEnv:
 
     def __init__(self) -> None:
         self.words = (ctypes.c_uint64 * ENV_WORDS)()
+        self.words[ENV_HELPER] = _HELPER_CB_ADDR
         self.address = ctypes.addressof(self.words)
         self._table = (ctypes.c_uint64 * 48)()
 

@@ -65,11 +65,51 @@ class LogFormat:
 
 
 @dataclass
+class OpTraits:
+    """What the rules of one scope say about one opcode (absent = no rules at all)."""
+
+    pre_bpf: bool = False        # PRE rules compiled to BPF
+    pre_user: bool = False       # PRE rules evaluated by the daemon
+    post_bpf: bool = False
+    post_user: bool = False
+    identity: bool = False       # some rule reads uid/gid/pid/tgid
+    side_effects: bool = False   # some rule counts or logs
+
+    @property
+    def has_rules(self) -> bool:
+        return self.pre_bpf or self.pre_user or self.post_bpf or self.post_user
+
+    @property
+    def cacheable(self) -> bool:
+        """The result is a function of the backing state alone: the kernel may cache it."""
+        return not (self.identity or self.side_effects)
+
+
+@dataclass
 class CachingHints:
-    """Whether results depend on who asks; if so the daemon must not cache them."""
+    """Whether results depend on who asks; if so the daemon must not cache them.
+
+    `scopes` (added in schema 1 without a version bump: objects without it read
+    as "unknown", and the daemon then assumes every rule is identity dependent)
+    maps scope path -> opcode -> `OpTraits` fields."""
 
     identity_dependent: bool = False
     ops: list[str] = field(default_factory=list)  # "scope:op:phase" entries that read uid/gid/pid
+    scopes: dict[str, dict[str, dict[str, bool]]] | None = None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CachingHints":
+        known = {k: raw[k] for k in ("identity_dependent", "ops", "scopes") if k in raw}
+        return cls(**known)
+
+    def traits(self, scope: str, op: str) -> OpTraits | None:
+        """Traits of `op` in `scope`; None if this object predates per-op traits.
+        An op without rules gives all-False traits."""
+        if self.scopes is None:
+            return None
+        raw = self.scopes.get(scope, {}).get(op, {})
+        return OpTraits(**{k: bool(v) for k, v in raw.items()
+                           if k in OpTraits.__dataclass_fields__})
 
 
 @dataclass
@@ -107,7 +147,7 @@ class Metadata:
             scopes=[ScopeMeta(**s) for s in raw["scopes"]],
             maps=[MapMeta(**m) for m in raw["maps"]],
             userspace=[UserRule(**u) for u in raw["userspace"]],
-            caching=CachingHints(**raw["caching"]),
+            caching=CachingHints.from_dict(raw["caching"]),
             logs=[LogFormat(**entry) for entry in raw["logs"]],
             default=raw.get("default", {"s": "allow"}),
             schema=raw.get("schema", SCHEMA_VERSION),

@@ -89,6 +89,28 @@ class Plan:
                     found.append(f"{scope.label}:{entry.op}:{entry.phase}")
         return found
 
+    def op_traits(self) -> dict[str, dict[str, dict[str, bool]]]:
+        """scope path -> opcode -> what its rules are like (for the daemon's caching).
+
+        Only opcodes with rules appear.  Keys: `pre_bpf`, `pre_user`, `post_bpf`,
+        `post_user` (where the rules run), `identity` (some rule reads
+        uid/gid/pid/tgid), `side_effects` (some rule counts or logs)."""
+        out: dict[str, dict[str, dict[str, bool]]] = {}
+        for scope in self.scopes:
+            ops: dict[str, dict[str, bool]] = {}
+            for entry in scope.entries:
+                t = ops.setdefault(entry.op, {"pre_bpf": False, "pre_user": False,
+                                              "post_bpf": False, "post_user": False,
+                                              "identity": False, "side_effects": False})
+                t[f"{entry.phase}_bpf"] = t[f"{entry.phase}_bpf"] or bool(entry.bpf_rules)
+                t[f"{entry.phase}_user"] = t[f"{entry.phase}_user"] or bool(entry.user_rules)
+                t["identity"] = t["identity"] or any(reads_identity(r.rule) for r in entry.rules)
+                t["side_effects"] = t["side_effects"] or any(has_side_effects(r.rule)
+                                                             for r in entry.rules)
+            if ops:
+                out[scope.path] = ops
+        return out
+
 
 # ------------------------------------------------------------------ scopes
 
@@ -188,6 +210,11 @@ def walk_exprs(node: object) -> Iterator[ast.Node]:
             if kind in ("const", "set", "let") and id(payload) not in seen:
                 seen.add(id(payload))
                 yield from visit(getattr(payload, "value", None) or getattr(payload, "members", None))
+            # A parameterless predicate used as a bare name (`if not trusted`)
+            # is an Ident, not a Call: its body counts as read here too.
+            if kind == "pred" and isinstance(payload, ast.PredDecl) and id(payload) not in seen:
+                seen.add(id(payload))
+                yield from visit(payload.body)
 
     yield from visit(node)
 
@@ -199,6 +226,12 @@ def reads_identity(rule: ast.Rule) -> bool:
             if kind == "builtin" and payload in IDENTITY_BUILTINS:
                 return True
     return False
+
+
+def has_side_effects(rule: ast.Rule) -> bool:
+    """True if running the rule changes something observable (a counter, a log line),
+    so every request must reach it and its result must not be cached."""
+    return any(isinstance(n, (ast.Count, ast.Log)) for n in walk_exprs(rule.body))
 
 
 def simple_glob(pattern: str) -> bool:
@@ -371,4 +404,5 @@ def return_bits_text(value: int) -> str:
 
 
 __all__ = ["Plan", "ScopePlan", "OpPlan", "RulePlan", "build_plan", "rule_ops", "bpf_blocker",
-           "simple_glob", "return_bits_text", "walk_exprs", "reads_identity", "Span"]
+           "simple_glob", "return_bits_text", "walk_exprs", "reads_identity", "has_side_effects",
+           "Span"]

@@ -35,7 +35,8 @@ class MountConfig:
     backend: str = "jit"
     entry_timeout: float = 1.0
     attr_timeout: float = 1.0
-    threads: int = 16
+    threads: int = 16                  # worker threads for blocking data I/O
+    inline: bool = True                # cheap metadata ops on the trio thread (fuse_adapter)
     debug: bool = False
     switch_identity: bool = True
 
@@ -124,7 +125,9 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     from .fuse_adapter import FuseOperations
     from .policy import load_policy
 
-    os.umask(0)  # modes arrive already masked by the kernel (or with an explicit umask)
+    # New files get the caller's umask per thread (identity.thread_umask); the
+    # process-wide one stays 0 so nothing else masks a mode twice.
+    os.umask(0)
     stats = MountStats()
     logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
     try:
@@ -138,7 +141,7 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     # daemon's own thread would send a request to ourselves and deadlock.
     cfg.mountpoint = os.path.realpath(cfg.mountpoint)
     cfg.backing = os.path.realpath(cfg.backing)
-    ops = FuseOperations(engine, cfg.threads, stats)
+    ops = FuseOperations(engine, cfg.threads, stats, inline=cfg.inline)
     options = {"fsname=fdsl", "subtype=fdsl"}
     for opt in cfg.fuse_options:
         options.add(opt)

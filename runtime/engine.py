@@ -14,8 +14,16 @@ values, strings and buffers as bytes), and a *backing step* that consumes the
 post -> user postfilter sequence of section 6; finalization (section 9's
 "finalize" column) happens here, after the sequence.
 
-Methods are blocking and thread-safe: the adapter runs each one in a worker
-thread under the caller's credentials (`identity.as_caller`).
+Methods are blocking and thread-safe.  Each runs its backing step under the
+caller's credentials (`identity.as_caller`) where the backing filesystem
+checks permissions; the adapter decides which thread runs it (see
+`fuse_adapter`).  Operations whose backing step checks nothing (getattr on
+an O_PATH fd, readlink, statfs, release) skip the credential switch.
+
+Caching: every reply carries the timeouts the kernel may cache it for, chosen
+per node by the policy (`attr_timeout`, `entry_timeout`): the configured
+ones where the rules involved are deterministic given the backing state, 0
+where they depend on the caller or count/log.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import sysio
-from .identity import Caller, as_caller
+from .identity import ROOT, Caller, as_caller, thread_umask
 from .nodes import ROOT_ID, Node, NodeTable
 
 OPATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -98,6 +106,7 @@ class DirEntry:
     entry: Entry | None      # None: no attributes ("." / "..", or a lookup that failed)
     next_offset: int
     ino: int = 0             # inode number reported when `entry` is None
+    dtype: int = 0           # DT_* type reported when `entry` is None (0 = unknown)
 
 
 @dataclass
@@ -155,8 +164,16 @@ class PassthroughPolicy:
     """No program anywhere: every operation is its backing step (spec 3: 'no program
     behaves like a program that always returns BACKING')."""
 
-    identity_dependent = False
     readdir_filtered = False
+
+    def attr_timeout(self, node: Node, default: float) -> float:
+        return default
+
+    def entry_timeout(self, parent: Node, default: float) -> float:
+        return default
+
+    def has_rules(self, node: Node, op: str) -> bool:
+        return False
 
     def root_attachment(self) -> tuple[str | None, object]:
         return None, None
@@ -191,20 +208,31 @@ class Engine:
             root_fd = os.open(os.fspath(backing_root), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         program, scope = self.policy.root_attachment()
         self.root = self.nodes.add_root(root_fd, program, scope)
-        if self.policy.identity_dependent:
-            self.options.entry_timeout = 0.0
-            self.options.attr_timeout = 0.0
 
     # ------------------------------------------------------------ helpers
 
-    def _attr(self, node: Node, st: os.stat_result) -> Attr:
-        timeout = self.options.attr_timeout
-        if self.policy.has_program(node):
-            timeout = 0.0  # getattr filters must see every stat (spec 3.3: GETATTR runs the program)
+    def _attr(self, node: Node, st: os.stat_result, filtered: bool = False) -> Attr:
+        """Attributes for a reply, with how long the kernel may cache them.
+
+        `filtered`: they went through the node's getattr rules (a GETATTR reply),
+        cacheable unless those rules must see every stat.  Unfiltered backing
+        attributes (the replies to lookup, setattr, create, ...) are cacheable
+        only where no getattr rule could rewrite them: otherwise timeout 0, so
+        the next stat asks GETATTR, as a fuse-bpf kernel runs the program."""
+        if filtered or not self.policy.has_rules(node, "getattr"):
+            timeout = self.policy.attr_timeout(node, self.options.attr_timeout)
+        else:
+            timeout = 0.0
         return Attr.from_stat(node.nodeid, st, timeout)
 
-    def _entry(self, node: Node, st: os.stat_result) -> Entry:
-        return Entry(node.nodeid, self._attr(node, st), self.options.entry_timeout)
+    def _entry(self, node: Node, st: os.stat_result, parent: Node) -> Entry:
+        """Entry of `node` found in `parent`: the parent's lookup rules decide whether
+        the name may be cached (and so the attributes the lookup reply carries)."""
+        attr = self._attr(node, st)
+        entry_timeout = self.policy.entry_timeout(parent, self.options.entry_timeout)
+        if entry_timeout == 0:
+            attr.timeout = 0.0
+        return Entry(node.nodeid, attr, entry_timeout)
 
     def _new_fh(self, obj: OpenFile | OpenDir) -> int:
         with self._fh_lock:
@@ -278,7 +306,7 @@ class Engine:
             os.close(fd)
             raise
         node = self.nodes.attach(fd, st, program, scope, bpf_nodeid=entry_out.get("nodeid", 0))
-        entry = self._entry(node, st)
+        entry = self._entry(node, st, parent)
         # Attribute rewriting by a lookup postfilter is honoured in our reply.
         entry.attr.update_from_fuse(entry_out, "attr.")
         entry.attr.ino = node.nodeid
@@ -317,23 +345,24 @@ class Engine:
     # ------------------------------------------------------------ getattr
 
     def getattr(self, nodeid: int, caller: Caller, fh: int | None = None) -> Attr:
+        # fstat of an O_PATH fd checks no permission: no credential switch needed
+        # (the programs get the caller's ids from `caller` itself).
         node = self.nodes.get(nodeid)
-        with self._caller_scope(caller):
-            holder: dict[str, os.stat_result] = {}
+        holder: dict[str, os.stat_result] = {}
 
-            def backing(ins: list) -> list:
-                st = os.fstat(node.fd)
-                holder["st"] = st
-                attr = Attr.from_stat(node.ctx_nodeid, st, self.options.attr_timeout)
-                return [{"attr_valid": 1, "attr_valid_nsec": 0,
-                         **{f"attr.{k}": v for k, v in attr.to_fuse().items()}}]
+        def backing(ins: list) -> list:
+            st = os.fstat(node.fd)
+            holder["st"] = st
+            attr = Attr.from_stat(node.ctx_nodeid, st, self.options.attr_timeout)
+            return [{"attr_valid": 1, "attr_valid_nsec": 0,
+                     **{f"attr.{k}": v for k, v in attr.to_fuse().items()}}]
 
-            outs = self.policy.run(node, "getattr", [{"getattr_flags": 0, "fh": 2**64 - 1}],
-                                   [{}], backing, caller)
-            attr = self._attr(node, holder["st"])
-            attr.update_from_fuse(outs[0], "attr.")
-            attr.ino = node.nodeid
-            return attr
+        outs = self.policy.run(node, "getattr", [{"getattr_flags": 0, "fh": 2**64 - 1}],
+                               [{}], backing, caller)
+        attr = self._attr(node, holder["st"], filtered=True)
+        attr.update_from_fuse(outs[0], "attr.")
+        attr.ino = node.nodeid
+        return attr
 
     def setattr(self, nodeid: int, req: SetAttrRequest, fh: int | None, caller: Caller) -> Attr:
         node = self.nodes.get(nodeid)
@@ -371,7 +400,14 @@ class Engine:
             if req.mode is not None:
                 if stat.S_ISLNK(node.mode):
                     raise OSError(errno.EOPNOTSUPP, "chmod of a symlink")
-                os.chmod(sysio.proc_fd_path(node.fd), v["mode"] & 0o7777)
+                if self._is_kill_suid(node, req, v["mode"], caller):
+                    # With a size, the truncate below (as the caller) clears the
+                    # bits on the backing fs; alone, it precedes the caller's write.
+                    if req.size is None:
+                        with as_caller(ROOT, self.options.switch_identity):
+                            os.chmod(sysio.proc_fd_path(node.fd), v["mode"] & 0o7777)
+                else:
+                    os.chmod(sysio.proc_fd_path(node.fd), v["mode"] & 0o7777)
             if req.uid is not None or req.gid is not None:
                 sysio.fchown_fd(node.fd, v["uid"] if req.uid is not None else -1,
                                 v["gid"] if req.gid is not None else -1)
@@ -391,6 +427,24 @@ class Engine:
             st = os.fstat(node.fd)
         return self._attr(node, st)
 
+    def _is_kill_suid(self, node: Node, req: SetAttrRequest, mode: int, caller: Caller) -> bool:
+        """A SETATTR whose mode change only clears S_ISUID/S_ISGID, from a non-owner who
+        may write the file: the kernel's suid/sgid kill before a write or truncate
+        (it sends one unless FUSE_HANDLE_KILLPRIV was negotiated, which libfuse 3.14
+        does not pass on; see `fuseconn`).  The backing fs clears the bits itself
+        when the caller writes, so clearing them with privilege grants nothing the
+        caller could not get by writing; run as the caller, the chmod is EPERM."""
+        if req.uid is not None or req.gid is not None or not self.options.switch_identity:
+            return False  # (a truncate comes as mode + size: the size part runs as the caller)
+        st = os.fstat(node.fd)
+        if caller.uid in (0, st.st_uid) or not stat.S_ISREG(st.st_mode):
+            return False
+        current = st.st_mode & 0o7777
+        kill = current & ~(mode & 0o7777)
+        if not kill or kill & ~(stat.S_ISUID | stat.S_ISGID) or mode & 0o7777 & ~current:
+            return False
+        return os.access(sysio.proc_fd_path(node.fd), os.W_OK, effective_ids=True)
+
     # ----------------------------------------------------------- symlinks
 
     def readlink(self, nodeid: int, caller: Caller) -> bytes:
@@ -401,8 +455,8 @@ class Engine:
             result["target"] = os.readlink(b"", dir_fd=node.fd)
             return []
 
-        with self._caller_scope(caller):
-            self.policy.run(node, "readlink", [b""], [], backing, caller)
+        # readlinkat(fd, "") on an O_PATH fd checks no permission.
+        self.policy.run(node, "readlink", [b""], [], backing, caller)
         return result["target"]
 
     # ---------------------------------------------------- namespace: create
@@ -417,7 +471,7 @@ class Engine:
             os.close(fd)
             raise
         node = self.nodes.attach(fd, st, program, scope)
-        return self._entry(node, st)
+        return self._entry(node, st, parent)
 
     def mknod(self, parent_id: int, name: bytes, mode: int, rdev: int, umask: int,
               caller: Caller) -> Entry:
@@ -426,7 +480,8 @@ class Engine:
 
         def backing(ins: list) -> list:
             v = ins[0]
-            os.mknod(name, v["mode"] & ~v["umask"], v["rdev"], dir_fd=parent.fd)
+            with thread_umask(v["umask"]):
+                os.mknod(name, v["mode"], v["rdev"], dir_fd=parent.fd)
             return []
 
         with self._caller_scope(caller):
@@ -440,7 +495,8 @@ class Engine:
 
         def backing(ins: list) -> list:
             v = ins[0]
-            os.mkdir(name, v["mode"] & ~v["umask"] & 0o7777, dir_fd=parent.fd)
+            with thread_umask(v["umask"]):
+                os.mkdir(name, v["mode"] & 0o7777, dir_fd=parent.fd)
             return []
 
         with self._caller_scope(caller):
@@ -481,7 +537,7 @@ class Engine:
             st = os.fstat(node.fd)
             with self.nodes.lock:
                 node.lookups += 1
-            return self._entry(node, st)
+            return self._entry(node, st, parent)
 
     def create(self, parent_id: int, name: bytes, mode: int, flags: int, umask: int,
                caller: Caller) -> tuple[Entry, int]:
@@ -493,7 +549,8 @@ class Engine:
             v, real_name = ins[0], ins[1]  # CREATE honours mode and the name
             self._check_name(real_name)
             oflags = (v["flags"] | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC) & ~os.O_NOCTTY
-            fd = os.open(real_name, oflags, v["mode"] & ~umask & 0o7777, dir_fd=parent.fd)
+            with thread_umask(umask):
+                fd = os.open(real_name, oflags, v["mode"] & 0o7777, dir_fd=parent.fd)
             made["fd"], made["name"] = fd, real_name
             return [{"nodeid": 0}, {"fh": 0, "open_flags": 0}]
 
@@ -565,7 +622,10 @@ class Engine:
         opened: dict[str, int] = {}
 
         def backing(ins: list) -> list:
-            oflags = (ins[0]["flags"] & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)) | os.O_CLOEXEC
+            # The kernel resolved the path (O_NOFOLLOW on a symlink already gave
+            # ELOOP there); reopening through the /proc magic link must follow it.
+            oflags = (ins[0]["flags"] & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW)
+                      ) | os.O_CLOEXEC
             opened["fd"] = os.open(sysio.proc_fd_path(node.fd), oflags)
             return [{"fh": 0, "open_flags": 0}]
 
@@ -603,9 +663,12 @@ class Engine:
             written["n"] = os.pwrite(f.fd, buf, offset)
             return [{"ret": written["n"]}]
 
-        outs = self.policy.run(f.node, "write",
-                               [{"fh": fh, "offset": offset, "size": len(buf)}, b""],
-                               [{"ret": len(buf)}], backing, f.caller)
+        # As the opener: a non-owner's write clears S_ISUID/S_ISGID on the backing
+        # fs (FUSE_HANDLE_KILLPRIV leaves that to us), a privileged one does not.
+        with self._caller_scope(f.caller):
+            outs = self.policy.run(f.node, "write",
+                                   [{"fh": fh, "offset": offset, "size": len(buf)}, b""],
+                                   [{"ret": len(buf)}], backing, f.caller)
         ret = outs[0].get("ret", written.get("n", 0)) if outs else written.get("n", 0)
         if ret < 0:
             raise OSError(-ret, "write failed")
@@ -689,16 +752,16 @@ class Engine:
             out: list[DirEntry] = []
             # "." and ".." first (offsets 1, 2); the kernel takes no lookup count for them.
             if offset == 0:
-                out.append(DirEntry(b".", None, 1, d.node.nodeid))
+                out.append(DirEntry(b".", None, 1, d.node.nodeid, 4))
             if offset <= 1:
-                out.append(DirEntry(b"..", None, 2, ROOT_ID))
+                out.append(DirEntry(b"..", None, 2, ROOT_ID, 4))
             offset = max(offset, 2)
             index = offset - 2
             while index < len(names) and len(out) < limit:
                 chunk = names[index:index + limit]
                 visible = set(self.policy.filter_dirents(
                     d.node, [n for n, _, _ in chunk], index, caller))
-                for name, _ino, _type in chunk:
+                for name, ino, dtype in chunk:
                     index += 1
                     if name not in visible:
                         continue
@@ -707,8 +770,10 @@ class Engine:
                     except OSError as err:
                         if err.errno in (errno.ENOENT, errno.ESTALE):
                             continue  # vanished since the snapshot, or hidden by a lookup rule
+                        # e.g. EACCES in a directory without search permission: the
+                        # name is still listed (as on the backing fs), without attributes.
                         entry = None
-                    out.append(DirEntry(name, entry, index + 2))
+                    out.append(DirEntry(name, entry, index + 2, ino, dtype))
                     if len(out) >= limit:
                         break
             return out
@@ -746,8 +811,8 @@ class Engine:
                      "files": s.f_files, "ffree": s.f_ffree, "bsize": s.f_bsize,
                      "namelen": s.f_namemax, "frsize": s.f_frsize}]
 
-        with self._caller_scope(caller):
-            outs = self.policy.run(node, "statfs", [], [{}], backing, caller)
+        # fstatvfs on an O_PATH fd checks no permission.
+        outs = self.policy.run(node, "statfs", [], [{}], backing, caller)
         s, o = holder["s"], outs[0]
         return StatFs(o.get("bsize", s.f_bsize), o.get("frsize", s.f_frsize),
                       o.get("blocks", s.f_blocks), o.get("bfree", s.f_bfree),

@@ -1,22 +1,37 @@
 """pyfuse3 transport: translates pyfuse3 callbacks into `Engine` calls.
 
-The only module that imports pyfuse3.  Every engine call runs in a worker
-thread (`trio.to_thread.run_sync`) because backing I/O blocks and the
-caller's credentials are switched per thread; the trio thread only parses
-requests and sends replies, so a slow backing operation never stalls other
-clients.
+The only module that imports pyfuse3.
+
+Threads.  A trip through `trio.to_thread` costs ~100 µs, more than a cheap
+metadata operation itself, so by default (`inline=True`) the cheap ones
+(lookup, getattr, setattr, readlink, mknod/mkdir/symlink/link, unlink/rmdir,
+rename, create, open/opendir, release/releasedir, readdir pages, xattrs,
+statfs, access) run *inline* on the trio thread: the engine switches that
+thread's fsuid/fsgid/groups to the caller's around each operation and back to
+root afterwards (exceptions included; `identity.restore_after_each_op`).
+Only data I/O that may block for long (read, write, flush, fsync, fsyncdir)
+goes to worker threads, at most `max_threads` at a time.
+
+Trade-off: an inline operation blocks the trio thread, so while one metadata
+operation waits on a very slow backing filesystem (a hung NFS server, a
+spun-down disk) no other request is served.  For such backing filesystems
+mount with `-o inline=0`: every operation then runs in a worker thread as
+before (slower per request, but one slow call stalls only itself).
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
+import stat
 import time
 from typing import Any, Callable
 
 import pyfuse3
 import trio
 
+from . import fuseconn, identity
 from .engine import Attr, Engine, Entry, SetAttrRequest
 from .identity import Caller
 
@@ -55,32 +70,102 @@ def _entry(entry: Entry) -> pyfuse3.EntryAttributes:
     return _entry_attrs(entry.attr, entry.entry_timeout)
 
 
+def _probe_nodeid_offset() -> int | None:
+    """Offset of `fuse_entry_param.ino` inside a pyfuse3.EntryAttributes object.
+
+    pyfuse3's `st_ino` setter writes both the entry's node id and the dirent's
+    inode number.  A READDIRPLUS entry without attributes needs node id 0 (the
+    kernel then links nothing) but a non-zero inode number (glibc's readdir
+    skips d_ino 0 entries, so the name would vanish from listings).  Found by
+    writing marker values and checking the C layout
+    {ino, generation, struct stat {st_dev, st_ino, ...}}; None if unexpected."""
+    e = pyfuse3.EntryAttributes()
+    ino_marker, gen_marker = 0x5A17_0DD5_1234_ABCD, 0x0BAD_CAFE_0042_1357
+    e.st_ino = ino_marker
+    e.generation = gen_marker
+    base = id(e)
+    for off in range(8, 64, 8):
+        if (ctypes.c_uint64.from_address(base + off).value == ino_marker
+                and ctypes.c_uint64.from_address(base + off + 8).value == gen_marker
+                and ctypes.c_uint64.from_address(base + off + 24).value == ino_marker):
+            ctypes.c_uint64.from_address(base + off).value = 0
+            return off if e.st_ino == 0 else None
+    return None
+
+
+_NODEID_OFFSET = _probe_nodeid_offset()
+_DTYPE_MODE = {1: stat.S_IFIFO, 2: stat.S_IFCHR, 4: stat.S_IFDIR, 6: stat.S_IFBLK,
+               8: stat.S_IFREG, 10: stat.S_IFLNK, 12: stat.S_IFSOCK}
+
+
+def _name_only(ino: int, dtype: int) -> pyfuse3.EntryAttributes:
+    """A READDIRPLUS record that lists a name without looking it up (node id 0)."""
+    e = pyfuse3.EntryAttributes()
+    e.st_mode = _DTYPE_MODE.get(dtype, 0)
+    if _NODEID_OFFSET is not None and ino:
+        e.st_ino = ino
+        ctypes.c_uint64.from_address(id(e) + _NODEID_OFFSET).value = 0
+    else:
+        e.st_ino = 0  # the kernel must never see a backing inode number as a node id
+    return e
+
+
 class FuseOperations(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, engine: Engine, max_threads: int = 16, stats: Any = None) -> None:
+    def __init__(self, engine: Engine, max_threads: int = 16, stats: Any = None,
+                 inline: bool = True) -> None:
         super().__init__()
         self.engine = engine
         self.limiter = trio.CapacityLimiter(max_threads)
         self.stats = stats
+        self.inline = inline
+        self.capabilities = 0
+        # This object is built on the thread that runs trio (and so the inline
+        # operations): credentials switched there go back to root after each op.
+        identity.restore_after_each_op()
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        name = getattr(fn, "__name__", "?")
+    def init(self) -> None:
+        """Runs inside libfuse's INIT handler, before the reply is built."""
+        self.capabilities = fuseconn.request_capabilities(
+            pyfuse3.__file__, fuseconn.FUSE_CAP_DONT_MASK | fuseconn.FUSE_CAP_HANDLE_KILLPRIV)
+        log.debug("FUSE capabilities added to INIT: %#x", self.capabilities)
+
+    def _count(self, name: str) -> None:
         if self.stats is not None:
             self.stats.ops[name] += 1
+
+    def _failed(self, name: str, err: BaseException) -> pyfuse3.FUSEError:
+        if isinstance(err, pyfuse3.FUSEError):
+            return err
+        if isinstance(err, OSError):
+            if self.stats is not None:
+                self.stats.errors[name] += 1
+            return pyfuse3.FUSEError(err.errno or errno.EIO)
+        log.error("internal error in %s", name, exc_info=err)
+        return pyfuse3.FUSEError(errno.EIO)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A cheap metadata operation: inline on the trio thread (unless inline=0)."""
+        if not self.inline:
+            return await self._blocking(fn, *args)
+        name = getattr(fn, "__name__", "?")
+        self._count(name)
+        try:
+            return fn(*args)
+        except Exception as err:
+            raise self._failed(name, err) from None
+
+    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Data I/O that may block for long: in a worker thread."""
+        name = getattr(fn, "__name__", "?")
+        self._count(name)
         try:
             return await trio.to_thread.run_sync(functools.partial(fn, *args),
                                                  limiter=self.limiter)
-        except OSError as err:
-            if self.stats is not None:
-                self.stats.errors[name] += 1
-            raise pyfuse3.FUSEError(err.errno or errno.EIO) from None
-        except pyfuse3.FUSEError:
-            raise
-        except Exception:
-            log.exception("internal error in %s", getattr(fn, "__name__", fn))
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as err:
+            raise self._failed(name, err) from None
 
     # ----------------------------------------------------------- entries
 
@@ -156,19 +241,19 @@ class FuseOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh), _entry(entry)
 
     async def read(self, fh, off, size):
-        return await self._run(self.engine.read, fh, off, size)
+        return await self._blocking(self.engine.read, fh, off, size)
 
     async def write(self, fh, off, buf):
-        return await self._run(self.engine.write, fh, off, buf)
+        return await self._blocking(self.engine.write, fh, off, buf)
 
     async def flush(self, fh):
-        await self._run(self.engine.flush, fh)
+        await self._blocking(self.engine.flush, fh)
 
     async def release(self, fh):
         await self._run(self.engine.release, fh)
 
     async def fsync(self, fh, datasync):
-        await self._run(self.engine.fsync, fh, datasync)
+        await self._blocking(self.engine.fsync, fh, datasync)
 
     # ------------------------------------------------------- directories
 
@@ -185,9 +270,8 @@ class FuseOperations(pyfuse3.Operations):
                 return
             for i, item in enumerate(batch):
                 if item.entry is None:
-                    attrs = pyfuse3.EntryAttributes()
-                    attrs.st_ino = item.ino
-                    ok = pyfuse3.readdir_reply(token, item.name, attrs, item.next_offset)
+                    ok = pyfuse3.readdir_reply(token, item.name, _name_only(item.ino, item.dtype),
+                                               item.next_offset)
                 else:
                     ok = pyfuse3.readdir_reply(token, item.name, _entry(item.entry),
                                                item.next_offset)
@@ -202,7 +286,7 @@ class FuseOperations(pyfuse3.Operations):
         await self._run(self.engine.releasedir, fh)
 
     async def fsyncdir(self, fh, datasync):
-        await self._run(self.engine.fsyncdir, fh, datasync)
+        await self._blocking(self.engine.fsyncdir, fh, datasync)
 
     # -------------------------------------------------------------- misc
 

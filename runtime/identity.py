@@ -1,8 +1,8 @@
 """Who is calling, and running backing operations as that caller.
 
-The daemon runs as root, and every backing operation runs in a worker thread
-whose filesystem credentials are switched to the caller's (fsuid, fsgid,
-supplementary groups).  The backing filesystem then makes the permission
+The daemon runs as root, and every backing operation that checks permissions
+runs with the thread's filesystem credentials switched to the caller's
+(fsuid, fsgid, supplementary groups; raw per-thread syscalls).  The backing filesystem then makes the permission
 decisions itself (so a non-root caller cannot read a root 0600 file) and new
 files get the caller's uid/gid, setgid directories included.  fsuid != 0 also
 drops the fs capabilities (CAP_DAC_OVERRIDE, CAP_FOWNER, ...), so there is
@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import sysio
 
@@ -34,43 +33,36 @@ class Caller:
 
 
 ROOT = Caller(0, 0, 0, 0, ())
+_IS_ROOT = os.geteuid() == 0
 
 
 def read_groups(pid: int) -> tuple[int, ...]:
-    """Supplementary groups of a process; empty if it is gone."""
+    """Supplementary groups of a task, read fresh for every request; empty if it is gone.
+
+    Not cached: a process may drop a group at any moment (setgroups) and must
+    lose what the group granted at once; a per-pid cache leaked access for its
+    lifetime.  FUSE's pid is the calling thread's id, and /proc/<tid>/status
+    holds that thread's own groups.  One open+read+close costs ~10 µs, paid
+    only by non-root callers of operations whose backing step checks
+    permissions.
+    """
     try:
-        with open(f"/proc/{pid}/status", "rb") as fh:
-            for line in fh:
-                if line.startswith(b"Groups:"):
-                    return tuple(int(g) for g in line.split()[1:])
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        pass
-    return ()
+        return ()
+    try:
+        data = os.read(fd, 8192)
+    except OSError:
+        return ()
+    finally:
+        os.close(fd)
+    start = data.find(b"\nGroups:")
+    if start < 0:
+        return ()
+    end = data.find(b"\n", start + 1)
+    return tuple(int(g) for g in data[start + 8:end].split())
 
 
-@dataclass
-class _GroupCache:
-    """pid -> groups for a short time: reading /proc per request costs ~20 µs."""
-
-    ttl: float = 1.0
-    entries: dict[int, tuple[float, tuple[int, ...]]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, pid: int) -> tuple[int, ...]:
-        now = time.monotonic()
-        with self.lock:
-            hit = self.entries.get(pid)
-            if hit and now - hit[0] < self.ttl:
-                return hit[1]
-        groups = read_groups(pid)
-        with self.lock:
-            if len(self.entries) > 4096:
-                self.entries.clear()
-            self.entries[pid] = (now, groups)
-        return groups
-
-
-_groups = _GroupCache()
 _state = threading.local()
 
 
@@ -80,37 +72,86 @@ def _apply(uid: int, gid: int, groups: tuple[int, ...]) -> None:
         return
     # Order matters: groups and gid first, while fsuid still grants CAP_SETGID.
     sysio.setfsuid(0)
-    sysio.setgroups_thread(list(groups))
+    if current is None or current[2] != groups:
+        sysio.setgroups_thread(list(groups))
     sysio.setfsgid(gid)
     sysio.setfsuid(uid)
     _state.creds = (uid, gid, groups)
 
 
+def restore_after_each_op() -> None:
+    """Mark the calling thread as shared (the trio thread running inline operations):
+    `as_caller` then puts root credentials back when each operation ends."""
+    _state.restore = True
+
+
 class as_caller:
     """Context manager: run the enclosed file operations with the caller's credentials.
 
-    Only meaningful in a thread dedicated to one request at a time (worker
-    threads); the credentials stay set until the next request on that thread,
-    which avoids two syscalls per request for a steady caller.
+    In a worker thread dedicated to one request at a time the credentials stay
+    set until the next request on that thread (two syscalls fewer for a steady
+    caller).  On a thread marked with `restore_after_each_op` they are reset
+    to root on exit, exceptions included, so nothing else that thread does
+    runs as a user.  A nested `as_caller` (e.g. ROOT for one privileged step)
+    puts the enclosing credentials back on exit.
     """
 
     def __init__(self, caller: Caller, enabled: bool = True) -> None:
         self.caller = caller
-        self.enabled = enabled and os.geteuid() == 0
+        self.enabled = enabled and _IS_ROOT
+        self.previous: tuple[int, int, tuple[int, ...]] | None = None
+        self.outermost = False
 
     def __enter__(self) -> Caller:
         if self.enabled:
+            depth = getattr(_state, "depth", 0)
+            _state.depth = depth + 1
+            self.outermost = depth == 0
+            self.previous = getattr(_state, "creds", None)
             c = self.caller
             groups = c.groups if c.groups is not None else (
-                () if c.uid == 0 else _groups.get(c.pid))
+                () if c.uid == 0 else read_groups(c.pid))
             _apply(c.uid, c.gid, groups)
         return self.caller
 
     def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            _state.depth -= 1
+            if not self.outermost and self.previous is not None:
+                _apply(*self.previous)
+            elif self.outermost and getattr(_state, "restore", False):
+                _apply(0, 0, ())
         return None
+
+
+class thread_umask:
+    """Context manager: the calling thread's umask is `mask` inside.
+
+    A new file's permission bits are the backing filesystem's business: with a
+    default ACL on the parent it ignores the umask, otherwise it applies it.
+    So creates run with the caller's umask set and the unmasked mode (the
+    kernel sends it unmasked when FUSE_DONT_MASK was negotiated).  The umask
+    is per process unless the thread unshared CLONE_FS, which each thread
+    does once here (the daemon never relies on a shared cwd or umask).
+    """
+
+    def __init__(self, mask: int) -> None:
+        self.mask = mask & 0o777
+
+    def __enter__(self) -> None:
+        if not getattr(_state, "own_fs", False):
+            sysio.unshare_fs()
+            _state.own_fs = True
+            os.umask(0)
+        if self.mask:
+            os.umask(self.mask)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.mask:
+            os.umask(0)
 
 
 def reset_thread_credentials() -> None:
     """Back to root for daemon-internal work (opening control files, logs)."""
-    if os.geteuid() == 0:
+    if _IS_ROOT:
         _apply(0, 0, ())

@@ -18,6 +18,12 @@ the program with the scope's).
 
 A VmFault or a verifier problem fails just that operation with EIO and is
 logged; the daemon keeps serving.
+
+Caching (`attr_timeout`, `entry_timeout`): what the kernel would compute for
+a getattr or lookup is a function of the backing state and the caller.  When
+the metadata says the node's rules for that opcode read no caller identity
+and count/log nothing, the result may be cached like a passthrough's;
+otherwise every request must reach the program (timeout 0).
 """
 from __future__ import annotations
 
@@ -106,6 +112,8 @@ class FilterPolicy:
         self.stats = stats
         self.backing_root = backing_root
         self.identity_dependent = bool(metadata and metadata.caching.identity_dependent)
+        self._scope_of_section = dict(metadata.programs) if metadata is not None else {}
+        self._cacheable: dict[tuple[str, str], bool] = {}
         self._count_lock = threading.Lock()
         self.faults = 0
         self.trie = ScopeNode("")
@@ -156,6 +164,45 @@ class FilterPolicy:
 
     def has_program(self, node: Node) -> bool:
         return node.program is not None
+
+    # --------------------------------------------------------------- caching
+
+    def cacheable(self, section: str | None, op: str) -> bool:
+        """May the kernel cache the result of `op` on a node carrying `section`?"""
+        if section is None:
+            return True
+        key = (section, op)
+        hit = self._cacheable.get(key)
+        if hit is None:
+            hit = self._compute_cacheable(section, op)
+            self._cacheable[key] = hit
+        return hit
+
+    def has_rules(self, node: Node, op: str) -> bool:
+        """Does the node's program have rules for `op` (True when unknown)?"""
+        if node.program is None:
+            return False
+        traits = self._traits(node.program, op)
+        return traits is None or traits.has_rules
+
+    def _traits(self, section: str, op: str) -> Any:
+        if self.meta is None:
+            return None
+        return self.meta.caching.traits(self._scope_of_section.get(section, ""), op)
+
+    def _compute_cacheable(self, section: str, op: str) -> bool:
+        if self.meta is None:
+            return False  # a bare object: nothing known about its programs
+        traits = self._traits(section, op)
+        if traits is None:  # object from before per-op traits: the old, safe answer
+            return op != "getattr" and not self.meta.caching.identity_dependent
+        return not traits.has_rules or traits.cacheable
+
+    def attr_timeout(self, node: Node, default: float) -> float:
+        return default if self.cacheable(node.program, "getattr") else 0.0
+
+    def entry_timeout(self, parent: Node, default: float) -> float:
+        return default if self.cacheable(parent.program, "lookup") else 0.0
 
     # ------------------------------------------------------------ section 6
 

@@ -21,8 +21,10 @@ UTIME_OMIT = (1 << 30) - 2
 
 # x86_64 and aarch64 syscall numbers (the only architectures we build for).
 _SYSCALLS = {
-    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123, "renameat2": 316},
-    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152, "renameat2": 276},
+    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123, "renameat2": 316,
+               "unshare": 272},
+    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152, "renameat2": 276,
+                "unshare": 97},
 }
 _NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -49,6 +51,14 @@ def setgroups_thread(groups: list[int]) -> None:
     """Supplementary groups of the calling thread only (raw syscall, no glibc broadcast)."""
     arr = (ctypes.c_uint * max(1, len(groups)))(*groups)
     _check(_libc.syscall(_NR["setgroups"], ctypes.c_size_t(len(groups)), arr), "setgroups")
+
+
+CLONE_FS = 0x200
+
+
+def unshare_fs() -> None:
+    """Give the calling thread its own cwd/root/umask (so its umask is its own)."""
+    _check(_libc.syscall(_NR["unshare"], ctypes.c_int(CLONE_FS)), "unshare(CLONE_FS)")
 
 
 def renameat2(olddirfd: int, oldname: bytes, newdirfd: int, newname: bytes, flags: int) -> None:

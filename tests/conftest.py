@@ -3,17 +3,26 @@
 `bpf_c_object(name)` compiles tests/c/<name>.c with `clang -target bpf -O2 -c`
 (once per session) and returns the object bytes; tests skip cleanly when
 clang is not installed.
+
+The JIT's on-disk object cache goes to a per-session directory (unless
+FDSL_JIT_CACHE is already set), so tests never write into the home directory.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 C_DIR = Path(__file__).parent / "c"
 C_PROGRAMS = ("hide_name", "rewrite_error", "set_nodeid_fh", "count_uid")
+
+if "FDSL_JIT_CACHE" not in os.environ:
+    _JIT_CACHE = tempfile.TemporaryDirectory(prefix="fdsl-jit-cache-")
+    os.environ["FDSL_JIT_CACHE"] = _JIT_CACHE.name
 
 
 @pytest.fixture(scope="session")

@@ -156,3 +156,145 @@ def test_run_reports_faults_and_signed_results():
         Jit(ret(mov(1, 0), ldx(DW, 0, 1, 8))).run(ctx, Caller())
     # a run after a fault starts clean
     assert Jit(ret(mov(0, 3))).run(ctx, Caller()) == 3
+
+
+# ---- on-disk object cache
+
+def _fresh_compile(program, monkeypatch):
+    """Compile bypassing the per-process cache (so the disk cache is consulted)."""
+    from fdsl import jit as jit_mod
+
+    monkeypatch.setattr(jit_mod, "_CACHE", {})
+    return Jit(program)
+
+
+def test_disk_cache_reuses_code_and_ignores_corrupted_entries(tmp_path, monkeypatch):
+    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
+    ctx = sample_context()
+    program = ret(mov(0, 7), alu(isa.BPF_ADD, 0, 5), jmp(isa.BPF_JEQ, 0, 12, 1), mov(0, 0))
+    first = _fresh_compile(program, monkeypatch)
+    assert not first.code.from_disk and first.run(ctx, Caller()) == 12
+    [entry] = list(tmp_path.glob("*.jit"))
+    good = entry.read_bytes()
+
+    again = _fresh_compile(program, monkeypatch)
+    assert again.code.from_disk and again.run(ctx, Caller()) == 12
+    assert sorted(again.code.block_slots) == sorted(first.code.block_slots)
+
+    damaged = [good[:len(good) // 2],                                       # truncated
+               good[:-40] + bytes(b ^ 0xFF for b in good[-40:]),           # object bytes flipped
+               b"garbage", b""]
+    for bad in damaged:
+        entry.write_bytes(bad)
+        rebuilt = _fresh_compile(program, monkeypatch)
+        assert not rebuilt.code.from_disk and rebuilt.run(ctx, Caller()) == 12
+        assert entry.read_bytes() == good            # the entry was rewritten
+    assert _fresh_compile(program, monkeypatch).code.from_disk
+
+
+def test_disk_cached_code_calls_helpers(tmp_path, monkeypatch):
+    """The helper callback's address is read from env, so cached code works in any process."""
+    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
+    fmt = int.from_bytes(b"hi %u\0\0\0", "little")
+    program = ret(st(W, 10, -8, fmt & 0xFFFFFFFF), st(W, 10, -4, fmt >> 32), movr(1, 10),
+                  alu(isa.BPF_ADD, 1, -8), mov(2, 8), mov(3, 77), call(6))
+    for expect_disk in (False, True):
+        from fdsl import jit as jit_mod
+
+        monkeypatch.setattr(jit_mod, "_CACHE", {})
+        rt = runtime_with()
+        vm = Jit(program, rt)
+        assert vm.code.from_disk == expect_disk
+        assert vm.run(sample_context(), Caller()) == 5 and rt.sink.recent() == ["hi 77"]
+
+
+def test_disk_cache_can_be_disabled(tmp_path, monkeypatch):
+    monkeypatch.setenv("FDSL_JIT_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    vm = _fresh_compile(ret(mov(0, 3)), monkeypatch)
+    assert vm.run(sample_context(), Caller()) == 3 and not any(tmp_path.rglob("*.jit"))
+
+
+# ---- tiered start-up (backend="auto")
+
+TIERED_POLICY = """
+counter hits
+on lookup pre {
+    count hits
+    if name endswith ".key" or name in {".env", "id_rsa"} { deny ENOENT }
+}
+"""
+TIERED_NAMES = ["server.key", ".env", "id_rsa", "README.md", "a.keys", "x" * 200 + ".key", "k"]
+
+
+def _lookup(fs: FilterSet, name: str) -> int:
+    ctx = build_context("lookup", "pre", [name.encode() + b"\0"], nodeid=1)
+    return fs.run("fuse/root", ctx, Caller(1000, 100, 1, 1))
+
+
+def _hits(fs: FilterSet) -> int:
+    [(_, value)] = fs.maps[0].int_items()
+    return value
+
+
+def test_tiered_engine_serves_interpreter_then_switches_to_jit(monkeypatch):
+    from fdsl import engine
+    from fdsl.compiler import compile_source
+
+    obj = compile_source(TIERED_POLICY, "tiered.fdsl").obj
+    release = threading.Event()
+    real_jit_for = engine._jit_for
+
+    def slow_jit_for(*args):
+        assert release.wait(60)
+        return real_jit_for(*args)
+
+    monkeypatch.setattr(engine, "_jit_for", slow_jit_for)
+    reference = FilterSet.load(obj, backend="interp")
+    expected = [_lookup(reference, n) for n in TIERED_NAMES]
+
+    fs = FilterSet.load(obj, backend="auto")
+    assert fs.backend == "auto" and fs.backend_of("fuse/root") == "interp"
+    assert not fs.wait_jit(0)
+    assert [_lookup(fs, n) for n in TIERED_NAMES] == expected
+
+    # requests keep flowing on another thread while the switch happens
+    seen, stop = [], threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            seen.append([_lookup(fs, n) for n in TIERED_NAMES])
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    release.set()
+    assert fs.wait_jit(60)
+    stop.set()
+    worker.join()
+    assert fs.backend_of("fuse/root") == "jit" and not fs.jit_errors
+    assert isinstance(fs.vm("fuse/root"), Jit)
+    assert [_lookup(fs, n) for n in TIERED_NAMES] == expected
+    assert all(results == expected for results in seen)
+    # both tiers counted into the same map
+    assert _hits(fs) == len(TIERED_NAMES) * (2 + len(seen))
+
+
+def test_tiered_engine_keeps_interpreter_when_jit_fails(monkeypatch):
+    from fdsl import engine
+    from fdsl.compiler import compile_source
+
+    def broken(*args):
+        raise RuntimeError("no JIT today")
+
+    monkeypatch.setattr(engine, "_jit_for", broken)
+    fs = FilterSet.load(compile_source(TIERED_POLICY, "tiered.fdsl").obj, backend="auto")
+    assert fs.wait_jit(60)
+    assert fs.backend_of("fuse/root") == "interp" and "fuse/root" in fs.jit_errors
+    assert _lookup(fs, "server.key") == -2 and _lookup(fs, "notes.txt") == abi.BACKING
+
+
+def test_jit_backend_is_jit_only():
+    from fdsl.compiler import compile_source
+
+    fs = FilterSet.load(compile_source(TIERED_POLICY, "tiered.fdsl").obj, backend="jit")
+    assert fs.backend_of("fuse/root") == "jit" and fs.wait_jit(0)

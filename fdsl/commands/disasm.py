@@ -11,7 +11,9 @@ import argparse
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("disasm", help="disassemble the programs of a compiled object",
-                              description=__doc__.splitlines()[0])
+                              description="Print every program section of a BPF object, one instruction "
+                              "per line with its slot number, in the syntax "
+                              "llvm-objdump -d uses; map references are annotated.")
     p.add_argument("object", help="a .bpf.o file")
     p.add_argument("--section", "-s", action="append",
                    help="only this program section (repeatable)")

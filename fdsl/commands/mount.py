@@ -27,7 +27,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("-d", "--debug", action="store_true", help="FUSE debug output (implies -f)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
                    help="FUSE mount options (allow_other, default_permissions, ro, ...) and "
-                   "fdsl options: entry_timeout=S, attr_timeout=S, threads=N, backend=jit|interp, "
+                   "fdsl options: entry_timeout=S, attr_timeout=S, threads=N, "
+                   "backend=auto|jit|interp (auto, the default: serve with the interpreter at once "
+                   "and switch to the JIT when it has compiled), "
+                   "inline=0|1 (default 1: cheap metadata operations run on the daemon's main "
+                   "thread and threads=N workers serve data I/O; 0 runs every operation in a "
+                   "worker, so a very slow backing fs stalls only its own requests), "
                    "no_identity (run backing ops as the daemon, not as the caller)")
     p.set_defaults(func=cmd_mount)
 
@@ -44,7 +49,7 @@ def register(subparsers: Any) -> None:
 
 def _parse_options(values: list[str]) -> tuple[list[str], dict[str, str]]:
     """Split -o values into FUSE options and our own key=value settings."""
-    ours = {"entry_timeout", "attr_timeout", "threads", "backend", "no_identity"}
+    ours = {"entry_timeout", "attr_timeout", "threads", "inline", "backend", "no_identity"}
     fuse, mine = [], {}
     for value in values:
         for opt in filter(None, (o.strip() for o in value.split(","))):
@@ -56,6 +61,16 @@ def _parse_options(values: list[str]) -> tuple[list[str], dict[str, str]]:
     return fuse, mine
 
 
+def _flag(value: str) -> bool:
+    """`inline`, `inline=1`/`yes`/`true` -> True; `0`/`no`/`false` -> False."""
+    v = value.strip().lower()
+    if v in ("", "1", "yes", "true", "on"):
+        return True
+    if v in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"not a yes/no value: {value!r}")
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from fdsl.errors import UsageError
     from fdsl.runtime.daemon import MountConfig, mount
@@ -65,10 +80,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         cfg = MountConfig(
             backing=args.backing, mountpoint=args.mountpoint, policy=args.policy or None,
             foreground=args.foreground or args.debug, fuse_options=fuse_opts,
-            backend=mine.get("backend", "jit"),
+            backend=mine.get("backend", "auto"),
             entry_timeout=float(mine.get("entry_timeout", 1.0)),
             attr_timeout=float(mine.get("attr_timeout", 1.0)),
             threads=int(mine.get("threads", 16)),
+            inline=_flag(mine.get("inline", "1")),
             debug=args.debug, switch_identity="no_identity" not in mine)
     except ValueError as err:
         raise UsageError(f"bad -o value: {err}") from None
