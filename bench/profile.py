@@ -82,6 +82,28 @@ def summarise(collapsed: Path, top: int = 20) -> str:
     return "\n".join(out)
 
 
+def _profiled(spy: str, target, backing: Path, w: wl.Workload, sizes: wl.Sizes, env,
+              phase, out: Path, rate: int, native: bool) -> dict[str, float]:
+    """Mount, attach py-spy to the daemon, run one phase, detach; returns its values."""
+    pids: list[int] = []
+    with mounted(target, backing, ZERO if w.zero_timeouts else env.timeouts, env.ctx,
+                 pids) as view:
+        cmd = [spy, "record", "--pid", str(pids[0]), "--rate", str(rate),
+               "--nonblocking", "--format", "raw", "--output", str(out)]
+        if native:
+            cmd.append("--native")
+        spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # let py-spy attach before the workload starts
+        try:
+            return phase(view, sizes)
+        finally:
+            spy_proc.send_signal(signal.SIGINT)
+            _, err = spy_proc.communicate(timeout=60)
+            if not out.exists():
+                print(f"bench.profile: py-spy: {err.decode(errors='replace')[-300:]}",
+                      file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.profile", description=__doc__.splitlines()[0])
     parser.add_argument("--target", required=True, help="a bench.run target name")
@@ -107,30 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     out = RESULTS / f"profile-{slug}.txt"
     RESULTS.mkdir(parents=True, exist_ok=True)
     backing = Path(tempfile.mkdtemp(prefix="fdsl-bench-backing-"))
+    values: dict[str, float] = {}
+    out.unlink(missing_ok=True)
     try:
         if w.prepare:
             w.prepare(backing, sizes)
-        pids: list[int] = []
-        with mounted(target, backing, ZERO if w.zero_timeouts else env.timeouts, env.ctx,
-                     pids) as view:
-            cmd = [spy, "record", "--pid", str(pids[0]), "--rate", str(args.rate),
-                   "--nonblocking", "--format", "raw", "--output", str(out)]
-            if args.native:
-                cmd.append("--native")
-            spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            time.sleep(0.5)  # let py-spy attach before the workload starts
-            try:
-                values = w.run(view, sizes)
-            finally:
-                spy_proc.send_signal(signal.SIGINT)
-                _, err = spy_proc.communicate(timeout=60)
+        for phase in w.phases or (w.run,):  # each phase on a fresh mount, as bench.run does
+            part = out.with_suffix(".part")
+            values.update(_profiled(spy, target, backing, w, sizes, env, phase, part,
+                                    args.rate, args.native))
+            with open(out, "a") as fh:
+                fh.write(part.read_text() if part.exists() else "")
+            part.unlink(missing_ok=True)
         print(f"{args.target} / {args.workload}: " +
               ", ".join(f"{k}={v:.4g}" for k, v in values.items()), file=sys.stderr)
     finally:
         shutil.rmtree(backing, ignore_errors=True)
-    if not out.exists():
-        print(f"bench.profile: py-spy wrote nothing: {err.decode(errors='replace')[-500:]}",
-              file=sys.stderr)
+    if not out.exists() or not out.stat().st_size:
+        print("bench.profile: py-spy wrote nothing", file=sys.stderr)
         return 1
     print(f"## {args.target}, {args.workload} ({'quick' if args.quick else 'full'} sizes)\n")
     print(summarise(out))

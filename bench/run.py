@@ -155,8 +155,10 @@ def run_workloads(targets: list[Target], names: list[str], sizes: wl.Sizes, reps
                         continue
                     t0 = time.monotonic()
                     try:
-                        with mounted(t, backing, timeouts, env.ctx) as view:
-                            values = w.run(view, sizes)
+                        values = {}
+                        for phase in w.phases or (w.run,):
+                            with mounted(t, backing, timeouts, env.ctx) as view:
+                                values.update(phase(view, sizes))
                         for m in w.metrics:
                             cells[m][t.name].values.append(values[m])
                         status = " ".join(f"{m}={values[m]:.4g}" for m in w.metrics)

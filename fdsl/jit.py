@@ -861,7 +861,11 @@ class ObjectCache:
     source, the LLVM version and the host CPU.  A file holds a SHA-256 of its
     payload, so a truncated or corrupted entry is ignored (and rewritten);
     files are written to a temporary name and renamed, so readers never see
-    half an entry.  Cache failures (read-only home...) only cost speed."""
+    half an entry.  Cache failures (read-only home...) only cost speed.
+
+    The entries are native code the daemon (often root) will run, and a
+    checksum is no signature: the directory and each entry are used only if
+    they belong to this process's user and nobody else may write them."""
 
     MAGIC = b"fdsl-jit-object 1\n"
     MAX_ENTRIES = 512          # beyond this, a write removes the least recently written entries
@@ -887,10 +891,22 @@ class ObjectCache:
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.jit"
 
-    def get(self, key: str) -> tuple[dict, bytes] | None:
-        """(metadata, object bytes), or None if missing or damaged."""
+    @staticmethod
+    def _trusted(path: Path) -> bool:
+        """Owned by us and not writable by group or others."""
         try:
-            data = self.path(key).read_bytes()
+            st = path.stat()
+        except OSError:
+            return False
+        return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+    def get(self, key: str) -> tuple[dict, bytes] | None:
+        """(metadata, object bytes), or None if missing, damaged or not trustworthy."""
+        path = self.path(key)
+        if not (self._trusted(self.directory) and self._trusted(path)):
+            return None
+        try:
+            data = path.read_bytes()
         except OSError:
             return None
         head = len(self.MAGIC)
@@ -912,7 +928,9 @@ class ObjectCache:
         payload = len(meta_bytes).to_bytes(4, "little") + meta_bytes + obj
         data = self.MAGIC + hashlib.sha256(payload).digest() + payload
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self._trusted(self.directory):
+                return
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".jit")
             try:
                 with os.fdopen(fd, "wb") as f:

@@ -298,3 +298,21 @@ def test_jit_backend_is_jit_only():
 
     fs = FilterSet.load(compile_source(TIERED_POLICY, "tiered.fdsl").obj, backend="jit")
     assert fs.backend_of("fuse/root") == "jit" and fs.wait_jit(0)
+
+
+def test_disk_cache_ignores_entries_others_may_write(tmp_path, monkeypatch):
+    """Cached native code is only trusted in a directory nobody else can write to."""
+    import os
+
+    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
+    program = ret(mov(0, 9))
+    assert not _fresh_compile(program, monkeypatch).code.from_disk
+    [entry] = list(tmp_path.glob("*.jit"))
+    os.chmod(entry, 0o666)
+    assert not _fresh_compile(program, monkeypatch).code.from_disk
+    os.chmod(entry, 0o600)
+    os.chmod(tmp_path, 0o777)
+    vm = _fresh_compile(program, monkeypatch)
+    assert not vm.code.from_disk and vm.run(sample_context(), Caller()) == 9
+    os.chmod(tmp_path, 0o700)
+    assert _fresh_compile(program, monkeypatch).code.from_disk
