@@ -16,7 +16,7 @@ from fdsl.codegen import CodegenError, ModuleInfo, add_section, generate, map_si
 from fdsl.diagnostics import Diagnostic, Severity, Sources, Span, render_all
 from fdsl.errors import PolicyError
 from fdsl.metadata import (CachingHints, LogFormat, MapMeta, Metadata, ScopeMeta, UserRule)
-from fdsl.objfile import build
+from fdsl.objfile import ProgramTooLarge, build
 from fdsl.plan import Plan, build_plan
 from fdsl.userspace import serialize_body
 
@@ -109,7 +109,10 @@ def compile_policy(policy: ast.Policy, sources: Sources | None = None,
     # The metadata records what codegen learnt (log sites, map key meanings).
     meta = build_metadata(plan, info, sources, files)
     add_section(module, abi.METADATA_SECTION, meta.to_bytes(), "_fdsl_meta")
-    artifacts = build(module_text(module), want_asm=want_asm)
+    try:
+        artifacts = build(module_text(module), want_asm=want_asm)
+    except ProgramTooLarge as err:
+        raise _error(str(err), None, sources, policy.span.file) from None
     return CompileResult(artifacts.obj, artifacts.ir, artifacts.asm, plan, meta,
                          list(warnings or []) + plan.warnings, sources)
 

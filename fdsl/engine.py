@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from fdsl import loader, verifier
-from fdsl.errors import FdslError
+from fdsl.errors import FdslError, VerifierError, VmFault
 from fdsl.helpers import Caller, LogSink
 from fdsl.interpreter import DEFAULT_BUDGET, Interpreter, Runtime
 from fdsl.maps import MapTable
@@ -28,6 +28,15 @@ from fdsl.maps import MapTable
 BACKENDS = ("jit", "interp", "auto")
 LOG_LINES = 1000
 
+
+
+class ProgramRejected(VmFault):
+    """A run of a program that the verifier refused at load time (partial loads)."""
+
+    def __init__(self, error: VerifierError) -> None:
+        super().__init__(error.index, f"program {error.section} was rejected by the verifier: "
+                                      f"{error.reason}")
+        self.error = error
 
 
 @dataclass
@@ -66,18 +75,27 @@ class FilterSet:
         self.backend = backend
         self._runners = {name: lp.vm.run for name, lp in programs.items()}
         self.jit_errors: dict[str, Exception] = {}
+        self.rejected: dict[str, VerifierError] = {}
         self._jit_done = threading.Event()
         self._jit_done.set()
 
     @classmethod
     def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
-             log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET) -> "FilterSet":
-        """Load + verify + prepare; raises LoadError / VerifierError (nothing partial)."""
+             log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET,
+             partial: bool = False) -> "FilterSet":
+        """Load + verify + prepare; raises LoadError, and VerifierError unless `partial`."""
         if backend not in BACKENDS:
             raise FdslError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         obj = loader.load_object(data)
-        verified = {name: verifier.verify(prog, obj.maps, section=name)
-                    for name, prog in obj.programs.items()}
+        verified: dict[str, verifier.VerifiedProgram] = {}
+        rejected: dict[str, VerifierError] = {}
+        for name, prog in obj.programs.items():
+            try:
+                verified[name] = verifier.verify(prog, obj.maps, section=name)
+            except VerifierError as err:
+                if not partial:
+                    raise
+                rejected[name] = err
         runtime = Runtime(MapTable(obj.maps), LogSink(log_lines, log_callback))
         programs = {}
         for name, vp in verified.items():
@@ -87,6 +105,9 @@ class FilterSet:
                 vm = Interpreter(vp.insns, runtime, budget=budget)
             programs[name] = LoadedProgram(name, vp, vm)
         filters = cls(obj, programs, runtime, backend)
+        for name, err in rejected.items():
+            filters.rejected[name] = err
+            filters._runners[name] = _rejected_runner(err)
         if backend == "auto" and programs:
             filters._start_jit(budget)
         return filters
@@ -154,6 +175,12 @@ class FilterSet:
         except KeyError:
             runner = self.vm(section).run   # raises the "no program in section" error
         return runner(ctx, caller)
+
+
+def _rejected_runner(error: VerifierError) -> Callable[..., int]:
+    def run(ctx, caller) -> int:
+        raise ProgramRejected(error)
+    return run
 
 
 def _jit_for(vp: verifier.VerifiedProgram, runtime: Runtime, budget: int):

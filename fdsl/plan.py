@@ -255,12 +255,37 @@ def _patterns(e: ast.Expr) -> list[str] | None:
     return None
 
 
+# Bound on the BPF code one rule's suffix tests may unroll to.  The verifier
+# allows constant buffer offsets only, so `endswith`/`*suffix` tests become a
+# compare per possible name size; long suffixes times many patterns would give
+# programs LLVM cannot encode (16-bit branch offsets) and that are slow to JIT.
+# Beyond this bound the rule is matched in the daemon, like a regex.
+SUFFIX_CODE_BUDGET = 8192
+
+
+def suffix_code_cost(kind: str, patterns: list[str]) -> int:
+    """Rough BPF instructions for the per-size compare chains of suffix tests."""
+    cost = 0
+    for pattern in patterns:
+        if kind == "endswith":
+            suffix = pattern
+        elif kind == "glob" and "*" in pattern:
+            suffix = pattern.rsplit("*", 1)[1]
+        else:
+            continue
+        width = len(suffix.encode())
+        sizes = abi.NAME_MAX + 1 - width
+        cost += sizes * (2 * -(-width // 4) + 2)    # loads + compares per size, + size test
+    return cost
+
+
 def bpf_blocker(rule: ast.Rule) -> str | None:
     """Why a rule cannot run in BPF, or None if it can."""
     if rule.userspace:
         reasons = getattr(rule, "userspace_reasons", None)
         return "; ".join(str(r) for r in reasons) if reasons else "marked userspace by the checker"
     ops = rule_ops(rule)
+    suffix_cost = 0
     for n in walk_exprs(rule.body):
         if isinstance(n, ast.DropEntries):
             return "readdir entry filtering needs the daemon"
@@ -274,6 +299,10 @@ def bpf_blocker(rule: ast.Rule) -> str | None:
                 return "glob with more than one '*' or a character class"
             if any(len(p.encode()) > 255 for p in pats):
                 return "string constant longer than a name"
+            suffix_cost += suffix_code_cost(n.kind, pats)
+            if suffix_cost > SUFFIX_CODE_BUDGET:
+                return (f"name suffix tests would unroll to about {suffix_cost} BPF instructions "
+                        f"(bound {SUFFIX_CODE_BUDGET})")
         path = n.path if isinstance(n, ast.FieldRef) else None
         if isinstance(n, ast.Ident) and ident_meaning(n)[0] == "field":
             payload = ident_meaning(n)[1]

@@ -2,11 +2,12 @@
 
 The daemon runs as root, and every backing operation that checks permissions
 runs with the thread's filesystem credentials switched to the caller's
-(fsuid, fsgid, supplementary groups; raw per-thread syscalls).  The backing filesystem then makes the permission
-decisions itself (so a non-root caller cannot read a root 0600 file) and new
-files get the caller's uid/gid, setgid directories included.  fsuid != 0 also
-drops the fs capabilities (CAP_DAC_OVERRIDE, CAP_FOWNER, ...), so there is
-no privilege leak through the daemon.
+(fsuid, fsgid, supplementary groups; raw per-thread syscalls).  The backing
+filesystem then makes the permission decisions itself (so a non-root caller
+cannot read a root 0600 file) and new files get the caller's uid/gid, setgid
+directories included.  fsuid != 0 also drops the fs capabilities
+(CAP_DAC_OVERRIDE, CAP_FOWNER, ...), so there is no privilege leak through
+the daemon.  New files get the caller's umask per thread (`thread_umask`).
 """
 from __future__ import annotations
 
@@ -104,14 +105,19 @@ class as_caller:
 
     def __enter__(self) -> Caller:
         if self.enabled:
-            depth = getattr(_state, "depth", 0)
-            _state.depth = depth + 1
-            self.outermost = depth == 0
-            self.previous = getattr(_state, "creds", None)
             c = self.caller
             groups = c.groups if c.groups is not None else (
                 () if c.uid == 0 else read_groups(c.pid))
-            _apply(c.uid, c.gid, groups)
+            depth = getattr(_state, "depth", 0)
+            self.outermost = depth == 0
+            self.previous = getattr(_state, "creds", None)
+            try:
+                _apply(c.uid, c.gid, groups)
+            except BaseException:
+                _state.creds = None  # half switched: force a full switch next time
+                _apply(*(self.previous or (0, 0, ())))
+                raise
+            _state.depth = depth + 1
         return self.caller
 
     def __exit__(self, *exc: object) -> None:
