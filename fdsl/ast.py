@@ -129,6 +129,17 @@ class StrTest(Expr):
 
 
 @dataclass
+class MapRead(Expr):
+    """`NAME[key]` as a value: the map's value for `key`, 0 when the key has no entry.
+
+    The checker sets `ref` to the `MapDecl`."""
+
+    map: str
+    key: Expr
+    ref: Any = field(default=None, kw_only=True)
+
+
+@dataclass
 class Call(Expr):
     """A call of a named predicate with arguments: `secret(name)`."""
 
@@ -186,6 +197,19 @@ class Count(Stmt):
     map: str
     key: Expr | None = None
     by: Expr | None = None
+
+
+@dataclass
+class MapStore(Stmt):
+    """`NAME[key] = value`: store into a value map (map_update_elem with BPF_ANY).
+
+    `op` is kept as written so the checker can reject `+=` and friends."""
+
+    map: str
+    key: Expr
+    value: Expr
+    op: str = "="
+    map_span: Span | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -248,6 +272,7 @@ class MapDecl(Item):
     max_entries: int
     max_expr: Expr | None = field(default=None, kw_only=True)     # parser: the `max` expression
     key_type_name: str | None = field(default=None, kw_only=True)  # parser: key type as written
+    value_type_name: str | None = field(default=None, kw_only=True)  # parser: `map` value type as written
 
 
 @dataclass
@@ -321,7 +346,7 @@ class TestBlock(Item):
     op: str
     phase: str
     path: str | None           # which scope the request is for ("private/x"); None = root
-    setup: list[Assign]        # field values of the simulated request, uid/gid/pid, error
+    setup: list[Assign | MapStore]  # field values of the request, uid/gid/pid, error; map entries
     expects: list[Expect]
     op_span: Span | None = field(default=None, kw_only=True)
 

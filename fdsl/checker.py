@@ -86,6 +86,21 @@ def field_type(loc: abi.FieldLoc) -> A.Type:
     return A.Type("int", int(loc.ctype[1:]), loc.ctype.startswith("s"))
 
 
+def parse_width(name: str) -> A.Type | None:
+    """u8/u16/u32/u64 as a Type (map keys and values), None for anything else."""
+    match = re.fullmatch(r"u(8|16|32|64)", name)
+    return A.Type("int", int(match.group(1))) if match else None
+
+
+def natural_type(e: A.Expr) -> A.Type | None:
+    """The declared width of a request value or map read, None for computed values
+    (arithmetic is 64-bit, so its type says nothing about the real range)."""
+    if isinstance(e, (A.FieldRef, A.MapRead)) or (
+            isinstance(e, A.Ident) and isinstance(e.ref, tuple) and e.ref[0] == "builtin"):
+        return e.ty if e.ty is not None and e.ty.kind == "int" else None
+    return None
+
+
 def ops_in_order(names: Iterable[str]) -> list[str]:
     return sorted(set(names), key=lambda n: abi.OPS[n].number)
 
@@ -261,8 +276,11 @@ class Checker:
 
     def check_map(self, decl: A.MapDecl) -> None:
         if decl.key_type_name is not None and decl.key_type is None:
-            self.error(f"unknown counter key type '{decl.key_type_name}'", decl.span,
+            self.error(f"unknown {decl.kind} key type '{decl.key_type_name}'", decl.span,
                        "key types are u8, u16, u32 and u64")
+        if decl.value_type_name is not None and parse_width(decl.value_type_name) is None:
+            self.error(f"unknown map value type '{decl.value_type_name}'", decl.span,
+                       "value types are u8, u16, u32 and u64")
         if decl.max_expr is not None:
             decl.max_expr = self.expr(decl.max_expr, Ctx([], None, "a map size"))
             value = decl.max_expr.const_value
@@ -273,7 +291,7 @@ class Checker:
             else:
                 decl.max_entries = value
         if decl.map_type == "array" and decl.key_type is not None and decl.key_type.bits != 32:
-            self.error("array counters need a u32 key", decl.span,
+            self.error(f"array {decl.kind}s need a u32 key", decl.span,
                        "BPF array maps are indexed by u32; use 'hash' for other key types")
 
     def check_default(self, items: list[A.Item]) -> None:
@@ -408,6 +426,8 @@ class Checker:
             self.assign(s, ctx)
         elif isinstance(s, A.Count):
             self.count(s, ctx)
+        elif isinstance(s, A.MapStore):
+            self.map_store(s, ctx)
         elif isinstance(s, A.Log):
             self.log(s, ctx)
         elif isinstance(s, A.DropEntries):
@@ -495,11 +515,82 @@ class Checker:
             message = f"'{s.map}' is not a counter" if other else f"unknown counter '{s.map}'"
             self.error(message, s.span, similar(s.map, self.maps) if not other else None)
             return
+        if decl.kind == "map":
+            self.error(f"'{s.map}' is a map, not a counter: 'count' cannot add to it", s.span,
+                       f"store a value with '{s.map}[KEY] = VALUE', or declare "
+                       f"'counter {s.map}[{decl.key_type_name}]' to count")
+            return
         if decl.key_type is None and decl.key_type_name is None and s.key is not None:
             self.error(f"counter '{s.map}' has a single slot and takes no key", s.key.span,
                        f"declare it as 'counter {s.map}[u32]' to count per key")
         elif decl.key_type_name is not None and s.key is None:
             self.error(f"counter '{s.map}' needs a key: count {s.map}[KEY]", s.span)
+
+    def map_decl(self, name: str, span: Span, what: str) -> A.MapDecl | None:
+        """The declaration `NAME[...]` refers to, or None after reporting why not."""
+        decl = self.maps.get(name)
+        if decl is not None:
+            return decl
+        if self.decls.get(name) is not None:
+            self.error(f"'{name}' is not a map and cannot be {what}", span)
+        else:
+            self.error(f"unknown map '{name}'", span, similar(name, self.maps))
+        return None
+
+    def map_store(self, s: A.MapStore, ctx: Ctx) -> None:
+        """`NAME[key] = value`: value maps only, plain `=`, key and value fit their widths."""
+        s.key = self.int_expr(s.key, ctx, "a map key")
+        s.value = self.int_expr(s.value, ctx, "a map value")
+        span = s.map_span or s.span
+        decl = self.map_decl(s.map, span, "assigned to")
+        if decl is None:
+            return
+        if decl.kind == "counter":
+            self.error(f"cannot assign to counter '{s.map}'", span,
+                       f"counters only change with 'count {s.map}[KEY]'; declare "
+                       f"'map {s.map}[KEY] -> u64' to store values")
+            return
+        if s.op != "=":
+            self.error(f"'{s.op}' cannot update map '{s.map}': only '=' stores into a map", s.span,
+                       "to add to a value atomically, declare a counter and use 'count'")
+            return
+        self.check_width(s.key, decl.key_type, f"key of map '{s.map}'")
+        self.check_width(s.value, decl.value_type, f"value of map '{s.map}'")
+
+    def map_read(self, e: A.MapRead, ctx: Ctx) -> None:
+        """`NAME[key]` as a value: the entry, or 0 when there is none."""
+        e.key = self.int_expr(e.key, ctx, "a map key")
+        e.ty = A.Type("int", 64)
+        decl = self.map_decl(e.map, e.span, "read with [KEY]")
+        if decl is None:
+            return
+        e.ref = decl
+        if ctx.phase is None:
+            self.error(f"map '{e.map}' cannot be read in {ctx.where}", e.span,
+                       "map contents exist only while requests run")
+            return
+        if decl.key_type is None and decl.key_type_name is None:
+            self.error(f"counter '{e.map}' has a single slot and cannot be read with a key",
+                       e.key.span, f"declare it as 'counter {e.map}[u32]' to count per key")
+            return
+        e.ty = A.Type("int", decl.value_type.bits)
+        self.check_width(e.key, decl.key_type, f"key of map '{e.map}'")
+
+    def check_width(self, e: A.Expr, target: A.Type | None, what: str) -> None:
+        """Warn when a value is cut to a narrower map key or value."""
+        if target is None or target.bits >= 64 or not is_int(e.ty):
+            return
+        limit = 1 << target.bits
+        value = e.const_value
+        if value is not None:
+            if not 0 <= value < limit:
+                self.warn(f"{value} does not fit in the {target} {what}: it is stored as "
+                          f"{value & (limit - 1)}", e.span)
+            return
+        source = natural_type(e)
+        if source is not None and source.bits > target.bits:
+            self.warn(f"the {source} value is truncated to the {target} {what}", e.span,
+                      f"declare the map with a wider type, or mask the value (& {limit - 1:#x})")
 
     def log(self, s: A.Log, ctx: Ctx) -> None:
         s.args = [self.expr(a, ctx) for a in s.args]
@@ -625,6 +716,8 @@ class Checker:
             self.str_test(e, ctx)
         elif isinstance(e, A.Call):
             self.call(e, ctx)
+        elif isinstance(e, A.MapRead):
+            self.map_read(e, ctx)
         elif isinstance(e, A.SetLit):
             return self.set_lit(e, ctx)
         return e
@@ -656,6 +749,9 @@ class Checker:
             call = A.Call(e.span, name, [])
             self.call(call, ctx)
             e.ty, e.const_value = call.ty, call.const_value
+            return e
+        if isinstance(decl, A.MapDecl) and decl.kind == "map":
+            self.error(f"map '{name}' needs a key to be read: {name}[KEY]", e.span)
             return e
         if isinstance(decl, A.MapDecl):
             self.error(f"counter '{name}' cannot be used as a value", e.span)
@@ -947,6 +1043,9 @@ class Checker:
         value_ctx = Ctx([], None, "a test request value")
         names: set[str] = set()
         for a in t.setup:
+            if isinstance(a, A.MapStore):
+                self.test_map_entry(a, value_ctx)
+                continue
             a.value = self.expr(a.value, value_ctx)
             dotted = ".".join(a.target.path)
             if dotted in names:
@@ -987,6 +1086,23 @@ class Checker:
                 self.decision(x.decision, value_ctx)
             if x.check is not None:
                 x.check = self.test_check(x.check, t, ctx)
+
+    def test_map_entry(self, s: A.MapStore, ctx: Ctx) -> None:
+        """`NAME[KEY] = VALUE` in a test request: the map holds this entry before it runs."""
+        s.key = self.int_expr(s.key, ctx, "a map key")
+        s.value = self.int_expr(s.value, ctx, "a map value")
+        span = s.map_span or s.span
+        decl = self.map_decl(s.map, span, "given an entry")
+        if decl is None:
+            return
+        for part, what in ((s.key, "key"), (s.value, "value")):
+            if is_int(part.ty) and part.const_value is None:
+                self.error(f"the {what} of a test map entry must be a constant number", part.span)
+        if decl.key_type is None and decl.key_type_name is None:
+            self.error(f"counter '{s.map}' has a single slot and takes no key", s.key.span)
+            return
+        self.check_width(s.key, decl.key_type, f"key of map '{s.map}'")
+        self.check_width(s.value, decl.value_type, f"value of map '{s.map}'")
 
     def test_check(self, e: A.Expr, t: A.TestBlock, ctx: Ctx) -> A.Expr:
         """An `expect` condition; `dirents == {...}` (readdir post) names the entries left

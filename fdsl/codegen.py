@@ -242,6 +242,8 @@ class ScopeGen:
             self.emit_assign(s, env)
         elif isinstance(s, ast.Count):
             self.emit_count(s, env)
+        elif isinstance(s, ast.MapStore):
+            self.emit_map_store(s, env)
         elif isinstance(s, ast.Log):
             self.emit_log(s, env)
         else:
@@ -295,7 +297,7 @@ class ScopeGen:
         key = self.value(s.key, env) if s.key is not None else c64(0)
         by = self.value(s.by, env) if s.by is not None else c64(1)
         by = self.b.trunc(by, value_ty) if value_ty != I64 else by
-        self.info.map_keys.setdefault(s.map, _key_meaning(s.key))
+        self.info.map_keys.setdefault(s.map, key_meaning(s.key))
         key_slot = self.stack(key_ty, "key")
         self.b.store(self.b.trunc(key, key_ty) if key_ty != I64 else key, key_slot)
         found = self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR, [self.maps[s.map], key_slot])
@@ -313,6 +315,59 @@ class ScopeGen:
                     [self.maps[s.map], key_slot, value_slot, c64(abi.BPF_NOEXIST)])
         self.b.branch(done)
         self.b.position_at_end(done)
+
+    def map_decl(self, name: str, node: ast.Node) -> ast.MapDecl:
+        decl = self.map_decls.get(name)
+        if decl is None or name not in self.maps:
+            raise CodegenError(f"unknown map '{name}'", node)
+        return decl
+
+    def map_key(self, decl: ast.MapDecl, key: ir.Value) -> ir.AllocaInstr:
+        """The key on the stack, at the map's key width (helpers take a pointer)."""
+        key_ty = _INT_TYPES[map_sizes(decl)[0]]
+        slot = self.stack(key_ty, "key")
+        self.b.store(self.b.trunc(key, key_ty) if key_ty != I64 else key, slot)
+        return slot
+
+    def emit_map_store(self, s: ast.MapStore, env: Env) -> None:
+        """`m[key] = value`: map_update_elem(map, &key, &value, BPF_ANY).
+
+        Both operands are computed before either is written to its stack slot:
+        a map read inside them uses the same shared key slot."""
+        decl = self.map_decl(s.map, s)
+        if decl.kind != "map" or s.op != "=":
+            raise CodegenError(f"only '=' can store into the value map '{s.map}'", s)
+        value_ty = _INT_TYPES[map_sizes(decl)[1]]
+        key = self.value(s.key, env)
+        value = self.value(s.value, env)
+        self.info.map_keys.setdefault(s.map, key_meaning(s.key))
+        key_slot = self.map_key(decl, key)
+        value_slot = self.stack(value_ty, "value")
+        self.b.store(self.b.trunc(value, value_ty) if value_ty != I64 else value, value_slot)
+        self.helper(abi.HELPER_IDS["map_update_elem"], I64,
+                    [self.maps[s.map], key_slot, value_slot, c64(abi.BPF_ANY)])
+
+    def map_read(self, e: ast.MapRead, env: Env) -> ir.Value:
+        """`m[key]`: map_lookup_elem, then the value, or 0 when the lookup returns NULL."""
+        decl = self.map_decl(e.map, e)
+        value_ty = _INT_TYPES[map_sizes(decl)[1]]
+        key = self.value(e.key, env)
+        self.info.map_keys.setdefault(e.map, key_meaning(e.key))
+        found = self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR,
+                            [self.maps[e.map], self.map_key(decl, key)])
+        hit = self.fn.append_basic_block("read.hit")
+        done = self.fn.append_basic_block("read.done")
+        miss = self.b.block
+        self.b.cbranch(self.b.icmp_unsigned("!=", found, ir.Constant(PTR, None)), hit, done)
+        self.b.position_at_end(hit)
+        raw = self.b.load(found, typ=value_ty, align=value_ty.width // 8)
+        loaded = self.b.zext(raw, I64) if value_ty != I64 else raw
+        self.b.branch(done)
+        self.b.position_at_end(done)
+        phi = self.b.phi(I64, "mapval")
+        phi.add_incoming(c64(0), miss)
+        phi.add_incoming(loaded, hit)
+        return phi
 
     def emit_log(self, s: ast.Log, env: Env) -> None:
         if len(s.args) > 3:
@@ -630,6 +685,8 @@ class ScopeGen:
             return self.arith(e.op, self.value(e.left, env), self.value(e.right, env), signed)
         if isinstance(e, (ast.InSet, ast.StrTest, ast.Call)):
             return self.bool_value(e, env)
+        if isinstance(e, ast.MapRead):
+            return self.map_read(e, env)
         raise CodegenError(f"'{type(e).__name__}' has no value in BPF", e)
 
     def ident_value(self, e: ast.Ident, env: Env) -> ir.Value:
@@ -853,7 +910,8 @@ def _field_path(e: ast.Expr) -> tuple[str, ...] | None:
     return None
 
 
-def _key_meaning(key: ast.Expr | None) -> str:
+def key_meaning(key: ast.Expr | None) -> str:
+    """What a map key is, for `fdsl stats` ("uid", "op", "nodeid", ...)."""
     if key is None:
         return "none"
     if isinstance(key, ast.Ident):
@@ -863,4 +921,5 @@ def _key_meaning(key: ast.Expr | None) -> str:
     return type(key).__name__.lower()
 
 
-__all__ = ["generate", "add_section", "module_text", "CodegenError", "ModuleInfo", "map_sizes"]
+__all__ = ["generate", "add_section", "module_text", "CodegenError", "ModuleInfo", "map_sizes",
+           "key_meaning"]

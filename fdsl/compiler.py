@@ -62,6 +62,21 @@ def _const(e: ast.Expr) -> int | None:
     return None
 
 
+def _userspace_map_keys(plan: Plan) -> dict[str, str]:
+    """Key meanings of maps used by userspace rules (codegen only sees the BPF ones)."""
+    from fdsl.codegen import key_meaning
+    from fdsl.plan import walk_exprs
+
+    found: dict[str, str] = {}
+    for scope in plan.scopes:
+        for entry in scope.entries:
+            for r in entry.user_rules:
+                for node in walk_exprs(r.rule.body):
+                    if isinstance(node, (ast.Count, ast.MapStore, ast.MapRead)):
+                        found.setdefault(node.map, key_meaning(node.key))
+    return found
+
+
 def build_metadata(plan: Plan, info: ModuleInfo, sources: Sources, files: list[str]) -> Metadata:
     """Everything the daemon needs besides the BPF code."""
     digest = hashlib.sha256()
@@ -69,10 +84,11 @@ def build_metadata(plan: Plan, info: ModuleInfo, sources: Sources, files: list[s
         digest.update(sources.texts.get(name, "").encode("utf-8"))
     scopes = [ScopeMeta(s.path, s.kind, s.section, s.backing, s.parent) for s in plan.scopes]
     maps = []
+    keys = {**_userspace_map_keys(plan), **info.map_keys}
     for index, decl in enumerate(plan.maps):
         key_size, value_size, max_entries = map_sizes(decl)
         maps.append(MapMeta(decl.name, decl.kind, decl.map_type, key_size, value_size, max_entries,
-                            index, info.map_keys.get(decl.name, "none")))
+                            index, keys.get(decl.name, "none")))
     users = []
     for scope in plan.scopes:
         for entry in scope.entries:

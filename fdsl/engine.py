@@ -156,7 +156,8 @@ class FilterSet:
 
     @property
     def sections(self) -> list[str]:
-        return list(self.programs)
+        """Every program section of the object, including rejected ones (partial loads)."""
+        return [*self.programs, *self.rejected]
 
     def vm(self, section: str):
         try:

@@ -39,6 +39,8 @@ def fmt_expr(e: ast.Expr) -> str:
         return f"{fmt_expr(e.subject)} {word} {fmt_expr(e.pattern)}"
     if isinstance(e, ast.Call):
         return f"{e.func}({', '.join(fmt_expr(a) for a in e.args)})"
+    if isinstance(e, ast.MapRead):
+        return f"{e.map}[{fmt_expr(e.key)}]"
     return type(e).__name__
 
 
@@ -69,6 +71,8 @@ def fmt_stmt(s: ast.Stmt) -> str:
     if isinstance(s, ast.Count):
         key = f"[{fmt_expr(s.key)}]" if s.key else ""
         return f"count {s.map}{key}" + (f" by {fmt_expr(s.by)}" if s.by else "")
+    if isinstance(s, ast.MapStore):
+        return f"{s.map}[{fmt_expr(s.key)}] {s.op} {fmt_expr(s.value)}"
     if isinstance(s, ast.Log):
         return f'log "{s.fmt}"' + "".join(", " + fmt_expr(a) for a in s.args)
     if isinstance(s, ast.DropEntries):

@@ -73,7 +73,10 @@ class OpTraits:
     post_bpf: bool = False
     post_user: bool = False
     identity: bool = False       # some rule reads uid/gid/pid/tgid
-    side_effects: bool = False   # some rule counts or logs
+    side_effects: bool = False   # some rule counts, logs or stores into a map
+    # Some rule reads a map (added in schema 1 without a version bump: older
+    # objects lack the key and read as False, which is right for them).
+    reads_maps: bool = False
 
     @property
     def has_rules(self) -> bool:
@@ -82,7 +85,7 @@ class OpTraits:
     @property
     def cacheable(self) -> bool:
         """The result is a function of the backing state alone: the kernel may cache it."""
-        return not (self.identity or self.side_effects)
+        return not (self.identity or self.side_effects or self.reads_maps)
 
 
 @dataclass

@@ -31,7 +31,7 @@ MAX_INT = (1 << 64) - 1
 _SUFFIX = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _STRTEST_KIND = {"startswith": "startswith", "endswith": "endswith", "like": "glob", "matches": "regex"}
 ITEM_KEYWORDS = (
-    "include", "const", "set", "predicate", "counter", "default", "readonly", "hide",
+    "include", "const", "set", "predicate", "counter", "map", "default", "readonly", "hide",
     "perms", "force_user", "force_group", "on", "under", "test",
 )
 
@@ -169,6 +169,18 @@ class _Builder(Transformer):
             decl.max_expr = max_expr
         return decl
 
+    def map_decl(self, ch: list) -> A.MapDecl:
+        """`map NAME[KEY] -> VALUE [array|hash] [max N]`: hash and 1024 entries by default."""
+        names = [t for t in ch if isinstance(t, Token) and t.type == "NAME"]
+        kinds = [t for t in ch if isinstance(t, Token) and t.type.startswith("MAPKIND")]
+        max_expr = next((c for c in ch if isinstance(c, A.Expr)), None)
+        value_name = str(names[2])
+        decl = A.MapDecl(self.whole(ch), str(names[0]), "map", str(kinds[0]) if kinds else "hash",
+                         key_type(str(names[1])), key_type(value_name) or A.Type("int", 64), 1024,
+                         max_expr=max_expr, key_type_name=str(names[1]),
+                         value_type_name=value_name)
+        return decl
+
     def default_decl(self, ch: list) -> A.Default:
         return A.Default(self.whole(ch), ch[1])
 
@@ -217,10 +229,12 @@ class _Builder(Transformer):
     def test_request(self, ch: list) -> _Seq:
         strings = [t for t in ch if isinstance(t, Token) and t.type == "STRING"]
         path = self.string(strings[0]) if strings else None
-        setup = self.nodes(ch, A.Assign)
+        setup = self.nodes(ch, (A.Assign, A.MapStore))
         return _Seq(self.whole(ch), [str(ch[0]), str(ch[1]), path, setup, self.span(ch[0])])
 
-    def setup(self, ch: list) -> A.Assign:
+    def setup(self, ch: list) -> A.Assign | A.MapStore:
+        if isinstance(ch[0], A.MapRead):
+            return as_store(ch[0], "=", ch[2], self.whole(ch))
         return A.Assign(self.whole(ch), as_field(ch[0]), "=", ch[2])
 
     def expect_decision(self, ch: list) -> A.Expect:
@@ -249,7 +263,9 @@ class _Builder(Transformer):
             orelse = tail.items if isinstance(tail, _Seq) else [tail]
         return A.If(self.whole(ch), ch[1], ch[2].items, orelse)
 
-    def assign(self, ch: list) -> A.Assign:
+    def assign(self, ch: list) -> A.Assign | A.MapStore:
+        if isinstance(ch[0], A.MapRead):
+            return as_store(ch[0], str(ch[1]), ch[2], self.whole(ch))
         return A.Assign(self.whole(ch), as_field(ch[0]), str(ch[1]), ch[2])
 
     def let_stmt(self, ch: list) -> A.Let:
@@ -305,6 +321,9 @@ class _Builder(Transformer):
     def field(self, ch: list) -> A.FieldRef:
         return A.FieldRef(self.whole(ch), tuple(str(t) for t in ch if t.type != "DOT"))
 
+    def map_ref(self, ch: list) -> A.MapRead:
+        return A.MapRead(self.whole(ch), str(ch[0]), ch[2])
+
     def call(self, ch: list) -> A.Call:
         return A.Call(self.whole(ch), str(ch[0]), self.nodes(ch[1:], A.Expr))
 
@@ -324,8 +343,13 @@ def as_field(target: A.Node) -> A.FieldRef:
     return target
 
 
+def as_store(target: A.MapRead, op: str, value: A.Expr, span: Span) -> A.MapStore:
+    """`NAME[key] = value` is a map store, not a field assignment."""
+    return A.MapStore(span, target.map, target.key, value, op, map_span=target.span)
+
+
 def key_type(name: str) -> A.Type | None:
-    """Counter key types: u8/u16/u32/u64 (None = unknown, reported by the checker)."""
+    """Map key and value types: u8/u16/u32/u64 (None = unknown, reported by the checker)."""
     match = re.fullmatch(r"u(8|16|32|64)", name)
     return A.Type("int", int(match.group(1))) if match else None
 

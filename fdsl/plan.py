@@ -94,19 +94,23 @@ class Plan:
 
         Only opcodes with rules appear.  Keys: `pre_bpf`, `pre_user`, `post_bpf`,
         `post_user` (where the rules run), `identity` (some rule reads
-        uid/gid/pid/tgid), `side_effects` (some rule counts or logs)."""
+        uid/gid/pid/tgid), `side_effects` (some rule counts, logs or stores into
+        a map), `reads_maps` (some rule reads a map: its result depends on what
+        earlier requests stored, not on the backing state alone)."""
         out: dict[str, dict[str, dict[str, bool]]] = {}
         for scope in self.scopes:
             ops: dict[str, dict[str, bool]] = {}
             for entry in scope.entries:
                 t = ops.setdefault(entry.op, {"pre_bpf": False, "pre_user": False,
                                               "post_bpf": False, "post_user": False,
-                                              "identity": False, "side_effects": False})
+                                              "identity": False, "side_effects": False,
+                                              "reads_maps": False})
                 t[f"{entry.phase}_bpf"] = t[f"{entry.phase}_bpf"] or bool(entry.bpf_rules)
                 t[f"{entry.phase}_user"] = t[f"{entry.phase}_user"] or bool(entry.user_rules)
                 t["identity"] = t["identity"] or any(reads_identity(r.rule) for r in entry.rules)
                 t["side_effects"] = t["side_effects"] or any(has_side_effects(r.rule)
                                                              for r in entry.rules)
+                t["reads_maps"] = t["reads_maps"] or any(reads_maps(r.rule) for r in entry.rules)
             if ops:
                 out[scope.path] = ops
         return out
@@ -229,9 +233,15 @@ def reads_identity(rule: ast.Rule) -> bool:
 
 
 def has_side_effects(rule: ast.Rule) -> bool:
-    """True if running the rule changes something observable (a counter, a log line),
-    so every request must reach it and its result must not be cached."""
-    return any(isinstance(n, (ast.Count, ast.Log)) for n in walk_exprs(rule.body))
+    """True if running the rule changes something observable (a counter, a map entry,
+    a log line), so every request must reach it and its result must not be cached."""
+    return any(isinstance(n, (ast.Count, ast.Log, ast.MapStore)) for n in walk_exprs(rule.body))
+
+
+def reads_maps(rule: ast.Rule) -> bool:
+    """True if the rule reads a map: its outcome can change between two identical
+    requests (another request stored something), so it must not be cached."""
+    return any(isinstance(n, ast.MapRead) for n in walk_exprs(rule.body))
 
 
 def simple_glob(pattern: str) -> bool:
@@ -260,7 +270,7 @@ def _patterns(e: ast.Expr) -> list[str] | None:
 # compare per possible name size; long suffixes times many patterns would give
 # programs LLVM cannot encode (16-bit branch offsets) and that are slow to JIT.
 # Beyond this bound the rule is matched in the daemon, like a regex.
-SUFFIX_CODE_BUDGET = 8192
+SUFFIX_CODE_BUDGET = 24576   # three quarters of the 32767-slot branch range
 
 
 def suffix_code_cost(kind: str, patterns: list[str]) -> int:
@@ -434,4 +444,5 @@ def return_bits_text(value: int) -> str:
 
 __all__ = ["Plan", "ScopePlan", "OpPlan", "RulePlan", "build_plan", "rule_ops", "bpf_blocker",
            "simple_glob", "return_bits_text", "walk_exprs", "reads_identity", "has_side_effects",
+           "reads_maps",
            "Span"]

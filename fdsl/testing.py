@@ -14,6 +14,7 @@ both halves ran: the modified inputs in PRE, the outputs in POST.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class Outcome:
     error: int = 0                         # POST: positive errno of the backing op
     logs: list[str] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)   # op, uid, gid, pid, tgid, nodeid
+    maps: userspace.MapAccess | None = None   # the maps after the request (`expect m[k] == v`)
 
     def describe(self) -> str:
         return describe_ret(self.ret, self.phase)
@@ -99,6 +101,8 @@ def setup_values(test: A.TestBlock) -> tuple[dict[str, Any], list[str] | None]:
     fields: dict[str, Any] = {}
     entries = None
     for a in test.setup:
+        if isinstance(a, A.MapStore):      # a map entry, not a request field (see Runner.preset)
+            continue
         path = ".".join(a.target.path)
         if path == "dirents":
             entries = [const_str(m) or "" for m in a.value.members]  # type: ignore[attr-defined]
@@ -140,6 +144,20 @@ class Runner:
         self.logs: list[str] = []
         self.filters = FilterSet.load(obj, backend=backend, log_callback=self.logs.append)
         self.meta: Metadata | None = self.filters.object.meta
+        # Userspace rules and `expect m[k] == v` use the programs' own maps.
+        self.maps = userspace.TableMaps(self.filters.maps)
+
+    def preset(self, test: A.TestBlock) -> None:
+        """Every test starts from empty maps plus the entries its request line gives."""
+        for m in self.filters.maps:
+            if hasattr(m, "delete"):
+                for key, _ in m.items():
+                    m.delete(key)
+            else:   # an array: every element exists; zero them all at once
+                ctypes.memset(m.base, 0, m.elem_size * m.max_entries)
+        for a in test.setup:
+            if isinstance(a, A.MapStore):
+                self.maps.store(a.map, a.key.const_value or 0, a.value.const_value or 0)
 
     def section_for(self, path: str | None) -> tuple[str | None, str]:
         """(program section or None for no program, scope path) for a test's `at`."""
@@ -162,6 +180,7 @@ class Runner:
         request = {"op": test.op, "uid": caller.uid, "gid": caller.gid, "pid": caller.pid,
                    "tgid": caller.tgid, "nodeid": int(fields.get("nodeid", 0))}
         self.logs.clear()
+        self.preset(test)
         if section is None:   # no program: plain backing access (spec 3: like returning BACKING)
             ret = abi.BACKING if test.phase == "pre" else 0
             return Outcome(ret, test.phase, None, read_fields(prepared), entries=entries,
@@ -172,15 +191,17 @@ class Runner:
                           bpf_ret.ret, entries=entries, error=error, request=request)
         rules = self.meta.rules_for(scope_path, test.op, test.phase) if self.meta else []
         if bpf_ret.ret >= 0 and bpf_ret.ret & abi.USER_FILTER and rules:
-            self.run_userspace(outcome, rules, entries)
+            self.run_userspace(outcome, rules, entries, self.maps)
         outcome.logs = list(self.logs)
+        outcome.maps = self.maps
         return outcome
 
     @staticmethod
-    def run_userspace(outcome: Outcome, rules: list, entries: list[str] | None) -> None:
+    def run_userspace(outcome: Outcome, rules: list, entries: list[str] | None,
+                      maps: userspace.MapAccess | None = None) -> None:
         """The daemon's userspace filter: a deny wins, writes replace fields, drops hide entries."""
         request = user_request(outcome, entries)
-        user = userspace.evaluate(rules, request)
+        user = userspace.evaluate(rules, request, maps=maps)
         outcome.user, outcome.user_rules = user, len(rules)
         if user.decision == "deny":   # as runtime/policy.py: no errno means EPERM
             outcome.ret = -(user.value or errno.EPERM)
@@ -249,13 +270,35 @@ def check_condition(cond: A.Expr, outcome: Outcome, sources: Sources | None) -> 
     request = user_request(outcome, None)
     try:
         tree = userspace.Serializer().expr(cond)
-        holds = bool(userspace.Evaluator(request).eval(tree, {}))
+        holds = bool(userspace.Evaluator(request, maps=outcome.maps).eval(tree, {}))
     except (KeyError, ValueError, userspace.NotSerializable) as err:
         return f"cannot evaluate {text}: {err}"
     if holds:
         return None
     shown = [f"{p} = {show(outcome.fields.get(p), p)}" for p in referenced_fields(cond)]
+    shown += map_entries(cond, outcome, request)
     return f"expected {text}, got {', '.join(shown) or 'false'}"
+
+
+def map_entries(cond: A.Expr, outcome: Outcome, request: userspace.Request) -> list[str]:
+    """'m[k] = v' for the map entries an expectation reads, for the 'got' part."""
+    found: list[str] = []
+    stack: list[Any] = [cond]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, A.MapRead):
+            try:
+                key = userspace.Evaluator(request).eval(userspace.Serializer().expr(node.key), {})
+                value = outcome.maps.load(node.map, key) if outcome.maps else 0
+            except (KeyError, ValueError, userspace.NotSerializable):
+                continue
+            found.append(f"{node.map}[{key}] = {value}")
+        elif isinstance(node, A.Expr):   # children reversed: entries come out in source order
+            children = [v for value in vars(node).values()
+                        for v in (value if isinstance(value, list) else [value])
+                        if isinstance(v, A.Expr)]
+            stack.extend(reversed(children))
+    return found
 
 
 def referenced_fields(e: A.Expr) -> list[str]:

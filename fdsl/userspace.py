@@ -10,6 +10,7 @@ returned `USER_FILTER`.  Node shapes:
                  {"e": "var", "name": x}                {"e": "un", "op": "-", "x": E}
                  {"e": "bin", "op": "+", "l": E, "r": E}
                  {"e": "in", "x": E, "set": [E...], "neg": bool}
+                 {"e": "mapget", "map": m, "key": E}           (`m[key]`, 0 if absent)
                  {"e": "strtest", "kind": "glob"|"regex"|"startswith"|"endswith",
                   "x": E, "pats": [str...]}
     statements   {"s": "allow"} {"s": "deny", "errno": E} {"s": "return", "v": E}
@@ -17,18 +18,24 @@ returned `USER_FILTER`.  Node shapes:
                  {"s": "if", "c": E, "then": [S...], "else": [S...]}
                  {"s": "let", "name": x, "v": E}
                  {"s": "count", "map": m, "key": E|None, "by": E|None}
+                 {"s": "store", "map": m, "key": E, "v": E}   (`m[key] = v`, BPF_ANY)
                  {"s": "log", "fmt": f, "args": [E...]}
                  {"s": "drop", "where": E}   (readdir: drop entries whose name matches)
 
 Predicate calls and constants are inlined at serialization time, so the tree
 is self-contained.
+
+Map reads and stores go through a `MapAccess`.  The daemon must pass one over
+the maps its programs use (`TableMaps(filters.maps)`), so BPF and userspace
+rules see one state; without one, the evaluator keeps a private `LocalMaps`.
 """
 from __future__ import annotations
 
 import fnmatch
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from fdsl import abi, ast
 
@@ -114,6 +121,8 @@ class Serializer:
         if isinstance(s, ast.Count):
             return {"s": "count", "map": s.map, "key": self.expr(s.key) if s.key else None,
                     "by": self.expr(s.by) if s.by else None}
+        if isinstance(s, ast.MapStore):
+            return {"s": "store", "map": s.map, "key": self.expr(s.key), "v": self.expr(s.value)}
         if isinstance(s, ast.Log):
             return {"s": "log", "fmt": s.fmt, "args": [self.expr(a) for a in s.args]}
         if isinstance(s, ast.DropEntries):
@@ -143,6 +152,8 @@ class Serializer:
             return {"e": "strtest", "kind": e.kind, "x": self.expr(e.subject), "pats": pats}
         if isinstance(e, ast.Call):
             return self.call(e)
+        if isinstance(e, ast.MapRead):
+            return {"e": "mapget", "map": e.map, "key": self.expr(e.key)}
         if isinstance(e, ast.SetLit):
             raise NotSerializable("set literal outside 'in'")
         raise NotSerializable(type(e).__name__)
@@ -199,6 +210,74 @@ def serialize_body(body: list[ast.Stmt]) -> list[dict]:
     return Serializer().stmts(body)
 
 
+# ------------------------------------------------------------------ map access
+
+class MapAccess(Protocol):
+    """What userspace rules need from the policy's maps (keys and values as integers)."""
+
+    def load(self, name: str, key: Any) -> int: ...
+
+    def store(self, name: str, key: Any, value: int) -> None: ...
+
+    def add(self, name: str, key: Any, by: int) -> None: ...
+
+
+def encode_int(value: Any, size: int) -> bytes:
+    """A key or value as the BPF code stores it: little endian, cut to `size` bytes
+    (a string key, which no checked policy produces, is NUL padded)."""
+    if isinstance(value, str):
+        return value.encode()[:size].ljust(size, b"\0")
+    return (int(value) & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+
+class TableMaps:
+    """`MapAccess` over the maps a FilterSet's programs use (`FilterSet.maps`), so
+    userspace rules read and write the very entries the BPF code does."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self._lock = threading.Lock()    # serializes userspace read-modify-write (`count`)
+
+    def _map(self, name: str) -> Any:
+        m = self.table.by_name(name)
+        if m is None:
+            raise KeyError(f"the object has no map {name!r}")
+        return m
+
+    def load(self, name: str, key: Any) -> int:
+        m = self._map(name)
+        raw = m.lookup_value(encode_int(key, m.key_size))
+        return int.from_bytes(raw, "little") if raw else 0
+
+    def store(self, name: str, key: Any, value: int) -> None:
+        m = self._map(name)
+        # Like the BPF code, a failed update (full hash map, array index too big) is ignored.
+        m.update(encode_int(key, m.key_size), encode_int(value, m.value_size), abi.BPF_ANY)
+
+    def add(self, name: str, key: Any, by: int) -> None:
+        m = self._map(name)
+        with self._lock:
+            current = self.load(name, key)
+            m.update(encode_int(key, m.key_size), encode_int(current + by, m.value_size),
+                     abi.BPF_ANY)
+
+
+class LocalMaps:
+    """A private `MapAccess` (a dict per map) for evaluating rules without an object."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[Any, int]] = {}
+
+    def load(self, name: str, key: Any) -> int:
+        return self.data.get(name, {}).get(key, 0)
+
+    def store(self, name: str, key: Any, value: int) -> None:
+        self.data.setdefault(name, {})[key] = int(value)
+
+    def add(self, name: str, key: Any, by: int) -> None:
+        self.store(name, key, self.load(name, key) + by)
+
+
 # ------------------------------------------------------------------ evaluation
 
 @dataclass
@@ -227,6 +306,7 @@ class Outcome:
     dropped: list[int] = field(default_factory=list)   # indices into Request.entries
     logs: list[str] = field(default_factory=list)
     counts: list[tuple[str, Any, int]] = field(default_factory=list)
+    stores: list[tuple[str, Any, int]] = field(default_factory=list)   # (map, key, value)
 
 
 class _Decided(Exception):
@@ -236,10 +316,12 @@ class _Decided(Exception):
 class Evaluator:
     """Runs serialized rules in order; the first decision wins."""
 
-    def __init__(self, request: Request, on_count: Callable[[str, Any, int], None] | None = None):
+    def __init__(self, request: Request, on_count: Callable[[str, Any, int], None] | None = None,
+                 maps: MapAccess | None = None):
         self.req = request
         self.out = Outcome()
         self.on_count = on_count
+        self.maps: MapAccess = maps if maps is not None else LocalMaps()
 
     def run(self, rules: list[list[dict]]) -> Outcome:
         try:
@@ -277,6 +359,12 @@ class Evaluator:
             self.out.counts.append((s["map"], key, by))
             if self.on_count:
                 self.on_count(s["map"], key, by)
+            else:
+                self.maps.add(s["map"], key, by)
+        elif kind == "store":
+            key, value = self.eval(s["key"], env), int(self.eval(s["v"], env))
+            self.out.stores.append((s["map"], key, value))
+            self.maps.store(s["map"], key, value)
         elif kind == "log":
             self.out.logs.append(_format(s["fmt"], [self.eval(a, env) for a in s["args"]]))
         elif kind == "drop":
@@ -333,6 +421,8 @@ class Evaluator:
         if kind == "strtest":
             x = self.eval(e["x"], env)
             return any(_strtest(e["kind"], str(x), p) for p in e["pats"])
+        if kind == "mapget":
+            return self.maps.load(e["map"], self.eval(e["key"], env))
         raise ValueError(f"unknown userspace expression {kind!r}")
 
     def binary(self, e: dict, env: dict[str, Any]) -> Any:
@@ -386,7 +476,11 @@ def _format(fmt: str, args: list[Any]) -> str:
 
 
 def evaluate(rules: list[Any], request: Request,
-             on_count: Callable[[str, Any, int], None] | None = None) -> Outcome:
-    """Run userspace rules (metadata `UserRule`s or raw bodies) for one request."""
+             on_count: Callable[[str, Any, int], None] | None = None,
+             maps: MapAccess | None = None) -> Outcome:
+    """Run userspace rules (metadata `UserRule`s or raw bodies) for one request.
+
+    `maps`: the policy's maps (`TableMaps(filter_set.maps)`) for `m[key]` reads and
+    stores, and for `count` when no `on_count` is given."""
     bodies = [r.body if hasattr(r, "body") else r for r in rules]
-    return Evaluator(request, on_count).run(bodies)
+    return Evaluator(request, on_count, maps).run(bodies)

@@ -32,7 +32,7 @@ class MountConfig:
     policy: str | None = None          # .fdsl or .bpf.o; None/empty file = passthrough
     foreground: bool = False
     fuse_options: list[str] = field(default_factory=list)
-    backend: str = "jit"
+    backend: str = "auto"
     entry_timeout: float = 1.0
     attr_timeout: float = 1.0
     threads: int = 16                  # worker threads for blocking data I/O

@@ -28,13 +28,41 @@ class Caller:
     umask: int = 0o022
     groups: tuple[int, ...] | None = None  # None: read lazily from /proc/<pid>/status
 
-    @property
-    def pid_tgid(self) -> int:
-        return (self.pid << 32) | self.pid
+    def tgid(self) -> int:
+        """The caller's thread-group id (process id); FUSE only gives the thread id.
+
+        Read from /proc on demand: only programs that call
+        bpf_get_current_pid_tgid need it.  A vanished task falls back to pid.
+        """
+        return read_status_field(self.pid, b"Tgid:") or self.pid
 
 
 ROOT = Caller(0, 0, 0, 0, ())
 _IS_ROOT = os.geteuid() == 0
+
+
+def _read_status(pid: int) -> bytes:
+    """/proc/<pid>/status of a task, or b"" if it is gone."""
+    try:
+        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 8192)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
+def read_status_field(pid: int, key: bytes) -> int | None:
+    """The first number of one `Key:` line of /proc/<pid>/status."""
+    data = _read_status(pid)
+    start = data.find(b"\n" + key)
+    if start < 0:
+        return None
+    values = data[start + len(key) + 1:data.find(b"\n", start + 1)].split()
+    return int(values[0]) if values else None
 
 
 def read_groups(pid: int) -> tuple[int, ...]:
@@ -47,16 +75,7 @@ def read_groups(pid: int) -> tuple[int, ...]:
     only by non-root callers of operations whose backing step checks
     permissions.
     """
-    try:
-        fd = os.open(f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return ()
-    try:
-        data = os.read(fd, 8192)
-    except OSError:
-        return ()
-    finally:
-        os.close(fd)
+    data = _read_status(pid)
     start = data.find(b"\nGroups:")
     if start < 0:
         return ()

@@ -116,6 +116,11 @@ class FilterPolicy:
         self._cacheable: dict[tuple[str, str], bool] = {}
         self._count_lock = threading.Lock()
         self.faults = 0
+        # bpf_get_current_pid_tgid (helper 14) needs the caller's tgid, which
+        # costs a /proc read; only programs that call it pay for it.
+        self._sections_reading_tgid = {
+            name for name, lp in filters.programs.items()
+            if abi.HELPER_IDS["get_current_pid_tgid"] in lp.verified.helpers_used}
         self.trie = ScopeNode("")
         root_section = "fuse/root" if "fuse/root" in filters.sections else None
         if metadata is not None:
@@ -209,9 +214,9 @@ class FilterPolicy:
     def _exec(self, section: str, ctx: Any, caller: Caller, op: str, phase: str) -> int:
         from fdsl.helpers import Caller as VmCaller
 
+        tgid = caller.tgid() if section in self._sections_reading_tgid else caller.pid
         try:
-            return self.filters.run(section, ctx, VmCaller(caller.uid, caller.gid, caller.pid,
-                                                          caller.pid))
+            return self.filters.run(section, ctx, VmCaller(caller.uid, caller.gid, caller.pid, tgid))
         except VmFault as fault:
             self.faults += 1
             log.error("filter fault in %s (%s %s): %s", section, op, phase, fault)
@@ -318,7 +323,7 @@ class FilterPolicy:
 
         rules = self.user_rules.get((scope, spec.name, phase), [])
         request = userspace.Request(spec.name, phase, fields, caller.uid, caller.gid, caller.pid,
-                                    caller.pid, nodeid, -error_in, entries)
+                                    caller.tgid(), nodeid, -error_in, entries)
         outcome = userspace.evaluate(rules, request, self._count)
         sink = self.filters.log_sink
         for line in outcome.logs:
@@ -438,14 +443,20 @@ def _decode_key(raw: bytes, meta: Any) -> str:
 
 
 def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None) -> Any:
-    """PassthroughPolicy for no object; otherwise load + verify every program (raises on
-    LoadError/VerifierError so the mount fails with a clear message)."""
+    """PassthroughPolicy for no object; otherwise load + verify the programs.
+
+    A malformed object (LoadError) fails the mount with a clear message.  A
+    program the verifier rejects is loaded partially: the operations that
+    would run it fail with EIO (logged), everything else is served.
+    """
     if obj is None:
         return PassthroughPolicy()
     from fdsl.engine import FilterSet
     from fdsl.metadata import Metadata
 
-    filters = FilterSet.load(obj, backend=backend)
+    filters = FilterSet.load(obj, backend=backend, partial=True)
+    for section, error in filters.rejected.items():
+        log.error("verifier rejected %s: operations that run it fail with EIO: %s", section, error)
     raw = filters.metadata
     meta = None
     if raw:
