@@ -51,8 +51,8 @@ class Sources:
 
     def line(self, file: str, number: int) -> str | None:
         text = self.texts.get(file)
-        if text is None:
-            return None
+        if not text:
+            return None          # unknown file, or one that was not text at all
         # Split on "\n" only: the lexer counts lines that way, and splitlines()
         # would also break at \f, \x1c, U+2028 ... and misplace the caret.
         lines = text.split("\n")

@@ -637,6 +637,16 @@ def parse_file(path: str) -> tuple[A.Policy, Sources, list[Diagnostic]]:
 def _decode(data: str | bytes, file: str, diags: list[Diagnostic]) -> str:
     if isinstance(data, str):
         return data
+    if data.startswith(b"\x7fELF"):
+        diags.append(_error("this is a compiled object (ELF), not a policy source",
+                            Span(file, 1, 1, 1, 2),
+                            hint="objects are read by `fdsl disasm`, `verify`, `run` and `mount`"))
+        return ""
+    if b"\0" in data:
+        offset = data.index(b"\0")
+        diags.append(_error(f"binary data (a NUL byte at offset {offset}), not a policy source",
+                            Span(file, 1, 1, 1, 2)))
+        return ""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

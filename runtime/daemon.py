@@ -73,6 +73,8 @@ def validate(cfg: MountConfig) -> None:
         raise MountError("the backing directory must not be inside the mount point")
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing (is the fuse module loaded?)")
+    if cfg.policy and os.path.isdir(cfg.policy):
+        raise MountError(f"policy {cfg.policy!r} is a directory, not a .fdsl or .bpf.o file")
     if cfg.policy and not os.path.isfile(cfg.policy):
         raise MountError(f"policy file {cfg.policy!r} does not exist")
 

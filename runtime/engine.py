@@ -308,9 +308,9 @@ class Engine:
             os.close(fd)
             raise
         node = self.nodes.attach(fd, st, program, scope, bpf_nodeid=entry_out.get("nodeid", 0))
+        # Spec 3.2: the new inode's attributes come from the backing inode; a lookup
+        # postfilter's out.attr writes are ignored (rewrites belong in getattr post).
         entry = self._entry(node, st, parent)
-        # Attribute rewriting by a lookup postfilter is honoured in our reply.
-        entry.attr.update_from_fuse(entry_out, "attr.")
         entry.attr.ino = node.nodeid
         return entry
 
@@ -671,7 +671,8 @@ class Engine:
         # fs (FUSE_HANDLE_KILLPRIV leaves that to us), a privileged one does not.
         with self._caller_scope(f.caller):
             outs = self.policy.run(f.node, "write",
-                                   [{"fh": fh, "offset": offset, "size": len(buf)}, b""],
+                                   # data: NULL pointer, size = byte count (spec 9)
+                                   [{"fh": fh, "offset": offset, "size": len(buf)}, len(buf)],
                                    [{"ret": len(buf)}], backing, f.caller)
         ret = outs[0].get("ret", written.get("n", 0)) if outs else written.get("n", 0)
         if ret < 0:

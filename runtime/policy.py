@@ -31,11 +31,10 @@ import errno
 import logging
 import os
 import struct
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fdsl import abi
+from fdsl import abi, userspace
 from fdsl.errors import VmFault
 
 from .engine import PassthroughPolicy
@@ -114,7 +113,8 @@ class FilterPolicy:
         self.identity_dependent = bool(metadata and metadata.caching.identity_dependent)
         self._scope_of_section = dict(metadata.programs) if metadata is not None else {}
         self._cacheable: dict[tuple[str, str], bool] = {}
-        self._count_lock = threading.Lock()
+        # Userspace rules count into and store into the very maps the BPF code uses.
+        self.user_maps = userspace.TableMaps(filters.maps)
         self.faults = 0
         # bpf_get_current_pid_tgid (helper 14) needs the caller's tgid, which
         # costs a /proc read; only programs that call it pay for it.
@@ -319,12 +319,11 @@ class FilterPolicy:
     def _evaluate(self, scope: str, spec: abi.OpSpec, phase: str, fields: dict[str, Any],
                   caller: Caller, nodeid: int, error_in: int = 0,
                   entries: list[str] | None = None) -> Any:
-        from fdsl import userspace
 
         rules = self.user_rules.get((scope, spec.name, phase), [])
         request = userspace.Request(spec.name, phase, fields, caller.uid, caller.gid, caller.pid,
                                     caller.tgid(), nodeid, -error_in, entries)
-        outcome = userspace.evaluate(rules, request, self._count)
+        outcome = userspace.evaluate(rules, request, maps=self.user_maps)
         sink = self.filters.log_sink
         for line in outcome.logs:
             sink.emit(line)
@@ -384,22 +383,7 @@ class FilterPolicy:
             start += count
         return visible
 
-    # ----------------------------------------------------- counters and logs
-
-    def _count(self, map_name: str, key: Any, by: int) -> None:
-        """A userspace `count` statement: add to the map like the BPF code would."""
-        m = self.filters.maps.by_name(map_name)
-        if m is None:
-            return
-        if isinstance(key, str):
-            kb = key.encode()[:m.key_size].ljust(m.key_size, b"\0")
-        else:
-            kb = (int(key) & ((1 << (8 * m.key_size)) - 1)).to_bytes(m.key_size, "little")
-        with self._count_lock:
-            current = m.lookup_value(kb)
-            value = int.from_bytes(current, "little") if current else 0
-            m.update(kb, ((value + by) & ((1 << (8 * m.value_size)) - 1))
-                     .to_bytes(m.value_size, "little"))
+    # ----------------------------------------------------- maps and logs
 
     def map_contents(self) -> list[dict[str, Any]]:
         """Map entries with keys decoded from the metadata's key meaning (for `fdsl stats`)."""

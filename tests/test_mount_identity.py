@@ -7,6 +7,7 @@ the daemon must tell them apart for a call made from a secondary thread.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 
 import pytest
@@ -36,3 +37,14 @@ def test_pid_is_the_thread_and_tgid_the_process(mounter, tmp_path):
     assert seen["tid"] != os.getpid()
     logs = "\n".join(m.stats()["logs"])
     assert f"caller pid {seen['tid']} tgid {os.getpid()}" in logs, logs
+
+
+def test_lookup_postfilter_attribute_writes_are_ignored_like_the_kernel(mounter, tmp_path):
+    """Spec 3.2: after a BPF lookup the inode's attributes come from the backing inode."""
+    policy = tmp_path / "lookup_attr.fdsl"
+    policy.write_text("on lookup post { out.attr.mode = 0o100600 }\n")
+    backing, mnt = mounter.dirs()
+    (backing / "d").mkdir(mode=0o755)
+    mounter.mount(policy, backing, mnt, options="attr_timeout=0,entry_timeout=0")
+    st = os.stat(mnt / "d")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755

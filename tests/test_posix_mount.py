@@ -349,7 +349,7 @@ BINDFS_STALE = ("high-level libfuse gives every name its own node and caches att
 
 
 def test_link_and_unlink_update_nlink_and_ctime(ws):
-    ws.xfail_on("bindfs", BINDFS_STALE)
+    ws.xfail_on("bindfs", BINDFS_STALE, timing=True)
     ws.setup(lambda d: (write_file(d / "f", b"data"), os.mkdir(d / "sub")))
 
     def op(d: Path):
@@ -379,7 +379,7 @@ def test_link_and_unlink_update_nlink_and_ctime(ws):
 
 
 def test_rename_updates_ctime_and_replaced_file_nlink(ws):
-    ws.xfail_on("bindfs", BINDFS_STALE)
+    ws.xfail_on("bindfs", BINDFS_STALE, timing=True)
     def prepare(d: Path):
         write_file(d / "src", b"source")
         write_file(d / "dst", b"replaced")
@@ -462,7 +462,7 @@ def test_rename(ws, case):
     src, dst = RENAME_CASES[case]
     ws.setup(_prepare_rename)
     if case in ("file_over_file", "symlink_over_file"):
-        ws.xfail_on("bindfs", BINDFS_STALE)
+        ws.xfail_on("bindfs", BINDFS_STALE, timing=True)
 
     def op(d: Path):
         for n in ("f1", "f2", "f2b", "d1", "d2", "d3"):
@@ -808,7 +808,7 @@ def test_symlinks(ws):
 
 
 def test_hard_links(ws):
-    ws.xfail_on("bindfs", BINDFS_STALE)
+    ws.xfail_on("bindfs", BINDFS_STALE, timing=True)
     def prepare(d: Path):
         write_file(d / "f", b"linked")
         os.mkdir(d / "dir")

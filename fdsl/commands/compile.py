@@ -80,13 +80,34 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def _write(path: str, data: bytes) -> None:
-    from fdsl.errors import UsageError
+    """Write `path` atomically: a full disk or a crash never leaves a truncated object
+    behind (an empty .bpf.o would later mount as "no policy")."""
+    import os
+    import tempfile
 
+    from fdsl.errors import FdslError
+
+    directory = os.path.dirname(path) or "."
+    tmp = None
     try:
-        with open(path, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=".fdsl-", suffix=".tmp", dir=directory)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
     except OSError as err:
-        raise UsageError(f"cannot write '{path}': {err.strerror or err}") from None
+        raise FdslError(f"cannot write '{path}': {err.strerror or err}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def run_explain(args: argparse.Namespace) -> int:

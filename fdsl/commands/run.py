@@ -31,19 +31,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--field", action="append", default=[], metavar="PATH=VALUE",
                    help="set a field, e.g. in.flags=0x8000 or out.attr.mode=0o100644 (repeatable)")
     p.add_argument("--error", help="POST: the backing operation's result (ENOENT, 2, -2)")
-    p.add_argument("--uid", type=_int, default=0)
-    p.add_argument("--gid", type=_int, default=0)
-    p.add_argument("--pid", type=_int, default=0)
-    p.add_argument("--tgid", type=_int, help="default: the pid")
-    p.add_argument("--nodeid", type=_int, default=0, help="the context's nodeid")
+    p.add_argument("--uid", type=_u32, default=0, help="caller's uid (default 0)")
+    p.add_argument("--gid", type=_u32, default=0, help="caller's gid (default 0)")
+    p.add_argument("--pid", type=_u32, default=0, help="caller's thread id (default 0)")
+    p.add_argument("--tgid", type=_u32, help="caller's process id (default: the pid)")
+    p.add_argument("--nodeid", type=_u64, default=0, help="the context's nodeid")
     p.add_argument("--backend", choices=("jit", "interp"), default="jit")
     p.add_argument("--section", help="program section (default: fuse/root, or the only one)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_run)
 
 
-def _int(text: str) -> int:
-    return int(text, 0)
+def _ranged(bits: int):
+    """An argparse type: an integer in any base (0x, 0o, 0b) that fits `bits` unsigned."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not 0 <= value < 1 << bits:
+            raise argparse.ArgumentTypeError(f"{text} is out of range (0 .. {(1 << bits) - 1})")
+        return value
+    parse.__name__ = f"u{bits}"
+    return parse
+
+
+_u32 = _ranged(32)
+_u64 = _ranged(64)
 
 
 def _value(text: str) -> Any:
