@@ -37,9 +37,11 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import hmac
 import json
+import logging
 import os
-import tempfile
+import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,8 @@ from fdsl.interpreter import (DEFAULT_BUDGET, MASK64, REASON_BUDGET, REASON_FELL
                               STACK_SIZE, Memory, Runtime, reason_access)
 from fdsl.isa import Insn
 from fdsl.maps import Region
+
+log = logging.getLogger("fdsl.jit")
 
 # ------------------------------------------------------------------ the env record shared with native code
 
@@ -852,23 +856,40 @@ class CompiledProgram:
         return True
 
 
+class _Untrusted(Exception):
+    """A cache location or entry another user could have written."""
+
+
+_REFUSED: set[str] = set()   # cache directories already reported as untrusted
+
+
 class ObjectCache:
-    """On-disk JIT object code: `$FDSL_JIT_CACHE`, else `$XDG_CACHE_HOME/fdsl`, else
-    `~/.cache/fdsl` (`FDSL_JIT_CACHE=off` disables it).
+    """On-disk JIT object code: `$FDSL_JIT_CACHE`, else /var/cache/fdsl for root, else
+    `$XDG_CACHE_HOME/fdsl` or `~/.cache/fdsl` (`FDSL_JIT_CACHE=off` disables it).
 
     One file per key; the key hashes the instructions, everything else the
     code depends on (maps, verifier facts, budget, pipeline), this module's
-    source, the LLVM version and the host CPU.  A file holds a SHA-256 of its
-    payload, so a truncated or corrupted entry is ignored (and rewritten);
-    files are written to a temporary name and renamed, so readers never see
-    half an entry.  Cache failures (read-only home...) only cost speed.
+    source, the LLVM version and the host CPU.  Entries are written to a
+    temporary name, fsynced and renamed, so readers never see half an entry.
+    Cache failures (read-only home...) only cost speed.
 
-    The entries are native code the daemon (often root) will run, and a
-    checksum is no signature: the directory and each entry are used only if
-    they belong to this process's user and nobody else may write them."""
+    The entries are native code the daemon (often root) will run, so the cache
+    is used only where no other user could have put anything: every ancestor
+    directory (the real path) is owned by root or us and writable by nobody
+    else (a sticky /tmp is not enough), the directory and each entry are ours
+    and not group/other writable.  Everything is checked on the opened file
+    descriptors (openat with O_NOFOLLOW from a directory fd), never on a path
+    that could be swapped between the check and the use.  Each entry carries
+    an HMAC under a secret kept in the directory (0600), so a file that did not
+    come from a writer holding that secret -- damaged, copied in from
+    elsewhere -- is ignored (and rewritten).  If any check fails the code is
+    compiled in memory; that is logged once, at debug level.
+    """
 
-    MAGIC = b"fdsl-jit-object 1\n"
-    MAX_ENTRIES = 512          # beyond this, a write removes the least recently written entries
+    MAGIC = b"fdsl-jit-object 2\n"
+    SECRET = "secret"            # HMAC key file inside the cache directory
+    MAX_ENTRIES = 512            # beyond this, a write removes the least recently written entries
+    MAX_ENTRY_BYTES = 64 << 20
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -878,6 +899,8 @@ class ObjectCache:
         setting = os.environ.get("FDSL_JIT_CACHE")
         if setting is not None:
             return None if setting.lower() in ("", "0", "off", "no") else cls(Path(setting))
+        if os.geteuid() == 0:  # root's code must not come from a directory tied to $HOME/$XDG_*
+            return cls(Path("/var/cache/fdsl"))
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return cls(Path(base) / "fdsl")
 
@@ -891,29 +914,134 @@ class ObjectCache:
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.jit"
 
-    @staticmethod
-    def _trusted(path: Path) -> bool:
-        """Owned by us and not writable by group or others."""
+    # -- trust checks (all on open file descriptors)
+
+    def _open_dir(self, create: bool) -> int | None:
+        """An fd of the cache directory after checking it and every ancestor; None
+        if it is missing (and not `create`) or untrusted."""
+        real = os.path.realpath(self.directory)
+        fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            st = path.stat()
-        except OSError:
-            return False
-        return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+            _check_ancestor(fd, "/")
+            names = Path(real).parts[1:]
+            for i, name in enumerate(names):
+                last = i == len(names) - 1
+                flags = (os.O_RDONLY if last else os.O_PATH) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+                try:
+                    child = os.open(name, flags, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        return None
+                    try:
+                        os.mkdir(name, 0o700, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    child = os.open(name, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+                if last:
+                    _check_own(fd, real, directory=True)
+                else:
+                    _check_ancestor(fd, os.path.join("/", *names[:i + 1]))
+            return fd
+        except _Untrusted as why:
+            os.close(fd)
+            _refuse(real, str(why))
+            return None
+        except OSError as err:
+            os.close(fd)
+            if create:  # a failed write only costs speed, but say why once
+                _refuse(real, f"{err.strerror or err}")
+            return None
+
+    @classmethod
+    def _read(cls, dirfd: int, name: str) -> bytes:
+        """Contents of our own private regular file `name` (FileNotFoundError if absent)."""
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dirfd)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            _check_own(fd, name, directory=False, st=st)
+            if st.st_size > cls.MAX_ENTRY_BYTES:
+                raise _Untrusted(f"{name}: too large")
+            return f.read(cls.MAX_ENTRY_BYTES + 1)
+
+    @staticmethod
+    def _write_temp(dirfd: int, data: bytes) -> str:
+        """A new private file with `data`, durable, under a fresh temporary name."""
+        while True:
+            name = f".tmp-{os.getpid()}-{os.urandom(6).hex()}"
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o600, dir_fd=dirfd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            os.unlink(name, dir_fd=dirfd)
+            raise
+        return name
+
+    def _secret(self, dirfd: int, create: bool) -> bytes | None:
+        """The directory's HMAC key; made on first write."""
+        try:
+            secret = self._read(dirfd, self.SECRET)
+            if len(secret) == 32:
+                return secret
+            missing = False
+        except FileNotFoundError:
+            missing = True
+        if not create:
+            return None
+        tmp = self._write_temp(dirfd, os.urandom(32))
+        try:
+            if missing:  # link, not rename: a concurrent writer's key must not be replaced
+                try:
+                    os.link(tmp, self.SECRET, src_dir_fd=dirfd, dst_dir_fd=dirfd, follow_symlinks=False)
+                except FileExistsError:
+                    pass
+            else:
+                os.replace(tmp, self.SECRET, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+        finally:
+            try:
+                os.unlink(tmp, dir_fd=dirfd)
+            except FileNotFoundError:
+                pass
+        secret = self._read(dirfd, self.SECRET)
+        return secret if len(secret) == 32 else None
+
+    def _seal(self, secret: bytes, key: str, payload: bytes) -> bytes:
+        return hmac.new(secret, key.encode() + b"\0" + payload, hashlib.sha256).digest()
+
+    # -- the cache itself
 
     def get(self, key: str) -> tuple[dict, bytes] | None:
         """(metadata, object bytes), or None if missing, damaged or not trustworthy."""
-        path = self.path(key)
-        if not (self._trusted(self.directory) and self._trusted(path)):
+        dirfd = self._open_dir(create=False)
+        if dirfd is None:
             return None
         try:
-            data = path.read_bytes()
+            secret = self._secret(dirfd, create=False)
+            if secret is None:
+                return None
+            data = self._read(dirfd, f"{key}.jit")
+        except _Untrusted as why:
+            _refuse(os.path.realpath(self.directory), str(why))
+            return None
         except OSError:
             return None
+        finally:
+            os.close(dirfd)
         head = len(self.MAGIC)
         if not data.startswith(self.MAGIC) or len(data) < head + 32 + 4:
             return None
-        digest, payload = data[head:head + 32], data[head + 32:]
-        if hashlib.sha256(payload).digest() != digest:
+        mac, payload = data[head:head + 32], data[head + 32:]
+        if not hmac.compare_digest(self._seal(secret, key, payload), mac):
             return None
         meta_len = int.from_bytes(payload[:4], "little")
         try:
@@ -926,34 +1054,76 @@ class ObjectCache:
     def put(self, key: str, meta: dict, obj: bytes) -> None:
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
         payload = len(meta_bytes).to_bytes(4, "little") + meta_bytes + obj
-        data = self.MAGIC + hashlib.sha256(payload).digest() + payload
+        dirfd = self._open_dir(create=True)
+        if dirfd is None:
+            return
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self._trusted(self.directory):
+            secret = self._secret(dirfd, create=True)
+            if secret is None:
                 return
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".jit")
+            data = self.MAGIC + self._seal(secret, key, payload) + payload
+            tmp = self._write_temp(dirfd, data)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, self.path(key))
+                os.replace(tmp, f"{key}.jit", src_dir_fd=dirfd, dst_dir_fd=dirfd)
             except BaseException:
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dirfd)
                 raise
-            self._prune()
+            self._prune(dirfd)
+        except _Untrusted as why:
+            _refuse(os.path.realpath(self.directory), str(why))
         except OSError:
             pass
+        finally:
+            os.close(dirfd)
 
-    def _prune(self) -> None:
-        entries = list(self.directory.glob("*.jit"))
+    def _prune(self, dirfd: int) -> None:
+        entries = [n for n in os.listdir(dirfd) if n.endswith(".jit") and not n.startswith(".")]
         if len(entries) <= self.MAX_ENTRIES:
             return
-        def age(path: Path) -> float:
+
+        def age(name: str) -> float:
             try:
-                return path.stat().st_mtime
+                return os.stat(name, dir_fd=dirfd, follow_symlinks=False).st_mtime
             except OSError:
                 return 0.0
-        for path in sorted(entries, key=age)[:len(entries) - self.MAX_ENTRIES]:
-            path.unlink(missing_ok=True)
+        for name in sorted(entries, key=age)[:len(entries) - self.MAX_ENTRIES]:
+            try:
+                os.unlink(name, dir_fd=dirfd)
+            except FileNotFoundError:
+                pass
+
+
+def _check_ancestor(fd: int, where: str) -> None:
+    """A directory above the cache: root's or ours, and nobody else may write it
+    (not even with the sticky bit: entries could still be planted next to ours)."""
+    st = os.fstat(fd)
+    if not stat.S_ISDIR(st.st_mode):
+        raise _Untrusted(f"{where} is not a directory")
+    if st.st_uid not in (0, os.geteuid()):
+        raise _Untrusted(f"{where} belongs to uid {st.st_uid}")
+    if st.st_mode & 0o022:
+        raise _Untrusted(f"{where} is writable by group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _check_own(fd: int, where: str, directory: bool, st: os.stat_result | None = None) -> None:
+    """The cache directory or an entry: ours, of the right type, not group/other writable."""
+    st = st or os.fstat(fd)
+    kind_ok = stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        raise _Untrusted(f"{where} is not a {'directory' if directory else 'regular file'}")
+    if st.st_uid != os.geteuid():
+        raise _Untrusted(f"{where} belongs to uid {st.st_uid}, not {os.geteuid()}")
+    if st.st_mode & 0o022:
+        raise _Untrusted(f"{where} is writable by group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def _refuse(directory: str, why: str) -> None:
+    """No disk cache here; say so once (at debug level: it only costs speed)."""
+    if directory not in _REFUSED:
+        _REFUSED.add(directory)
+        log.debug("JIT disk cache %s not used: %s", directory, why)
 
 
 @functools.cache

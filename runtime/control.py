@@ -141,8 +141,9 @@ def _unescape(field: str) -> str:
     """mountinfo escapes space, tab, newline and backslash as \\ooo."""
     out, i = [], 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        code = field[i + 1:i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
             i += 4
         else:
             out.append(field[i])
@@ -213,5 +214,5 @@ def _ask(path: Path, cmd: str, timeout: float, params: dict[str, Any]) -> dict[s
                 break
             chunks.append(data)
     if not chunks:
-        raise ConnectionRefusedError(f"the daemon closed {path} without answering")
+        raise ConnectionAbortedError(f"the daemon closed {path} without answering")
     return json.loads(b"".join(chunks).decode("utf-8"))

@@ -152,6 +152,11 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
         options.add("debug")
     sock_path = control.socket_path(cfg.mountpoint)
     try:
+        control.ensure_runtime_dir(sock_path.parent)
+    except MountError as err:
+        ready(str(err))
+        return 1
+    try:
         pyfuse3.init(ops, cfg.mountpoint, options)
     except Exception as err:
         ready(f"cannot mount {cfg.mountpoint}: {err}")
@@ -159,38 +164,35 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     signalled = False
 
     async def control_server() -> None:
-        sock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        """Answer `fdsl stats`; nothing a client does may stop the mount."""
         try:
-            sock_path.unlink()
-        except FileNotFoundError:
-            pass
-        listener = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        await listener.bind(os.fspath(sock_path))
-        os.chmod(sock_path, 0o666)
-        listener.listen(8)
-        async with trio.open_nursery() as nursery:
-            while True:
-                conn, _ = await listener.accept()
-                nursery.start_soon(_answer, conn)
+            listener = trio.socket.from_stdlib_socket(_bind_control_socket(sock_path))
+        except OSError as err:
+            log.warning("no control socket (fdsl stats will not work): %s", err)
+            return
+        clients = 0
 
-    async def _answer(conn: Any) -> None:
-        with conn:
-            data = b""
-            with trio.move_on_after(5):
-                while not data.endswith(b"\n"):
-                    chunk = await conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
+        async def client(conn: Any) -> None:
+            nonlocal clients
             try:
-                req = json.loads(data or b"{}")
-                reply = _control_reply(req, cfg, engine, policy, stats)
-            except Exception as err:  # never let a bad client kill the daemon
-                reply = {"error": str(err)}
-            payload = json.dumps(reply).encode() + b"\n"
-            while payload:
-                sent = await conn.send(payload)
-                payload = payload[sent:]
+                await _answer(conn, cfg, engine, policy, stats)
+            finally:
+                clients -= 1
+
+        with listener:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        conn, _ = await listener.accept()
+                    except OSError as err:  # EMFILE...: wait a little, do not die
+                        log.warning("control socket: accept failed: %s", err)
+                        await trio.sleep(0.5)
+                        continue
+                    if clients >= CONTROL_MAX_CLIENTS:
+                        conn.close()       # busy: a flood of idle clients only hurts itself
+                        continue
+                    clients += 1
+                    nursery.start_soon(client, conn)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -214,7 +216,7 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     try:
         trio.run(main)
     except BaseException as err:  # noqa: BLE001 - always unmount
-        log.error("daemon stopped: %s", err)
+        log.error("daemon stopped: %s", _describe(err))
         code = 1
         signalled = True
     finally:
@@ -228,6 +230,92 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
             pass
         engine.close()
     return code
+
+
+# ------------------------------------------------------------ control socket
+
+CONTROL_MAX_REQUEST = 4096     # a request is one short JSON line
+CONTROL_TIMEOUT = 5.0          # seconds for a whole exchange (read, answer, send)
+CONTROL_MAX_CLIENTS = 64       # concurrent connections; more are closed at once
+
+
+def _bind_control_socket(path: Path) -> Any:
+    """A listening unix socket at `path` (0600, in the daemon's 0700 directory)."""
+    import socket
+
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old = os.umask(0o177)  # never world-connectable, not even for a moment
+        try:
+            sock.bind(os.fspath(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, control.SOCKET_MODE)
+        sock.listen(16)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _answer(conn: Any, cfg: MountConfig, engine: Any, policy: Any, stats: MountStats) -> None:
+    """Serve one control client.  Every failure (a client that vanished, garbage,
+    a bug in a reply) is logged and ends only this connection."""
+    import trio
+
+    with conn:
+        try:
+            with trio.move_on_after(CONTROL_TIMEOUT):
+                uid = control.peer_uid(conn)
+                if not control.may_query(uid):
+                    log.info("control socket: refused uid %d", uid)
+                    reply = {"error": "permission denied: only root or the mount's owner "
+                             "can read its stats", "errno": "EACCES"}
+                else:
+                    reply = await _read_and_reply(conn, cfg, engine, policy, stats)
+                payload = json.dumps(reply).encode() + b"\n"
+                while payload:
+                    sent = await conn.send(payload)
+                    payload = payload[sent:]
+        except (BrokenPipeError, ConnectionResetError) as err:
+            log.debug("control client went away: %s", err)
+        except Exception as err:  # noqa: BLE001 - a client must never stop the mount
+            log.warning("control client failed: %s: %s", type(err).__name__, err)
+
+
+async def _read_and_reply(conn: Any, cfg: MountConfig, engine: Any, policy: Any,
+                          stats: MountStats) -> dict[str, Any]:
+    """Read one request line (at most CONTROL_MAX_REQUEST bytes) and build the reply."""
+    data = b""
+    while b"\n" not in data:
+        chunk = await conn.recv(CONTROL_MAX_REQUEST + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > CONTROL_MAX_REQUEST:
+            return {"error": f"request too large (more than {CONTROL_MAX_REQUEST} bytes)"}
+    try:
+        req = json.loads(data.partition(b"\n")[0] or b"{}")
+    except ValueError as err:
+        return {"error": f"bad request: {err}"}
+    if not isinstance(req, dict):
+        return {"error": "bad request: not a JSON object"}
+    try:
+        return _control_reply(req, cfg, engine, policy, stats)
+    except Exception as err:  # noqa: BLE001
+        log.warning("control request %r failed: %s: %s", req.get("cmd"), type(err).__name__, err)
+        return {"error": f"{type(err).__name__}: {err}"}
+
+
+def _describe(err: BaseException) -> str:
+    """The real exceptions behind an exception group ("1 sub-exception" says nothing)."""
+    if isinstance(err, BaseExceptionGroup):
+        return "; ".join(_describe(e) for e in err.exceptions)
+    return f"{type(err).__name__}: {err}"
 
 
 def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: Any,
@@ -314,10 +402,10 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
 
 
 def _detach_stdio(log_path: Path) -> None:
-    """Daemon stdio -> /dev/null; warnings go to a log file next to the control socket."""
+    """Daemon stdio -> /dev/null; warnings go to a private log file next to the
+    control socket (serve() has checked that directory)."""
     try:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        out = control.open_log(log_path)
     except OSError:
         out = os.open(os.devnull, os.O_WRONLY)
     devnull = os.open(os.devnull, os.O_RDONLY)

@@ -5,7 +5,9 @@
 clang is not installed.
 
 The JIT's on-disk object cache goes to a per-session directory (unless
-FDSL_JIT_CACHE is already set), so tests never write into the home directory.
+FDSL_JIT_CACHE is already set), so tests never write into the home directory;
+it lives under $XDG_RUNTIME_DIR or /run when possible, since the cache refuses
+directories below a world-writable one such as /tmp.
 """
 from __future__ import annotations
 
@@ -20,9 +22,37 @@ import pytest
 C_DIR = Path(__file__).parent / "c"
 C_PROGRAMS = ("hide_name", "rewrite_error", "set_nodeid_fh", "count_uid")
 
+
+
+def private_tmp_base() -> str | None:
+    """A base for temporary dirs the JIT disk cache trusts: its chain of parents must
+    not be writable by others, which rules out /tmp (sticky or not)."""
+    for base in (os.environ.get("XDG_RUNTIME_DIR"), "/run" if os.geteuid() == 0 else None):
+        if base and os.path.isdir(base) and os.access(base, os.W_OK):
+            return base
+    return None
+
+
 if "FDSL_JIT_CACHE" not in os.environ:
-    _JIT_CACHE = tempfile.TemporaryDirectory(prefix="fdsl-jit-cache-")
+    _JIT_CACHE = tempfile.TemporaryDirectory(prefix="fdsl-jit-cache-", dir=private_tmp_base())
     os.environ["FDSL_JIT_CACHE"] = _JIT_CACHE.name
+
+
+@pytest.fixture
+def jit_cache_dir(monkeypatch):
+    """A fresh private JIT cache directory (FDSL_JIT_CACHE points to it)."""
+    from fdsl.jit import ObjectCache
+
+    base = tempfile.mkdtemp(prefix="fdsl-jit-test-", dir=private_tmp_base())
+    try:
+        fd = ObjectCache(Path(base))._open_dir(create=False)
+        if fd is None:
+            pytest.skip(f"no directory here the JIT cache would trust ({base})")
+        os.close(fd)
+        monkeypatch.setenv("FDSL_JIT_CACHE", base)
+        yield Path(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

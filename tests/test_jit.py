@@ -168,13 +168,12 @@ def _fresh_compile(program, monkeypatch):
     return Jit(program)
 
 
-def test_disk_cache_reuses_code_and_ignores_corrupted_entries(tmp_path, monkeypatch):
-    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
+def test_disk_cache_reuses_code_and_ignores_corrupted_entries(jit_cache_dir, monkeypatch):
     ctx = sample_context()
     program = ret(mov(0, 7), alu(isa.BPF_ADD, 0, 5), jmp(isa.BPF_JEQ, 0, 12, 1), mov(0, 0))
     first = _fresh_compile(program, monkeypatch)
     assert not first.code.from_disk and first.run(ctx, Caller()) == 12
-    [entry] = list(tmp_path.glob("*.jit"))
+    [entry] = list(jit_cache_dir.glob("*.jit"))
     good = entry.read_bytes()
 
     again = _fresh_compile(program, monkeypatch)
@@ -192,9 +191,8 @@ def test_disk_cache_reuses_code_and_ignores_corrupted_entries(tmp_path, monkeypa
     assert _fresh_compile(program, monkeypatch).code.from_disk
 
 
-def test_disk_cached_code_calls_helpers(tmp_path, monkeypatch):
+def test_disk_cached_code_calls_helpers(jit_cache_dir, monkeypatch):
     """The helper callback's address is read from env, so cached code works in any process."""
-    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
     fmt = int.from_bytes(b"hi %u\0\0\0", "little")
     program = ret(st(W, 10, -8, fmt & 0xFFFFFFFF), st(W, 10, -4, fmt >> 32), movr(1, 10),
                   alu(isa.BPF_ADD, 1, -8), mov(2, 8), mov(3, 77), call(6))
@@ -300,19 +298,18 @@ def test_jit_backend_is_jit_only():
     assert fs.backend_of("fuse/root") == "jit" and fs.wait_jit(0)
 
 
-def test_disk_cache_ignores_entries_others_may_write(tmp_path, monkeypatch):
+def test_disk_cache_ignores_entries_others_may_write(jit_cache_dir, monkeypatch):
     """Cached native code is only trusted in a directory nobody else can write to."""
     import os
 
-    monkeypatch.setenv("FDSL_JIT_CACHE", str(tmp_path))
     program = ret(mov(0, 9))
     assert not _fresh_compile(program, monkeypatch).code.from_disk
-    [entry] = list(tmp_path.glob("*.jit"))
+    [entry] = list(jit_cache_dir.glob("*.jit"))
     os.chmod(entry, 0o666)
     assert not _fresh_compile(program, monkeypatch).code.from_disk
     os.chmod(entry, 0o600)
-    os.chmod(tmp_path, 0o777)
+    os.chmod(jit_cache_dir, 0o777)
     vm = _fresh_compile(program, monkeypatch)
     assert not vm.code.from_disk and vm.run(sample_context(), Caller()) == 9
-    os.chmod(tmp_path, 0o700)
+    os.chmod(jit_cache_dir, 0o700)
     assert _fresh_compile(program, monkeypatch).code.from_disk

@@ -105,8 +105,13 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     try:
         reply = control.request(args.mountpoint, "stats")
+    except PermissionError:
+        raise MountError("permission denied: only root or the mount's owner can read its "
+                         "stats") from None
     except OSError as err:
         raise MountError(f"no fdsl daemon serves {args.mountpoint} ({err.strerror or err})") from None
+    except ValueError as err:
+        raise MountError(f"garbled reply from the daemon serving {args.mountpoint}: {err}") from None
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
