@@ -596,3 +596,30 @@ def ws(posix_mount, request):
     finally:
         for d in (plain, mount.backing / name):
             shutil.rmtree(d, ignore_errors=True)
+
+
+# -- shared by the POSIX test modules -------------------------------------------
+
+POSIX_MARKS = [
+    pytest.mark.mount,
+    pytest.mark.skipif(os.geteuid() != 0, reason="POSIX mount suite needs root"),
+    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
+]
+
+_libc_for_access = ctypes.CDLL(None, use_errno=True)
+
+
+def attempt(fn, *args, **kwargs):
+    """fn's value (or "ok" for None), or the errno name it failed with."""
+    try:
+        value = fn(*args, **kwargs)
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno, str(exc.errno))
+    return "ok" if value is None else value
+
+
+def access_result(path, mode: int):
+    """access(2) as "ok" or the errno name (os.access hides the errno)."""
+    if _libc_for_access.access(os.fsencode(path), ctypes.c_int(mode)) == 0:
+        return "ok"
+    return errno.errorcode.get(ctypes.get_errno(), "?")

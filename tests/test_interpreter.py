@@ -11,21 +11,8 @@ from fdsl.helpers import Caller
 from fdsl.interpreter import Interpreter, Memory, Runtime, alu, s32
 from fdsl.maps import Region
 
-from vm_util import (CASE_CALLER, DW, EXIT, FAULT_CASES, SEMANTIC_CASES, W, alur, atomic, call, execute, ja,
+from vm_util import (DW, EXIT, W, alur, atomic, call, execute, ja,
                      jmp, ld64, ld_map, ldx, mov, movr, prog, ret, runtime_with, sample_context, st, stx)
-
-
-@pytest.mark.parametrize("name,program,expected", SEMANTIC_CASES, ids=[c[0] for c in SEMANTIC_CASES])
-def test_semantics(name, program, expected):
-    assert execute("interp", program, caller=CASE_CALLER) == expected
-
-
-@pytest.mark.parametrize("name,program,index,reason", FAULT_CASES, ids=[c[0] for c in FAULT_CASES])
-def test_faults(name, program, index, reason):
-    with pytest.raises(VmFault) as info:
-        execute("interp", program)
-    assert info.value.index == index
-    assert reason in info.value.reason
 
 
 def test_alu_function_matches_kernel_rules():

@@ -14,21 +14,8 @@ from fdsl.interpreter import Interpreter
 from fdsl.jit import Jit, compile_program
 from fdsl.verifier import verify
 
-from vm_util import (CASE_CALLER, DW, EXIT, FAULT_CASES, SEMANTIC_CASES, B, W, alu, alur, atomic, call,
+from vm_util import (DW, EXIT, B, W, alu, alur, atomic, call,
                      execute, ja, jmp, ld_map, ldx, mov, movr, prog, ret, runtime_with, sample_context, st)
-
-
-@pytest.mark.parametrize("name,program,expected", SEMANTIC_CASES, ids=[c[0] for c in SEMANTIC_CASES])
-def test_semantics(name, program, expected):
-    assert execute("jit", program, caller=CASE_CALLER) == expected
-
-
-@pytest.mark.parametrize("name,program,index,reason", FAULT_CASES, ids=[c[0] for c in FAULT_CASES])
-def test_faults(name, program, index, reason):
-    with pytest.raises(VmFault) as info:
-        execute("jit", program)
-    assert info.value.index == index
-    assert reason in info.value.reason
 
 
 def test_budget_fault_names_the_same_slot_as_the_interpreter():

@@ -7,7 +7,6 @@ what the mount reports about them (times included).
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -20,35 +19,13 @@ import pytest
 pytest.register_assert_rewrite("posix_fixtures")
 
 from posix_fixtures import (  # noqa: E402
-    RENAME_EXCHANGE, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE, entry_state, renameat2,
+    POSIX_MARKS, RENAME_EXCHANGE, access_result, attempt, RENAME_NOREPLACE, SEEK_DATA, SEEK_HOLE, entry_state, renameat2,
     utimensat, value_of,
 )
 
 pytest_plugins = ["posix_fixtures"]
 
-pytestmark = [
-    pytest.mark.mount,
-    pytest.mark.skipif(os.geteuid() != 0, reason="POSIX mount suite needs root"),
-    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
-]
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def attempt(fn, *args, **kwargs):
-    """fn's value (or "ok" for None), or the errno name it failed with."""
-    try:
-        value = fn(*args, **kwargs)
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
-    return "ok" if value is None else value
-
-
-def access_result(path, mode: int):
-    """access(2) as "ok" or the errno name (os.access hides the errno)."""
-    if _libc.access(os.fsencode(path), ctypes.c_int(mode)) == 0:
-        return "ok"
-    return errno.errorcode.get(ctypes.get_errno(), "?")
+pytestmark = POSIX_MARKS
 
 
 def write_file(path, data: bytes = b"", mode: int = 0o644) -> None:

@@ -10,8 +10,6 @@ resulting owners and modes.  Users (session fixture `posix_users`):
 """
 from __future__ import annotations
 
-import ctypes
-import errno
 import os
 import stat
 from pathlib import Path
@@ -20,31 +18,11 @@ import pytest
 
 pytest.register_assert_rewrite("posix_fixtures")
 
-from posix_fixtures import ROOT, utimensat  # noqa: E402
+from posix_fixtures import POSIX_MARKS, ROOT, access_result, attempt, utimensat  # noqa: E402
 
 pytest_plugins = ["posix_fixtures"]
 
-pytestmark = [
-    pytest.mark.mount,
-    pytest.mark.skipif(os.geteuid() != 0, reason="POSIX mount suite needs root"),
-    pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="/dev/fuse is missing"),
-]
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def attempt(fn, *args, **kwargs):
-    try:
-        value = fn(*args, **kwargs)
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno, str(exc.errno))
-    return "ok" if value is None else value
-
-
-def access_result(path, mode: int):
-    if _libc.access(os.fsencode(path), ctypes.c_int(mode)) == 0:
-        return "ok"
-    return errno.errorcode.get(ctypes.get_errno(), "?")
+pytestmark = POSIX_MARKS
 
 
 def put(path, data: bytes = b"data", mode: int = 0o644, uid: int = 0, gid: int = 0) -> None:
