@@ -136,11 +136,14 @@ def unmount(path: Path) -> None:
         for _ in range(20):
             if not _mounted(path):
                 return
-            if subprocess.run(cmd, capture_output=True).returncode == 0:
-                return
+            try:
+                if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                break
             time.sleep(0.1)
     if _mounted(path):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
 
 
 def _stop(proc: subprocess.Popen, path: Path) -> None:

@@ -67,6 +67,9 @@ METRICS: dict[str, Metric] = {
 }
 
 
+STEP_TIMEOUT = 300  # seconds: a hung daemon fails that cell instead of the whole run
+
+
 def drop_caches() -> bool:
     """Write back and drop the page/dentry/inode caches; False where not allowed."""
     try:
@@ -178,7 +181,7 @@ def run_find(view: Path, sizes: Sizes) -> dict[str, float]:
     """find + lstat of every entry (find -printf needs the stat of each)."""
     t0 = time.perf_counter()
     subprocess.run(["find", str(view / TREE), "-printf", "%s %m %u %g %T@\n"],
-                   stdout=subprocess.DEVNULL, check=True)
+                   stdout=subprocess.DEVNULL, check=True, timeout=STEP_TIMEOUT)
     return {"find_stat": tree_entries(sizes) / (time.perf_counter() - t0)}
 
 
@@ -191,7 +194,7 @@ def run_tar(view: Path, sizes: Sizes) -> dict[str, float]:
     """
     t0 = time.perf_counter()
     subprocess.run(["tar", "cf", "/dev/null", "-C", str(view / TREE), "."],
-                   stdout=subprocess.DEVNULL, check=True)
+                   stdout=subprocess.DEVNULL, check=True, timeout=STEP_TIMEOUT)
     return {"tar": tree_entries(sizes) / (time.perf_counter() - t0)}
 
 
@@ -215,7 +218,7 @@ def prepare_data(backing: Path, sizes: Sizes) -> None:
 def _fio(args: list[str]) -> dict:
     out = subprocess.run(["fio", "--output-format=json", "--ioengine=psync", "--fallocate=none",
                           "--invalidate=1", "--numjobs=1", "--group_reporting"] + args,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=STEP_TIMEOUT)
     if out.returncode != 0:
         raise RuntimeError(f"fio failed: {out.stderr.strip()[-500:]}")
     text = out.stdout

@@ -116,6 +116,7 @@ class FilterPolicy:
         # Userspace rules count into and store into the very maps the BPF code uses.
         self.user_maps = userspace.TableMaps(filters.maps)
         self.faults = 0
+        self._statically_backing = _statically_backing(filters, metadata)
         # bpf_get_current_pid_tgid (helper 14) needs the caller's tgid, which
         # costs a /proc read; only programs that call it pay for it.
         self._sections_reading_tgid = {
@@ -232,7 +233,7 @@ class FilterPolicy:
         indices the userspace postfilter drops.
         """
         section = node.program
-        if section is None:
+        if section is None or (section, op) in self._statically_backing:
             return backing(ins)
         from fdsl.context import build_context
 
@@ -424,6 +425,30 @@ def _decode_key(raw: bytes, meta: Any) -> str:
     if meaning == "errno" and number:
         return abi.errno_name(number)
     return str(number)
+
+
+def _statically_backing(filters: Any, metadata: Any) -> frozenset[tuple[str, str]]:
+    """(section, opcode) pairs whose program is known to return plain BACKING.
+
+    An fdsl program for an opcode without any rule in its scope (own or
+    inherited, BPF or userspace, PRE or POST) returns the policy default in PRE
+    and has no side effects; with `default allow` that is BACKING alone, the
+    same as running no program.  Skipping the run saves building a context on
+    every such operation.  Objects without per-opcode traits (not from fdsl, or
+    older) and programs the verifier rejected always run.
+    """
+    if metadata is None or metadata.caching.scopes is None or metadata.default != {"s": "allow"}:
+        return frozenset()
+    pairs = set()
+    for section, scope in metadata.programs.items():
+        if section in filters.rejected:
+            continue
+        for op in abi.OPS:
+            traits = metadata.caching.traits(scope, op)
+            if traits is not None and not (traits.pre_bpf or traits.pre_user
+                                           or traits.post_bpf or traits.post_user):
+                pairs.add((section, op))
+    return frozenset(pairs)
 
 
 def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None) -> Any:
