@@ -115,6 +115,7 @@ class OpenFile:
     node: Node
     caller: Caller           # who opened it: READ/WRITE requests carry no caller in pyfuse3
     flags: int
+    written: bool = False    # a write since the last flush: flushing may wait for I/O
 
 
 @dataclass
@@ -661,6 +662,7 @@ class Engine:
 
     def write(self, fh: int, offset: int, buf: bytes) -> int:
         f = self._file(fh)
+        f.written = True
         written: dict[str, int] = {}
 
         def backing(ins: list) -> list:
@@ -679,8 +681,14 @@ class Engine:
             raise OSError(-ret, "write failed")
         return ret
 
+    def flush_may_block(self, fh: int) -> bool:
+        """Only a flush after writes can wait for the backing fs (dirty data, NFS)."""
+        f = self.files.get(fh)
+        return bool(getattr(f, "written", True))
+
     def flush(self, fh: int) -> None:
         f = self._file(fh)
+        f.written = False
 
         def backing(ins: list) -> list:
             # close(dup(fd)) so the backing fs sees close(2) semantics (NFS, locks).

@@ -247,7 +247,12 @@ class FuseOperations(pyfuse3.Operations):
         return await self._blocking(self.engine.write, fh, off, buf)
 
     async def flush(self, fh):
-        await self._blocking(self.engine.flush, fh)
+        # Every close(2) sends a FLUSH; one that follows no write has nothing to
+        # wait for, so it skips the worker-thread hop like the metadata ops.
+        if self.engine.flush_may_block(fh):
+            await self._blocking(self.engine.flush, fh)
+        else:
+            await self._run(self.engine.flush, fh)
 
     async def release(self, fh):
         await self._run(self.engine.release, fh)
