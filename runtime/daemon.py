@@ -117,11 +117,27 @@ class _DequeHandler(logging.Handler):
         self.stats.log(f"{record.levelname.lower()}: {record.getMessage()}")
 
 
+def _raise_fd_limit() -> None:
+    """Every inode the kernel knows holds one O_PATH fd (until FORGET): a tree
+    walk over more inodes than the soft RLIMIT_NOFILE would fail with EMFILE.
+    Raise the soft limit to the hard one, as libfuse's passthrough_hp does."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as err:
+            logging.getLogger("fdsl.runtime").warning("cannot raise RLIMIT_NOFILE: %s", err)
+
+
 def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], None]) -> int:
     """Mount and serve until unmounted or signalled.  `ready(None)` once mounted,
     `ready(message)` if mounting failed."""
     import pyfuse3
     import trio
+
+    _raise_fd_limit()
 
     from .engine import Engine, EngineOptions
     from .fuse_adapter import FuseOperations

@@ -41,3 +41,18 @@ def test_objects_without_fdsl_traits_always_run():
     elf.program("fuse/root", bytes.fromhex("b700000002000000") + bytes.fromhex("9500000000000000"))
     elf.section("license", b"GPL\0")
     assert load_policy(elf.build(), "interp", "/")._statically_backing == frozenset()
+
+
+def test_daemon_raises_its_open_file_limit_to_the_hard_limit():
+    """Each known inode holds an O_PATH fd: the daemon must not stop at the soft limit."""
+    import subprocess
+    import sys
+
+    code = ("import resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+            "from fdsl.runtime.daemon import _raise_fd_limit\n"
+            "_raise_fd_limit()\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
