@@ -193,6 +193,9 @@ class PassthroughPolicy:
     def has_program(self, node: Node) -> bool:
         return False
 
+    def runs_program(self, node: Node, op: str) -> bool:
+        return False
+
 
 class Engine:
     def __init__(self, backing_root: str | os.PathLike | int, policy: Any = None,
@@ -643,6 +646,25 @@ class Engine:
                     os.close(opened["fd"])
                 raise
         return self._new_fh(OpenFile(opened["fd"], node, caller, flags))
+
+    def read_cached(self, fh: int, offset: int, size: int) -> bytes | None:
+        """The data, if no filter runs for this read and the page cache holds all of it.
+
+        Lets the transport answer inline instead of paying a worker-thread hop;
+        None means "take the normal path" (it may block, or a program must run).
+        A short read is only returned at end of file: FUSE takes it as EOF.
+        """
+        f = self.files.get(fh)
+        if not isinstance(f, OpenFile) or self.policy.runs_program(f.node, "read"):
+            return None
+        buf = bytearray(size)
+        try:
+            n = os.preadv(f.fd, [buf], offset, os.RWF_NOWAIT)
+            if n < size and offset + n < os.fstat(f.fd).st_size:
+                return None
+        except OSError:          # EAGAIN (not cached) or a real error: the normal path decides
+            return None
+        return bytes(memoryview(buf)[:n])
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         f = self._file(fh)

@@ -241,6 +241,11 @@ class FuseOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh), _entry(entry)
 
     async def read(self, fh, off, size):
+        if self.inline:
+            data = self.engine.read_cached(fh, off, size)
+            if data is not None:
+                self._count("read")
+                return data
         return await self._blocking(self.engine.read, fh, off, size)
 
     async def write(self, fh, off, buf):

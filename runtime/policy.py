@@ -184,6 +184,10 @@ class FilterPolicy:
             self._cacheable[key] = hit
         return hit
 
+    def runs_program(self, node: Node, op: str) -> bool:
+        """Does `op` on this node run a program (rather than plain BACKING)?"""
+        return node.program is not None and (node.program, op) not in self._statically_backing
+
     def has_rules(self, node: Node, op: str) -> bool:
         """Does the node's program have rules for `op` (True when unknown)?"""
         if node.program is None:
@@ -232,9 +236,9 @@ class FilterPolicy:
         `entries`/`dropped`: for READDIR, the names in the dirent page and the
         indices the userspace postfilter drops.
         """
-        section = node.program
-        if section is None or (section, op) in self._statically_backing:
+        if not self.runs_program(node, op):
             return backing(ins)
+        section = node.program
         from fdsl.context import build_context
 
         spec = abi.OPS[op]
