@@ -288,7 +288,7 @@ class Engine:
                 os.close(fd)
                 raise
             found["fd"], found["st"] = fd, st
-            if parent.program is None:
+            if not self.policy.runs_program(parent, "lookup"):
                 return [{}, {}]  # no program will read the outputs: skip building them
             existing = self.nodes.find_key((st.st_dev, st.st_ino))
             nodeid = existing.ctx_nodeid if existing else 0
@@ -354,7 +354,7 @@ class Engine:
         # fstat of an O_PATH fd checks no permission: no credential switch needed
         # (the programs get the caller's ids from `caller` itself).
         node = self.nodes.get(nodeid)
-        if node.program is None:  # the common passthrough case, without the argument dicts
+        if not self.policy.runs_program(node, "getattr"):  # passthrough: no argument dicts
             return self._attr(node, os.fstat(node.fd), filtered=True)
         holder: dict[str, os.stat_result] = {}
 
