@@ -18,6 +18,7 @@ cleanup() {
 trap cleanup EXIT
 
 show() { printf '\n$ %s\n' "$*"; "$@" 2>&1 || true; }
+show_sh() { printf '\n$ %s\n' "$1"; sh -c "$1" 2>&1 || true; }
 
 echo "== compiling every example policy"
 for policy in examples/*.fdsl; do
@@ -57,7 +58,7 @@ show cat "$mnt/a.txt"
 show cat "$mnt/.env"
 show cat "$mnt/src/server.key"
 show touch "$mnt/new.key"
-show sh -c "echo written-through > '$mnt/notes.txt' && cat '$data/notes.txt'"
+show_sh "echo written-through > '$mnt/notes.txt' && cat '$data/notes.txt'"
 show "$FDSL" stats "$mnt"
 show "$FDSL" umount "$mnt"
 echo
