@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     interp_us = per_call(interp_call, max(200, args.calls // 20), repeat=3)
     speedup = interp_us / jit_us
 
-    print(f"## fdsl engine benchmark\n")
+    print("## fdsl engine benchmark\n")
     print(f"policy: `{what}`, section `{section}`, {len(vp.insns)} instruction slots; "
           f"request: LOOKUP pre name={args.name!r} uid=1000 -> r0 = {expected}\n")
     print("| measurement | value |")

@@ -593,7 +593,6 @@ class _Codegen:
     def _atomic(self, insn: Insn, pc: int) -> None:
         b = self.b
         size = insn.size_bytes
-        ty = INT_OF_SIZE[size]
         ptr = self._address(pc, insn.dst, insn.off, size, write=True)
         operand = self._reg(insn.src)
         if size == 4:
