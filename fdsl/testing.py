@@ -15,7 +15,6 @@ both halves ran: the modified inputs in PRE, the outputs in POST.
 from __future__ import annotations
 
 import ctypes
-import errno
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,10 +202,8 @@ class Runner:
         request = user_request(outcome, entries)
         user = userspace.evaluate(rules, request, maps=maps)
         outcome.user, outcome.user_rules = user, len(rules)
-        if user.decision == "deny":   # as runtime/policy.py: no errno means EPERM
-            outcome.ret = -(user.value or errno.EPERM)
-        elif user.decision == "return" and user.value < 0:
-            outcome.ret = user.value
+        if user.failure:
+            outcome.ret = -user.failure
         for path, value in user.writes.items():
             outcome.changed[path] = (outcome.fields.get(path), value)
             outcome.fields[path] = value

@@ -31,6 +31,7 @@ rules see one state; without one, the evaluator keeps a private `LocalMaps`.
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import re
 import threading
@@ -307,6 +308,19 @@ class Outcome:
     logs: list[str] = field(default_factory=list)
     counts: list[tuple[str, Any, int]] = field(default_factory=list)
     stores: list[tuple[str, Any, int]] = field(default_factory=list)   # (map, key, value)
+
+    @property
+    def failure(self) -> int:
+        """The errno this outcome fails the operation with, or 0 if it lets it go.
+
+        A userspace filter reply can only fail an operation (spec 7): `deny`
+        without an errno is EPERM, and `return` of a negative value is that
+        errno; anything else keeps the BPF result."""
+        if self.decision == "deny":
+            return self.value or errno.EPERM
+        if self.decision == "return" and self.value < 0:
+            return -self.value
+        return 0
 
 
 class _Decided(Exception):

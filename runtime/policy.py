@@ -332,10 +332,8 @@ class FilterPolicy:
         sink = self.filters.log_sink
         for line in outcome.logs:
             sink.emit(line)
-        if outcome.decision == "deny":
-            raise OSError(outcome.value or errno.EPERM, f"{spec.name} denied by userspace rule")
-        if outcome.decision == "return" and outcome.value < 0:
-            raise OSError(-outcome.value, f"{spec.name} denied by userspace rule")
+        if outcome.failure:
+            raise OSError(outcome.failure, f"{spec.name} denied by userspace rule")
         return outcome
 
     def _apply_writes(self, args: tuple[abi.ArgSpec, ...], values: list,
