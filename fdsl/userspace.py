@@ -323,6 +323,17 @@ class Outcome:
         return 0
 
 
+def reads_builtin(tree: Any, name: str) -> bool:
+    """Does a serialized rule body read the builtin `name` (e.g. "tgid") anywhere?"""
+    if isinstance(tree, dict):
+        if tree.get("e") == "builtin" and tree.get("name") == name:
+            return True
+        return any(reads_builtin(v, name) for v in tree.values())
+    if isinstance(tree, list):
+        return any(reads_builtin(v, name) for v in tree)
+    return False
+
+
 class _Decided(Exception):
     pass
 

@@ -140,6 +140,10 @@ class FilterPolicy:
             for rule in metadata.userspace:
                 self.user_rules.setdefault((rule.scope, rule.op, rule.phase), []).append(rule)
         self.readdir_filtered = any(k[1] == "readdir" for k in self.user_rules)
+        # The caller's tgid costs a /proc read: only rules that read it pay for it.
+        self._user_rules_reading_tgid = {
+            key for key, rules in self.user_rules.items()
+            if any(userspace.reads_builtin(r.body, "tgid") for r in rules)}
 
     # ------------------------------------------------------------ attachment
 
@@ -326,8 +330,10 @@ class FilterPolicy:
                   entries: list[str] | None = None) -> Any:
 
         rules = self.user_rules.get((scope, spec.name, phase), [])
+        reads_tgid = (scope, spec.name, phase) in self._user_rules_reading_tgid
         request = userspace.Request(spec.name, phase, fields, caller.uid, caller.gid, caller.pid,
-                                    caller.tgid(), nodeid, -error_in, entries)
+                                    caller.tgid() if reads_tgid else caller.pid, nodeid,
+                                    -error_in, entries)
         outcome = userspace.evaluate(rules, request, maps=self.user_maps)
         sink = self.filters.log_sink
         for line in outcome.logs:

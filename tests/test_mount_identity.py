@@ -16,7 +16,9 @@ from mounting import mounter, needs_fuse  # noqa: F401
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
-POLICY = 'on getattr pre { if nodeid != 1 { log "caller pid %d tgid %d", pid, tgid } }\n'
+POLICY = ('on getattr pre { if nodeid != 1 { log "caller pid %d tgid %d", pid, tgid } }\n'
+          # a regex rule runs in the daemon: its tgid must be the process id too
+          'on lookup pre { if name matches "^f$" { log "userspace tgid %d", tgid } }\n')
 
 
 def test_pid_is_the_thread_and_tgid_the_process(mounter, tmp_path):
@@ -37,6 +39,7 @@ def test_pid_is_the_thread_and_tgid_the_process(mounter, tmp_path):
     assert seen["tid"] != os.getpid()
     logs = "\n".join(m.stats()["logs"])
     assert f"caller pid {seen['tid']} tgid {os.getpid()}" in logs, logs
+    assert f"userspace tgid {os.getpid()}" in logs, logs
 
 
 def test_lookup_postfilter_attribute_writes_are_ignored_like_the_kernel(mounter, tmp_path):
