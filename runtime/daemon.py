@@ -90,7 +90,7 @@ def read_policy_object(policy: str | None) -> bytes | None:
         return None  # empty policy file: pure passthrough
     from fdsl import compiler  # heavy (llvmlite); only when a .fdsl is given
 
-    return compiler.compile_file(policy).obj
+    return compiler.compile_file(policy, want_asm=False).obj
 
 
 # ----------------------------------------------------------------- serving

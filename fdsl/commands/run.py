@@ -74,7 +74,7 @@ def _load_bytes(path: str) -> bytes:
     if path.endswith(".fdsl"):
         from fdsl.compiler import compile_file
 
-        return compile_file(path).obj
+        return compile_file(path, want_asm=False).obj
     try:
         with open(path, "rb") as fh:
             return fh.read()
