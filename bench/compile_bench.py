@@ -17,8 +17,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fdsl import abi  # noqa: E402
-from fdsl.compiler import compile_source  # noqa: E402
-from fdsl.objfile import instruction_count, program_sections  # noqa: E402
+from fdsl.compile.driver import compile_source  # noqa: E402
+from fdsl.compile.objfile import instruction_count, program_sections  # noqa: E402
 
 ERRNOS = ("EACCES", "EPERM", "ENOENT", "EROFS")
 

@@ -6,7 +6,7 @@
 Measures, for a 20-rule policy (falls back to the C test program
 tests/c/hide_name.c when the compiler is not available):
 
-* context setup alone (`fdsl.context.build_context` from raw argument bytes,
+* context setup alone (`fdsl.vm.context.build_context` from raw argument bytes,
   what the daemon does per request);
 * one invocation from Python *including* that context setup, on the
   interpreter and on the JIT, for a request that walks every lookup rule;
@@ -32,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fdsl import jit as jit_mod  # noqa: E402
-from fdsl.context import build_context  # noqa: E402
-from fdsl.engine import FilterSet  # noqa: E402
-from fdsl.helpers import Caller  # noqa: E402
+from fdsl.vm import jit as jit_mod  # noqa: E402
+from fdsl.vm.context import build_context  # noqa: E402
+from fdsl.vm.filterset import FilterSet  # noqa: E402
+from fdsl.vm.helpers import Caller  # noqa: E402
 
 DEFAULT_POLICY = ROOT / "bench" / "policies" / "rules20.fdsl"
 TARGET_US = 5.0
@@ -45,7 +45,7 @@ TARGET_SPEEDUP = 10.0
 def load_object(policy: Path) -> tuple[bytes, str, str]:
     """(object bytes, section, description); compiles the policy or the C fallback."""
     try:
-        from fdsl.compiler import compile_file
+        from fdsl.compile.driver import compile_file
 
         return compile_file(str(policy)).obj, "fuse/root", policy.relative_to(ROOT).as_posix()
     except Exception as err:  # compiler missing or failing: use the C program

@@ -322,7 +322,7 @@ def daemon_op_costs(backing: Path, policy: Path | None, backend: str,
     (backing / ENGINE_FILE).write_bytes(b"e" * 100)
     obj = None
     if policy is not None:
-        from fdsl.compiler import compile_file
+        from fdsl.compile.driver import compile_file
         obj = compile_file(str(policy)).obj
     engine = Engine(str(backing), load_policy(obj, backend, str(backing), None),
                     EngineOptions(0.0, 0.0, True))

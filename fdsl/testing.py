@@ -1,10 +1,10 @@
 """Runs a policy's `test` blocks through the compiled object, as the kernel and daemon would.
 
-Each block becomes one simulated request (`fdsl.simulate`) run by the program of
+Each block becomes one simulated request (`fdsl.vm.simulate`) run by the program of
 the scope the block names (`at "path"`), taken from the object's own metadata,
 on the interpreter or the JIT.  When the program asks for the userspace filter
 (USER_FILTER) the policy's userspace rules from the metadata run through
-`fdsl.userspace.evaluate`, the daemon's entry point, so a test checks the real
+`fdsl.vm.userspace.evaluate`, the daemon's entry point, so a test checks the real
 bytes plus the real userspace half, never a second implementation of either.
 
 Decisions: PRE `allow` means the operation goes to the backing filesystem
@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fdsl import abi
-from fdsl import ast as A
-from fdsl import simulate, userspace
-from fdsl.checker import const_str
-from fdsl.diagnostics import Sources
-from fdsl.metadata import Metadata, ScopeMeta
+from fdsl.lang import ast as A
+from fdsl.compile import userspace as rules
+from fdsl.vm import simulate, userspace
+from fdsl.lang.checker import const_str
+from fdsl.lang.diagnostics import Sources
+from fdsl.compile.metadata import Metadata, ScopeMeta
 
 DIRENT_ALIGN = 8
 DT_REG = 8
@@ -138,7 +139,7 @@ class Runner:
     """One loaded object plus its metadata; runs test blocks against it."""
 
     def __init__(self, obj: bytes, backend: str = "jit") -> None:
-        from fdsl.engine import FilterSet
+        from fdsl.vm.filterset import FilterSet
 
         self.logs: list[str] = []
         self.filters = FilterSet.load(obj, backend=backend, log_callback=self.logs.append)
@@ -266,9 +267,9 @@ def check_condition(cond: A.Expr, outcome: Outcome, sources: Sources | None) -> 
         return f"expected {text}, got dirents = {show_set(outcome.entries or [])}"
     request = user_request(outcome, None)
     try:
-        tree = userspace.Serializer().expr(cond)
+        tree = rules.Serializer().expr(cond)
         holds = bool(userspace.Evaluator(request, maps=outcome.maps).eval(tree, {}))
-    except (KeyError, ValueError, userspace.NotSerializable) as err:
+    except (KeyError, ValueError, rules.NotSerializable) as err:
         return f"cannot evaluate {text}: {err}"
     if holds:
         return None
@@ -285,9 +286,9 @@ def map_entries(cond: A.Expr, outcome: Outcome, request: userspace.Request) -> l
         node = stack.pop()
         if isinstance(node, A.MapRead):
             try:
-                key = userspace.Evaluator(request).eval(userspace.Serializer().expr(node.key), {})
+                key = userspace.Evaluator(request).eval(rules.Serializer().expr(node.key), {})
                 value = outcome.maps.load(node.map, key) if outcome.maps else 0
-            except (KeyError, ValueError, userspace.NotSerializable):
+            except (KeyError, ValueError, rules.NotSerializable):
                 continue
             found.append(f"{node.map}[{key}] = {value}")
         elif isinstance(node, A.Expr):   # children reversed: entries come out in source order

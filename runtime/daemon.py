@@ -88,7 +88,7 @@ def read_policy_object(policy: str | None) -> bytes | None:
         return data
     if not data.strip():
         return None  # empty policy file: pure passthrough
-    from fdsl import compiler  # heavy (llvmlite); only when a .fdsl is given
+    from fdsl.compile import driver as compiler  # heavy (llvmlite); only when a .fdsl is given
 
     return compiler.compile_file(policy, want_asm=False).obj
 

@@ -9,7 +9,7 @@ one operation on a node carrying a program it runs
 exactly as spec section 6 describes (PRE writes through the aliased out
 slots become the backing step's inputs; POST sees inputs + outputs and its
 writes become the outputs; a postfilter cannot turn a failure into success).
-Userspace filters are the policy's userspace rules (`fdsl.userspace`).
+Userspace filters are the policy's userspace rules (`fdsl.vm.userspace`).
 
 The scope table of the metadata is applied at lookup time, as the daemon's
 own LOOKUP postfilter would (spec 3.2): `under` = REPLACE the program,
@@ -34,7 +34,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fdsl import abi, userspace
+from fdsl import abi
+from fdsl.vm import userspace
 from fdsl.errors import VmFault
 
 from .engine import PassthroughPolicy
@@ -221,7 +222,7 @@ class FilterPolicy:
     # ------------------------------------------------------------ section 6
 
     def _exec(self, section: str, ctx: Any, caller: Caller, op: str, phase: str) -> int:
-        from fdsl.helpers import Caller as VmCaller
+        from fdsl.vm.helpers import Caller as VmCaller
 
         tgid = caller.tgid() if section in self._sections_reading_tgid else caller.pid
         try:
@@ -243,7 +244,7 @@ class FilterPolicy:
         if not self.runs_program(node, op):
             return backing(ins)
         section = node.program
-        from fdsl.context import build_context
+        from fdsl.vm.context import build_context
 
         spec = abi.OPS[op]
         nodeid = node.ctx_nodeid if ctx_nodeid is None else ctx_nodeid
@@ -468,8 +469,8 @@ def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any =
     """
     if obj is None:
         return PassthroughPolicy()
-    from fdsl.engine import FilterSet
-    from fdsl.metadata import Metadata
+    from fdsl.vm.filterset import FilterSet
+    from fdsl.compile.metadata import Metadata
 
     filters = FilterSet.load(obj, backend=backend, partial=True)
     for section, error in filters.rejected.items():

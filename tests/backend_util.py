@@ -6,8 +6,8 @@ import re
 import shutil
 import subprocess
 
-from fdsl import parser
-from fdsl.compiler import CompileResult, compile_policy
+from fdsl.lang import parser
+from fdsl.compile.driver import CompileResult, compile_policy
 
 OBJDUMP = shutil.which("llvm-objdump")
 

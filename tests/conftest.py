@@ -41,7 +41,7 @@ if "FDSL_JIT_CACHE" not in os.environ:
 @pytest.fixture
 def jit_cache_dir(monkeypatch):
     """A fresh private JIT cache directory (FDSL_JIT_CACHE points to it)."""
-    from fdsl.jit import ObjectCache
+    from fdsl.vm.jit_cache import ObjectCache
 
     base = tempfile.mkdtemp(prefix="fdsl-jit-test-", dir=private_tmp_base())
     try:

@@ -1,6 +1,6 @@
 """Fixtures and helpers for the POSIX-conformance suite of mounts.
 
-The suite (tests/test_posix_mount.py, tests/test_posix_users.py) checks that a
+The suite (tests/mount/test_posix_mount.py, tests/mount/test_posix_users.py) checks that a
 mount behaves like its backing filesystem for every caller.  The backing
 filesystem is the oracle: each operation runs twice, once in a plain directory
 on the same filesystem as the backing directory and once through the mount,

@@ -5,12 +5,12 @@ interpreter tests and the JIT tests both assert them.
 """
 from __future__ import annotations
 
-from fdsl import isa
-from fdsl.context import build_context
-from fdsl.helpers import Caller
-from fdsl.interpreter import Interpreter, Runtime
-from fdsl.isa import Insn
-from fdsl.maps import MapTable
+from fdsl.vm import isa
+from fdsl.vm.context import build_context
+from fdsl.vm.helpers import Caller
+from fdsl.vm.interpreter import Interpreter, Runtime
+from fdsl.vm.isa import Insn
+from fdsl.vm.maps import MapTable
 
 A64, A32 = isa.BPF_ALU64, isa.BPF_ALU
 J64, J32 = isa.BPF_JMP, isa.BPF_JMP32
@@ -110,7 +110,7 @@ def sample_context():
 def make_vm(kind: str, insns, runtime: Runtime | None = None, **kw):
     if kind == "interp":
         return Interpreter(insns, runtime, **kw)
-    from fdsl.jit import Jit
+    from fdsl.vm.jit import Jit
 
     return Jit(insns, runtime, **kw)
 

@@ -41,7 +41,7 @@ def _print_warnings(result: Any) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from fdsl.compiler import compile_file
+    from fdsl.compile.driver import compile_file
 
     result = compile_file(args.policy, want_asm=False)
     _print_warnings(result)
@@ -57,7 +57,7 @@ def _default_output(policy: str) -> str:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from fdsl.compiler import compile_file
+    from fdsl.compile.driver import compile_file
     from fdsl.errors import UsageError
 
     result = compile_file(args.policy, want_asm=args.emit == "asm")
@@ -111,9 +111,9 @@ def _write(path: str, data: bytes) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from fdsl.compiler import load_checked
-    from fdsl.explain import explain
-    from fdsl.plan import build_plan
+    from fdsl.compile.driver import load_checked
+    from fdsl.compile.explain import explain
+    from fdsl.compile.planner import build_plan
 
     policy, sources, warnings = load_checked(args.policy)
     plan = build_plan(policy)

@@ -21,9 +21,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdsl import disasm, isa
+    from fdsl.vm import disasm, isa
     from fdsl.errors import UsageError
-    from fdsl.loader import load_file
+    from fdsl.vm.loader import load_file
 
     obj = load_file(args.object)
     sections = args.section or list(obj.programs)

@@ -1,6 +1,6 @@
 """`fdsl run OBJ_OR_FDSL --op OP --phase PHASE [fields...]`: one simulated request.
 
-Builds the context for one request from field values (`fdsl.simulate`), runs
+Builds the context for one request from field values (`fdsl.vm.simulate`), runs
 the program of one section on the chosen backend and prints the decision
 (allow with the return bits decoded, or deny ERRNO), the fields the program
 rewrote, and the trace_printk lines.  When the program asks for the
@@ -72,7 +72,7 @@ def _load_bytes(path: str) -> bytes:
     from fdsl.errors import UsageError
 
     if path.endswith(".fdsl"):
-        from fdsl.compiler import compile_file
+        from fdsl.compile.driver import compile_file
 
         return compile_file(path, want_asm=False).obj
     try:
@@ -121,7 +121,8 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def _userspace(fs, section: str, prepared, result, fields: dict[str, Any]) -> dict | None:
     """Evaluate the metadata's userspace rules when the program asked for them."""
-    from fdsl import abi, userspace
+    from fdsl import abi
+    from fdsl.vm import userspace
 
     meta = fs.object.meta
     if meta is None or result.ret < 0 or not result.ret & abi.USER_FILTER:
@@ -142,8 +143,9 @@ def _userspace(fs, section: str, prepared, result, fields: dict[str, Any]) -> di
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fdsl import abi, simulate
-    from fdsl.engine import FilterSet
+    from fdsl import abi
+    from fdsl.vm import simulate
+    from fdsl.vm.filterset import FilterSet
     from fdsl.errors import UsageError, VmFault
 
     fs = FilterSet.load(_load_bytes(args.object), backend=args.backend)

@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from fdsl import testing
-    from fdsl.compiler import compile_file
+    from fdsl.compile.driver import compile_file
     from fdsl.errors import FdslError
 
     try:

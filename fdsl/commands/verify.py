@@ -26,8 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fdsl.errors import UsageError, VerifierError
-    from fdsl.loader import load_file
-    from fdsl.verifier import verify
+    from fdsl.vm.loader import load_file
+    from fdsl.vm.verifier import verify
 
     obj = load_file(args.object)
     sections = list(obj.programs)

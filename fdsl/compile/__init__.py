@@ -1,0 +1,1 @@
+"""The compiler back end: planner, LLVM code generation, BPF objects, metadata, explain."""

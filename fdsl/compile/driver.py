@@ -1,0 +1,170 @@
+"""The compile driver: parse -> check -> plan -> codegen -> object.
+
+`compile_file` / `compile_source` run the whole pipeline through the front
+end; `compile_policy` starts from an already checked AST (tests build ASTs by
+hand).  Every user mistake surfaces as a `PolicyError` with rendered
+diagnostics; nothing else should escape.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from fdsl import __version__, abi
+from fdsl.lang import ast
+from fdsl.compile.codegen import CodegenError, ModuleInfo, add_section, generate, map_sizes, module_text
+from fdsl.lang.diagnostics import Diagnostic, Severity, Sources, Span, render_all
+from fdsl.errors import PolicyError
+from fdsl.compile.metadata import (CachingHints, LogFormat, MapMeta, Metadata, ScopeMeta, UserRule)
+from fdsl.compile.objfile import ProgramTooLarge, build
+from fdsl.compile.planner import Plan, build_plan
+from fdsl.compile.userspace import serialize_body
+
+
+@dataclass
+class CompileResult:
+    obj: bytes
+    ir: str                    # optimized LLVM IR
+    asm: str                   # BPF assembly
+    plan: Plan
+    metadata: Metadata
+    warnings: list[Diagnostic] = field(default_factory=list)
+    sources: Sources | None = None
+
+    def rendered_warnings(self) -> str:
+        return render_all(self.warnings, self.sources or Sources())
+
+
+def _decision_json(d: ast.Stmt) -> dict:
+    if isinstance(d, ast.Deny):
+        value = d.errno.const_value if d.errno.const_value is not None else _const(d.errno)
+        return {"s": "deny", "errno": value}
+    if isinstance(d, ast.Return):
+        value = d.value.const_value if d.value.const_value is not None else _const(d.value)
+        return {"s": "return", "value": value}
+    return {"s": "allow"}
+
+
+def _const(e: ast.Expr) -> int | None:
+    from fdsl.compile.userspace import ident_meaning
+
+    if isinstance(e, ast.IntLit):
+        return e.value
+    if isinstance(e, ast.Ident):
+        kind, payload = ident_meaning(e)
+        if kind == "int":
+            return payload
+        if kind == "const":
+            return _const(payload.value)
+    if isinstance(e, ast.Unary) and e.op == "-":
+        inner = _const(e.operand)
+        return None if inner is None else -inner
+    return None
+
+
+def _userspace_map_keys(plan: Plan) -> dict[str, str]:
+    """Key meanings of maps used by userspace rules (codegen only sees the BPF ones)."""
+    from fdsl.compile.codegen import key_meaning
+    from fdsl.compile.planner import walk_exprs
+
+    found: dict[str, str] = {}
+    for scope in plan.scopes:
+        for entry in scope.entries:
+            for r in entry.user_rules:
+                for node in walk_exprs(r.rule.body):
+                    if isinstance(node, (ast.Count, ast.MapStore, ast.MapRead)):
+                        found.setdefault(node.map, key_meaning(node.key))
+    return found
+
+
+def build_metadata(plan: Plan, info: ModuleInfo, sources: Sources, files: list[str]) -> Metadata:
+    """Everything the daemon needs besides the BPF code."""
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(sources.texts.get(name, "").encode("utf-8"))
+    scopes = [ScopeMeta(s.path, s.kind, s.section, s.backing, s.parent) for s in plan.scopes]
+    maps = []
+    keys = {**_userspace_map_keys(plan), **info.map_keys}
+    for index, decl in enumerate(plan.maps):
+        key_size, value_size, max_entries = map_sizes(decl)
+        maps.append(MapMeta(decl.name, decl.kind, decl.map_type, key_size, value_size, max_entries,
+                            index, keys.get(decl.name, "none")))
+    users = []
+    for scope in plan.scopes:
+        for entry in scope.entries:
+            for r in entry.user_rules:
+                users.append(UserRule(scope.path, entry.op, entry.phase, r.rule.origin, r.location,
+                                      r.reason or "", serialize_body(r.rule.body)))
+    identity = plan.identity_entries()
+    return Metadata(
+        abi=abi.ABI_ID, fdsl_version=__version__, source_sha256=digest.hexdigest(),
+        files=[os.path.basename(f) for f in files],
+        programs={s.section: s.path for s in plan.scopes},
+        scopes=scopes, maps=maps, userspace=users,
+        caching=CachingHints(bool(identity), identity, plan.op_traits()),
+        logs=[LogFormat(site.id, site.fmt, site.location) for site in info.logs],
+        default=_decision_json(plan.default))
+
+
+def _error(message: str, node: ast.Node | None, sources: Sources, fallback: str) -> PolicyError:
+    span = node.span if node is not None else Span.unknown(fallback)
+    diag = Diagnostic(Severity.ERROR, message, span)
+    return PolicyError([diag], render_all([diag], sources))
+
+
+def compile_policy(policy: ast.Policy, sources: Sources | None = None,
+                   warnings: list[Diagnostic] | None = None, want_asm: bool = True) -> CompileResult:
+    """Checked AST -> object.  Raises PolicyError for constructs BPF cannot express."""
+    sources = sources or Sources()
+    files = policy.files or list(sources.texts)
+    plan = build_plan(policy)
+    try:
+        module, info = generate(plan)
+    except CodegenError as err:
+        raise _error(str(err), err.node, sources, policy.span.file) from None
+    # The metadata records what codegen learnt (log sites, map key meanings).
+    meta = build_metadata(plan, info, sources, files)
+    add_section(module, abi.METADATA_SECTION, meta.to_bytes(), "_fdsl_meta")
+    try:
+        artifacts = build(module_text(module), want_asm=want_asm)
+    except ProgramTooLarge as err:
+        raise _error(str(err), None, sources, policy.span.file) from None
+    return CompileResult(artifacts.obj, artifacts.ir, artifacts.asm, plan, meta,
+                         list(warnings or []) + plan.warnings, sources)
+
+
+def _front_end(text: str | bytes, filename: str) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
+    """Parse and check (fdsl.lang.frontend); raises PolicyError with every error found."""
+    from fdsl.lang.frontend import load_policy
+
+    return load_policy(text=text, filename=filename)
+
+
+def compile_source(text: str | bytes, filename: str = "<string>", want_asm: bool = True) -> CompileResult:
+    policy, sources, warnings = _front_end(text, filename)
+    return compile_policy(policy, sources, warnings, want_asm=want_asm)
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as err:
+        from fdsl.errors import UsageError
+
+        raise UsageError(f"cannot read '{path}': {err.strerror or err}") from None
+
+
+def load_checked(path: str) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
+    """Parse and check a policy file (for `explain`, which needs no object)."""
+    return _front_end(_read(path), path)
+
+
+def compile_file(path: str, want_asm: bool = True) -> CompileResult:
+    return compile_source(_read(path), path, want_asm=want_asm)
+
+
+def check_file(path: str) -> list[Diagnostic]:
+    """Front end plus planning and code generation, without emitting an object."""
+    return compile_file(path, want_asm=False).warnings

@@ -1,0 +1,449 @@
+"""The planner: per scope x opcode x phase, which rules run where and what to return.
+
+It turns the checked AST into a `Plan` that the code generator, the metadata
+writer and `fdsl explain` all read, so the three can never disagree about the
+BPF/userspace split or the return bits (see "Policy semantics" in
+docs/architecture.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from fdsl import abi
+from fdsl.lang import ast
+from fdsl.lang.diagnostics import Diagnostic, Severity, Span
+from fdsl.compile.userspace import ident_meaning
+
+PHASES = ("pre", "post")
+IDENTITY_BUILTINS = frozenset({"uid", "gid", "pid", "tgid"})
+
+
+@dataclass
+class RulePlan:
+    """One rule as it applies to one opcode/phase of one scope."""
+
+    rule: ast.Rule
+    number: int                # 1-based position among the scope's own rules
+    scope: str                 # path of the scope that declared it
+    userspace: bool
+    reason: str | None = None  # why it runs in userspace
+
+    @property
+    def location(self) -> str:
+        return f"{self.rule.span.file}:{self.rule.span.line}"
+
+
+@dataclass
+class OpPlan:
+    """The decision table for one scope, opcode and phase."""
+
+    op: str
+    phase: str
+    opcode: int                # full opcode: number | phase bit
+    rules: list[RulePlan]      # every rule in order (BPF and userspace)
+    allow_bits: int            # what `allow` returns here
+    default: ast.Stmt          # decision when no BPF rule decides
+
+    @property
+    def bpf_rules(self) -> list[RulePlan]:
+        return [r for r in self.rules if not r.userspace]
+
+    @property
+    def user_rules(self) -> list[RulePlan]:
+        return [r for r in self.rules if r.userspace]
+
+
+@dataclass
+class ScopePlan:
+    path: str                  # "" = mount root
+    kind: str                  # "rules" | "passthrough" | "backing"
+    section: str
+    symbol: str
+    backing: str | None
+    parent: str | None
+    default: ast.Stmt
+    entries: list[OpPlan] = field(default_factory=list)
+
+    def entry(self, op: str, phase: str) -> OpPlan | None:
+        return next((e for e in self.entries if e.op == op and e.phase == phase), None)
+
+    @property
+    def label(self) -> str:
+        return self.path or "/"
+
+
+@dataclass
+class Plan:
+    policy: ast.Policy
+    scopes: list[ScopePlan]
+    maps: list[ast.MapDecl]
+    default: ast.Stmt
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def identity_entries(self) -> list[str]:
+        """'scope:op:phase' of every entry whose rules read the caller's ids."""
+        found = []
+        for scope in self.scopes:
+            for entry in scope.entries:
+                if any(reads_identity(r.rule) for r in entry.rules):
+                    found.append(f"{scope.label}:{entry.op}:{entry.phase}")
+        return found
+
+    def op_traits(self) -> dict[str, dict[str, dict[str, bool]]]:
+        """scope path -> opcode -> what its rules are like (for the daemon's caching).
+
+        Only opcodes with rules appear.  Keys: `pre_bpf`, `pre_user`, `post_bpf`,
+        `post_user` (where the rules run), `identity` (some rule reads
+        uid/gid/pid/tgid), `side_effects` (some rule counts, logs or stores into
+        a map), `reads_maps` (some rule reads a map: its result depends on what
+        earlier requests stored, not on the backing state alone)."""
+        out: dict[str, dict[str, dict[str, bool]]] = {}
+        for scope in self.scopes:
+            ops: dict[str, dict[str, bool]] = {}
+            for entry in scope.entries:
+                t = ops.setdefault(entry.op, {"pre_bpf": False, "pre_user": False,
+                                              "post_bpf": False, "post_user": False,
+                                              "identity": False, "side_effects": False,
+                                              "reads_maps": False})
+                t[f"{entry.phase}_bpf"] = t[f"{entry.phase}_bpf"] or bool(entry.bpf_rules)
+                t[f"{entry.phase}_user"] = t[f"{entry.phase}_user"] or bool(entry.user_rules)
+                t["identity"] = t["identity"] or any(reads_identity(r.rule) for r in entry.rules)
+                t["side_effects"] = t["side_effects"] or any(has_side_effects(r.rule)
+                                                             for r in entry.rules)
+                t["reads_maps"] = t["reads_maps"] or any(reads_maps(r.rule) for r in entry.rules)
+            if ops:
+                out[scope.path] = ops
+        return out
+
+
+# ------------------------------------------------------------------ scopes
+
+@dataclass
+class _Scope:
+    path: str
+    kind: str
+    backing: str | None
+    parent: "_Scope | None"
+    items: list[ast.Item]
+
+    def rules(self) -> list[ast.Rule]:
+        return [i for i in self.items if isinstance(i, ast.Rule)]
+
+    def default(self) -> ast.Stmt | None:
+        found = [i.decision for i in self.items if isinstance(i, ast.Default)]
+        if found:
+            return found[-1]
+        return self.parent.default() if self.parent else None
+
+
+def _join(parent: str, path: str) -> str:
+    path = path.strip("/")
+    if not parent or path == parent or path.startswith(parent + "/"):
+        return path
+    return f"{parent}/{path}"
+
+
+def _collect_scopes(policy: ast.Policy) -> list[_Scope]:
+    """Root first, then every `under` depth-first in source order."""
+    root = _Scope("", "rules", None, None, [i for i in policy.items if not isinstance(i, ast.Under)])
+    scopes = [root]
+
+    def walk(items: list[ast.Item], parent: _Scope) -> None:
+        for item in items:
+            if isinstance(item, ast.Under):
+                scope = _Scope(_join(parent.path, item.path), item.mode, item.backing, parent,
+                               [i for i in item.items if not isinstance(i, ast.Under)])
+                scopes.append(scope)
+                walk(item.items, scope)
+
+    walk(policy.items, root)
+    return scopes
+
+
+def _collect_maps(policy: ast.Policy) -> list[ast.MapDecl]:
+    maps: list[ast.MapDecl] = []
+
+    def walk(items: list[ast.Item]) -> None:
+        for item in items:
+            if isinstance(item, ast.MapDecl):
+                maps.append(item)
+            elif isinstance(item, ast.Under):
+                walk(item.items)
+
+    walk(policy.items)
+    return maps
+
+
+# ------------------------------------------------------------- rule analysis
+
+def rule_ops(rule: ast.Rule) -> list[str]:
+    """The opcodes a rule applies to (checker's `resolved_ops`, else expanded here)."""
+    if rule.resolved_ops:
+        return [op for op in rule.resolved_ops if op in abi.OPS]
+    ops: list[str] = []
+    for name in rule.ops:
+        members = sorted(abi.GROUPS[name.name], key=lambda o: abi.OPS[o].number) \
+            if name.name in abi.GROUPS else [name.name]
+        ops.extend(op for op in members if op in abi.OPS and op not in ops)
+    return ops
+
+
+def walk_exprs(node: object) -> Iterator[ast.Node]:
+    """Every statement and expression below `node`, entering predicate bodies."""
+    seen: set[int] = set()
+
+    def visit(n: object) -> Iterator[ast.Node]:
+        if isinstance(n, list):
+            for x in n:
+                yield from visit(x)
+            return
+        if not isinstance(n, ast.Node):
+            return
+        yield n
+        for name in getattr(n, "__dataclass_fields__", {}):
+            if name in ("span", "ty", "ref"):
+                continue
+            yield from visit(getattr(n, name))
+        if isinstance(n, ast.Call):
+            pred = n.ref[1] if isinstance(n.ref, tuple) else n.ref
+            if isinstance(pred, ast.PredDecl) and id(pred) not in seen:
+                seen.add(id(pred))
+                yield from visit(pred.body)
+        if isinstance(n, ast.Ident):
+            kind, payload = ident_meaning(n)
+            if kind in ("const", "set", "let") and id(payload) not in seen:
+                seen.add(id(payload))
+                yield from visit(getattr(payload, "value", None) or getattr(payload, "members", None))
+            # A parameterless predicate used as a bare name (`if not trusted`)
+            # is an Ident, not a Call: its body counts as read here too.
+            if kind == "pred" and isinstance(payload, ast.PredDecl) and id(payload) not in seen:
+                seen.add(id(payload))
+                yield from visit(payload.body)
+
+    yield from visit(node)
+
+
+def reads_identity(rule: ast.Rule) -> bool:
+    for n in walk_exprs(rule.body):
+        if isinstance(n, ast.Ident):
+            kind, payload = ident_meaning(n)
+            if kind == "builtin" and payload in IDENTITY_BUILTINS:
+                return True
+    return False
+
+
+def has_side_effects(rule: ast.Rule) -> bool:
+    """True if running the rule changes something observable (a counter, a map entry,
+    a log line), so every request must reach it and its result must not be cached."""
+    return any(isinstance(n, (ast.Count, ast.Log, ast.MapStore)) for n in walk_exprs(rule.body))
+
+
+def reads_maps(rule: ast.Rule) -> bool:
+    """True if the rule reads a map: its outcome can change between two identical
+    requests (another request stored something), so it must not be cached."""
+    return any(isinstance(n, ast.MapRead) for n in walk_exprs(rule.body))
+
+
+def simple_glob(pattern: str) -> bool:
+    """Globs the BPF code can match: at most one '*', any '?', nothing else special."""
+    return pattern.count("*") <= 1 and not any(c in pattern for c in "[]\\")
+
+
+def _patterns(e: ast.Expr) -> list[str] | None:
+    """Constant patterns of a StrTest / string set, or None if not constant."""
+    if isinstance(e, ast.StrLit):
+        return [e.value]
+    if isinstance(e, ast.SetLit):
+        found = [_patterns(m) for m in e.members]
+        return None if any(f is None for f in found) else [p for f in found for p in f]
+    if isinstance(e, ast.Ident):
+        kind, payload = ident_meaning(e)
+        if kind == "set":
+            return _patterns(ast.SetLit(payload.span, payload.members))
+        if kind == "const":
+            return _patterns(payload.value)
+    return None
+
+
+# Bound on the BPF code one rule's suffix tests may unroll to.  The verifier
+# allows constant buffer offsets only, so `endswith`/`*suffix` tests become a
+# compare per possible name size; long suffixes times many patterns would give
+# programs LLVM cannot encode (16-bit branch offsets) and that are slow to JIT.
+# Beyond this bound the rule is matched in the daemon, like a regex.
+SUFFIX_CODE_BUDGET = 24576   # three quarters of the 32767-slot branch range
+
+
+def suffix_code_cost(kind: str, patterns: list[str]) -> int:
+    """Rough BPF instructions for the per-size compare chains of suffix tests."""
+    cost = 0
+    for pattern in patterns:
+        if kind == "endswith":
+            suffix = pattern
+        elif kind == "glob" and "*" in pattern:
+            suffix = pattern.rsplit("*", 1)[1]
+        else:
+            continue
+        width = len(suffix.encode())
+        sizes = abi.NAME_MAX + 1 - width
+        cost += sizes * (2 * -(-width // 4) + 2)    # loads + compares per size, + size test
+    return cost
+
+
+def bpf_blocker(rule: ast.Rule) -> str | None:
+    """Why a rule cannot run in BPF, or None if it can."""
+    if rule.userspace:
+        reasons = getattr(rule, "userspace_reasons", None)
+        return "; ".join(str(r) for r in reasons) if reasons else "marked userspace by the checker"
+    ops = rule_ops(rule)
+    suffix_cost = 0
+    for n in walk_exprs(rule.body):
+        if isinstance(n, ast.DropEntries):
+            return "readdir entry filtering needs the daemon"
+        if isinstance(n, ast.StrTest):
+            pats = _patterns(n.pattern)
+            if n.kind == "regex":
+                return "regular expression match"
+            if pats is None:
+                return "string pattern is not a constant"
+            if n.kind == "glob" and not all(simple_glob(p) for p in pats):
+                return "glob with more than one '*' or a character class"
+            if any(len(p.encode()) > 255 for p in pats):
+                return "string constant longer than a name"
+            suffix_cost += suffix_code_cost(n.kind, pats)
+            if suffix_cost > SUFFIX_CODE_BUDGET:
+                return (f"name suffix tests would unroll to about {suffix_cost} BPF instructions "
+                        f"(bound {SUFFIX_CODE_BUDGET})")
+        path = n.path if isinstance(n, ast.FieldRef) else None
+        if isinstance(n, ast.Ident) and ident_meaning(n)[0] == "field":
+            payload = ident_meaning(n)[1]
+            path = tuple(payload.split(".")) if isinstance(payload, str) else payload
+        if path is not None:
+            for op in ops:
+                loc = abi.resolve_field(op, rule.phase, path)
+                if loc is not None and loc.ctype == "buffer":
+                    return f"reads the buffer '{'.'.join(path)}'"
+    return None
+
+
+def _decision_text(d: ast.Stmt) -> str:
+    if isinstance(d, ast.Deny):
+        return "deny"
+    if isinstance(d, ast.Return):
+        return "return"
+    return "allow"
+
+
+# ------------------------------------------------------------------ planning
+
+def _fill_missing_refs(policy: ast.Policy) -> None:
+    """Bind names the checker left unresolved to top-level declarations.
+
+    The checker normally sets every `ref`; this keeps hand-built ASTs (tests)
+    and partially checked trees usable without changing resolved ones."""
+    decls: dict[str, ast.Item] = {}
+
+    def collect(items: list[ast.Item]) -> None:
+        for item in items:
+            if isinstance(item, (ast.ConstDecl, ast.SetDecl, ast.PredDecl)):
+                decls.setdefault(item.name, item)
+            elif isinstance(item, ast.Under):
+                collect(item.items)
+
+    collect(policy.items)
+    kinds = {ast.ConstDecl: "const", ast.SetDecl: "set", ast.PredDecl: "pred"}
+    for node in walk_exprs(policy.items):
+        if isinstance(node, ast.Call) and node.ref is None and node.func in decls:
+            node.ref = ("pred", decls[node.func])
+        elif isinstance(node, ast.Ident) and node.ref is None and node.name in decls:
+            node.ref = (kinds[type(decls[node.name])], decls[node.name])
+
+
+def build_plan(policy: ast.Policy) -> Plan:
+    """Compute the decision tables of every scope."""
+    _fill_missing_refs(policy)
+    scopes = _collect_scopes(policy)
+    policy_default = scopes[0].default() or ast.Allow(policy.span)
+    warnings: list[Diagnostic] = []
+    analysed: dict[int, RulePlan] = {}
+    for scope in scopes:
+        for number, rule in enumerate(scope.rules(), 1):
+            reason = bpf_blocker(rule)
+            analysed[id(rule)] = RulePlan(rule, number, scope.path, reason is not None, reason)
+    plans: list[ScopePlan] = []
+    for index, scope in enumerate(scopes):
+        section = "fuse/root" if index == 0 else f"{abi.PROGRAM_SECTION_PREFIX}s{index}"
+        symbol = "fdsl_root" if index == 0 else f"fdsl_s{index}"
+        default = scope.default() or policy_default
+        plan = ScopePlan(scope.path, scope.kind, section, symbol, scope.backing,
+                         scope.parent.path if scope.parent else None, default)
+        if scope.kind != "passthrough":
+            plan.entries = _scope_entries(scope, analysed, default)
+        plans.append(plan)
+    _warn_split(plans, warnings)
+    return Plan(policy, plans, _collect_maps(policy), policy_default, warnings)
+
+
+def _chain(scope: _Scope) -> list[ast.Rule]:
+    """The scope's own rules, then the enclosing scopes' rules."""
+    rules: list[ast.Rule] = []
+    current: _Scope | None = scope
+    while current is not None and current.kind != "passthrough":
+        rules.extend(current.rules())
+        current = current.parent
+    return rules
+
+
+def _scope_entries(scope: _Scope, analysed: dict[int, RulePlan], default: ast.Stmt) -> list[OpPlan]:
+    chain = _chain(scope)
+    entries: list[OpPlan] = []
+    for op in sorted(abi.OPS, key=lambda o: abi.OPS[o].number):
+        per_phase = {ph: [analysed[id(r)] for r in chain if r.phase == ph and op in rule_ops(r)]
+                     for ph in PHASES}
+        if not per_phase["pre"] and not per_phase["post"]:
+            continue
+        number = abi.OPS[op].number
+        pre_bits = abi.BACKING
+        if per_phase["post"]:
+            pre_bits |= abi.POST_FILTER
+        if any(r.userspace for r in per_phase["pre"]):
+            pre_bits |= abi.USER_FILTER
+        entries.append(OpPlan(op, "pre", number | abi.PREFILTER, per_phase["pre"], pre_bits, default))
+        if per_phase["post"]:
+            post_bits = abi.USER_FILTER if any(r.userspace for r in per_phase["post"]) else 0
+            # The op was admitted in PRE; an undecided POST keeps the result.
+            entries.append(OpPlan(op, "post", number | abi.POSTFILTER, per_phase["post"],
+                                  post_bits, ast.Allow(default.span)))
+    return entries
+
+
+def _warn_split(plans: list[ScopePlan], warnings: list[Diagnostic]) -> None:
+    """Userspace `allow` cannot override a BPF deny or default: say so once per rule."""
+    warned: set[int] = set()
+    for scope in plans:
+        for entry in scope.entries:
+            if entry.phase != "pre" or isinstance(entry.default, ast.Allow):
+                continue
+            for r in entry.user_rules:
+                allows = any(isinstance(n, ast.Allow) for n in walk_exprs(r.rule.body))
+                if allows and id(r.rule) not in warned:
+                    warned.add(id(r.rule))
+                    warnings.append(Diagnostic(
+                        Severity.WARNING,
+                        f"this rule runs in userspace ({r.reason}); its 'allow' cannot override "
+                        f"the default '{_decision_text(entry.default)}' applied in BPF",
+                        r.rule.span))
+
+
+def return_bits_text(value: int) -> str:
+    """'BACKING|POST_FILTER' style rendering of a return bitmask."""
+    if value < 0:
+        return f"-{abi.errno_name(-value)}"
+    names = [n for n, bit in abi.RETURN_BITS.items() if value & bit]
+    return "|".join(names) if names else "0"
+
+
+__all__ = ["Plan", "ScopePlan", "OpPlan", "RulePlan", "build_plan", "rule_ops", "bpf_blocker",
+           "simple_glob", "return_bits_text", "walk_exprs", "reads_identity", "has_side_effects",
+           "reads_maps",
+           "Span"]

@@ -1,0 +1,1 @@
+"""The policy language: grammar loading, parser, AST, diagnostics, checker passes."""

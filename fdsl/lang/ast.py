@@ -1,0 +1,360 @@
+"""The fdsl abstract syntax tree, shared by every compiler pass.
+
+The parser builds it, the checker resolves names and fills `ty` / `ref`
+(and desugars `readonly`, `hide`, `perms`, `force_*` into plain `Rule`s), the
+planner and code generator read it.  Passes never build a second tree: they
+annotate this one, like bpftrace's passes over one AST.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from fdsl.lang.diagnostics import Span
+
+
+@dataclass(frozen=True)
+class Type:
+    """Value types: integers (width/sign from the ABI field), bool, string, sets, errno."""
+
+    kind: str  # "int" | "bool" | "string" | "errno" | "intset" | "strset"
+    bits: int = 64
+    signed: bool = False
+
+    def __str__(self) -> str:
+        if self.kind == "int":
+            return f"{'s' if self.signed else 'u'}{self.bits}"
+        return self.kind
+
+
+INT = Type("int")
+BOOL = Type("bool")
+STRING = Type("string")
+ERRNO = Type("errno")
+INTSET = Type("intset")
+STRSET = Type("strset")
+
+
+@dataclass
+class Node:
+    span: Span
+
+
+# ----------------------------------------------------------------- expressions
+
+@dataclass
+class Expr(Node):
+    ty: Type | None = field(default=None, kw_only=True)   # set by the checker
+    # checker: the compile-time integer value when the expression is constant
+    # (literals, consts, errno/O_*/S_* names, constant arithmetic); else None
+    const_value: int | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class IntLit(Expr):
+    value: int
+
+
+@dataclass
+class StrLit(Expr):
+    value: str
+
+
+@dataclass
+class BoolLit(Expr):
+    value: bool
+
+
+@dataclass
+class Ident(Expr):
+    """A bare name.  The checker sets `ref` to what it denotes:
+    ("const", ConstDecl) | ("let", Let) | ("set", SetDecl) | ("pred", PredDecl)
+    | ("builtin", "uid"|"gid"|"pid"|"tgid"|"nodeid"|"error"|"op")
+    | ("errno", int) | ("abi", int) (O_*, S_*, BACKING, ... from abi.NAMED_CONSTANTS)
+    | ("param", name).
+    Bare request fields (`name`, `newname`, `target`) never stay Idents: the
+    checker replaces them with a `FieldRef`.  `op == "mkdir"` has its string
+    replaced by an `IntLit` of the opcode number."""
+
+    name: str
+    ref: Any = field(default=None, kw_only=True)
+
+
+@dataclass
+class FieldRef(Expr):
+    """A request argument field: `name`, `newname`, `in.flags`, `out.attr.mode`."""
+
+    path: tuple[str, ...]
+
+
+@dataclass
+class Unary(Expr):
+    op: str            # "-" | "~" | "not"
+    operand: Expr
+
+
+@dataclass
+class Binary(Expr):
+    op: str            # + - * / % & | ^ << >> == != < <= > >= and or
+    left: Expr
+    right: Expr
+
+
+@dataclass
+class SetLit(Expr):
+    members: list[Expr]
+
+
+@dataclass
+class InSet(Expr):
+    """`subject in {..}` / `subject in NAMEDSET` / `not in`."""
+
+    subject: Expr
+    members: Expr      # SetLit or Ident naming a set
+    negated: bool = False
+
+
+@dataclass
+class StrTest(Expr):
+    """String tests on name arguments.
+
+    kind: "startswith" | "endswith" | "glob" (`like`) | "regex" (`matches`).
+    `==`/`!=` on strings stay `Binary`.  `pattern` is a StrLit, or a set of
+    patterns (SetLit / Ident of a string set) meaning "any of".
+    """
+
+    kind: str
+    subject: Expr
+    pattern: Expr
+
+
+@dataclass
+class MapRead(Expr):
+    """`NAME[key]` as a value: the map's value for `key`, 0 when the key has no entry.
+
+    The checker sets `ref` to the `MapDecl`."""
+
+    map: str
+    key: Expr
+    ref: Any = field(default=None, kw_only=True)
+
+
+@dataclass
+class Call(Expr):
+    """A call of a named predicate with arguments: `secret(name)`."""
+
+    func: str
+    args: list[Expr]
+    ref: Any = field(default=None, kw_only=True)
+
+
+# ------------------------------------------------------------------ statements
+
+@dataclass
+class Stmt(Node):
+    pass
+
+
+@dataclass
+class Allow(Stmt):
+    pass
+
+
+@dataclass
+class Deny(Stmt):
+    errno: Expr        # Ident naming an errno (ENOENT) or an int expression
+
+
+@dataclass
+class Return(Stmt):
+    value: Expr        # raw ABI bitmask (>= 0) or negative errno
+
+
+@dataclass
+class Assign(Stmt):
+    target: FieldRef
+    op: str            # "=" | "|=" | "&=" | "+=" | "-=" | "^="
+    value: Expr
+
+
+@dataclass
+class If(Stmt):
+    cond: Expr
+    then: list[Stmt]
+    orelse: list[Stmt] = field(default_factory=list)
+
+
+@dataclass
+class Let(Stmt):
+    name: str
+    value: Expr
+
+
+@dataclass
+class Count(Stmt):
+    """`count NAME` or `count NAME[key]`: add 1 (or `by EXPR`) to a counter."""
+
+    map: str
+    key: Expr | None = None
+    by: Expr | None = None
+
+
+@dataclass
+class MapStore(Stmt):
+    """`NAME[key] = value`: store into a value map (map_update_elem with BPF_ANY).
+
+    `op` is kept as written so the checker can reject `+=` and friends."""
+
+    map: str
+    key: Expr
+    value: Expr
+    op: str = "="
+    map_span: Span | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class Log(Stmt):
+    fmt: str
+    args: list[Expr]
+    fmt_span: Span | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class DropEntries(Stmt):
+    """Userspace only: remove readdir entries whose name satisfies `pred`.
+
+    Produced by desugaring `hide`, or written as `drop entries where PRED`."""
+
+    pred: Expr
+
+
+# ---------------------------------------------------------------- declarations
+
+@dataclass
+class Item(Node):
+    pass
+
+
+@dataclass
+class Include(Item):
+    path: str
+
+
+@dataclass
+class ConstDecl(Item):
+    name: str
+    value: Expr
+
+
+@dataclass
+class SetDecl(Item):
+    name: str
+    members: list[Expr]
+    ty: Type | None = field(default=None, kw_only=True)   # checker: STRSET or INTSET
+
+
+@dataclass
+class PredDecl(Item):
+    name: str
+    params: list[str]
+    body: Expr
+
+
+@dataclass
+class MapDecl(Item):
+    """`counter NAME` (one slot), `counter NAME[KEYTYPE] max N`, `map NAME[KEY] -> VAL max N`."""
+
+    name: str
+    kind: str                  # "counter" | "map"
+    map_type: str              # "array" | "hash"
+    key_type: Type | None
+    value_type: Type
+    max_entries: int
+    max_expr: Expr | None = field(default=None, kw_only=True)     # parser: the `max` expression
+    key_type_name: str | None = field(default=None, kw_only=True)  # parser: key type as written
+    value_type_name: str | None = field(default=None, kw_only=True)  # parser: `map` value type as written
+
+
+@dataclass
+class Default(Item):
+    decision: Stmt             # Allow | Deny | Return
+
+
+@dataclass
+class OpName(Node):
+    name: str                  # an opcode ("lookup") or a group ("mutating", "all")
+
+
+@dataclass
+class Rule(Item):
+    ops: list[OpName]
+    phase: str                 # "pre" | "post"
+    body: list[Stmt]
+    resolved_ops: list[str] = field(default_factory=list, kw_only=True)  # checker: expanded opcodes
+    userspace: bool = field(default=False, kw_only=True)  # checker/planner: cannot run in BPF
+    origin: str | None = field(default=None, kw_only=True)  # sugar it came from ("readonly", "hide", ...)
+    userspace_reasons: list[str] = field(default_factory=list, kw_only=True)  # checker: why userspace
+
+
+@dataclass
+class Readonly(Item):
+    pass
+
+
+@dataclass
+class Hide(Item):
+    pred: Expr
+
+
+@dataclass
+class Perms(Item):
+    """bindfs --perms style: `perms "a-w,u+x"` or `perms and 0o7555 or 0o0444` (desugared)."""
+
+    spec: str
+    and_mask: int = 0o7777
+    or_mask: int = 0
+    # checker: masks for directories (differ from files only with X / D / F clauses)
+    dir_and_mask: int = field(default=0o7777, kw_only=True)
+    dir_or_mask: int = field(default=0, kw_only=True)
+
+
+@dataclass
+class ForceOwner(Item):
+    uid: Expr | None
+    gid: Expr | None
+
+
+@dataclass
+class Under(Item):
+    path: str                  # relative to the mount root, no leading '/', no '..'
+    mode: str                  # "rules" | "passthrough" | "backing"
+    items: list[Item] = field(default_factory=list)
+    backing: str | None = None
+
+
+@dataclass
+class Expect(Node):
+    """In a test block: `expect allow`, `expect deny ENOENT`, `expect FIELD == EXPR`."""
+
+    decision: Stmt | None = None
+    check: Expr | None = None
+
+
+@dataclass
+class TestBlock(Item):
+    name: str
+    op: str
+    phase: str
+    path: str | None           # which scope the request is for ("private/x"); None = root
+    setup: list[Assign | MapStore]  # field values of the request, uid/gid/pid, error; map entries
+    expects: list[Expect]
+    op_span: Span | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class Policy(Node):
+    items: list[Item]
+    files: list[str] = field(default_factory=list)   # every file read, in include order
+
+
+Decision = Union[Allow, Deny, Return]

@@ -1,0 +1,1 @@
+"""The BPF machine: ISA, loader, maps, helpers, context, verifier, interpreter, JIT."""

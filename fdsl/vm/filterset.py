@@ -1,0 +1,190 @@
+"""The execution facade: load an object, verify every program, prepare a VM per program.
+
+`FilterSet.load(data, backend="jit"|"interp"|"auto")` is what the daemon, `fdsl run`
+and `fdsl test` use ("auto" = tiered start-up, see `FilterSet`).  Loading is
+all-or-nothing: a `LoadError` or `VerifierError` propagates and nothing runs.
+After loading, `run` is thread-safe: the VMs keep no per-run state outside the
+calling thread (the interpreter's registers are locals, the JIT's stack is a
+native alloca and its env record is per thread), and the maps lock their own
+updates.
+
+JIT code is cached per program (`fdsl.vm.jit.compile_program`, and on disk by
+`fdsl.vm.jit.ObjectCache`), so loading the same object twice (a daemon reload,
+tests, a restart) does not compile again; the code reads map handles from a
+per-FilterSet table, so it is shared safely.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from fdsl.vm import loader, verifier
+from fdsl.errors import FdslError, VerifierError, VmFault
+from fdsl.vm.helpers import Caller, LogSink
+from fdsl.vm.interpreter import DEFAULT_BUDGET, Interpreter, Runtime
+from fdsl.vm.maps import MapTable
+
+BACKENDS = ("jit", "interp", "auto")
+LOG_LINES = 1000
+
+
+
+class ProgramRejected(VmFault):
+    """A run of a program that the verifier refused at load time (partial loads)."""
+
+    def __init__(self, error: VerifierError) -> None:
+        super().__init__(error.index, f"program {error.section} was rejected by the verifier: "
+                                      f"{error.reason}")
+        self.error = error
+
+
+@dataclass
+class LoadedProgram:
+    section: str
+    verified: verifier.VerifiedProgram
+    vm: Any            # Interpreter | Jit; exposes run(ctx, caller) -> int
+
+
+class FilterSet:
+    """One loaded object: its programs (each behind a VM), maps, metadata and log.
+
+    Backends:
+
+    * ``"jit"``: every program is compiled to native code before `load`
+      returns (JIT only; what the tests use).
+    * ``"interp"``: the reference interpreter only.
+    * ``"auto"`` (tiered, meant for the daemon): `load` returns as soon as the
+      programs are verified and serves every program with the interpreter;
+      a background thread compiles them with the JIT and switches each
+      program over when its code is ready.  Both VMs share the maps and the
+      log, and give identical results, so the switch is invisible except for
+      speed; a run that started on the interpreter finishes there.  If a
+      compilation fails, that program stays on the interpreter
+      (`jit_errors`).  `wait_jit()` blocks until the background work is done;
+      `backend_of(section)` says which VM serves a program now.
+
+    `load` only fails for load/verifier errors, in every mode.
+    """
+
+    def __init__(self, obj: loader.BpfObject, programs: dict[str, LoadedProgram], runtime: Runtime,
+                 backend: str) -> None:
+        self.object = obj
+        self.programs = programs
+        self.runtime = runtime
+        self.backend = backend
+        self._runners = {name: lp.vm.run for name, lp in programs.items()}
+        self.jit_errors: dict[str, Exception] = {}
+        self.rejected: dict[str, VerifierError] = {}
+        self._jit_done = threading.Event()
+        self._jit_done.set()
+
+    @classmethod
+    def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
+             log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET,
+             partial: bool = False) -> "FilterSet":
+        """Load + verify + prepare; raises LoadError, and VerifierError unless `partial`."""
+        if backend not in BACKENDS:
+            raise FdslError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
+        obj = loader.load_object(data)
+        verified: dict[str, verifier.VerifiedProgram] = {}
+        rejected: dict[str, VerifierError] = {}
+        for name, prog in obj.programs.items():
+            try:
+                verified[name] = verifier.verify(prog, obj.maps, section=name)
+            except VerifierError as err:
+                if not partial:
+                    raise
+                rejected[name] = err
+        runtime = Runtime(MapTable(obj.maps), LogSink(log_lines, log_callback))
+        programs = {}
+        for name, vp in verified.items():
+            if backend == "jit":
+                vm = _jit_for(vp, runtime, budget)
+            else:
+                vm = Interpreter(vp.insns, runtime, budget=budget)
+            programs[name] = LoadedProgram(name, vp, vm)
+        filters = cls(obj, programs, runtime, backend)
+        for name, err in rejected.items():
+            filters.rejected[name] = err
+            filters._runners[name] = _rejected_runner(err)
+        if backend == "auto" and programs:
+            filters._start_jit(budget)
+        return filters
+
+    # -- tiered start-up
+    def _start_jit(self, budget: int) -> None:
+        self._jit_done.clear()
+        thread = threading.Thread(target=self._compile_all, args=(budget,), name="fdsl-jit", daemon=True)
+        thread.start()
+
+    def _compile_all(self, budget: int) -> None:
+        """Background: compile each program, then publish its JIT runner (one dict store,
+        atomic for the readers in `run`)."""
+        try:
+            for name, lp in list(self.programs.items()):
+                try:
+                    vm = _jit_for(lp.verified, self.runtime, budget)
+                except Exception as err:   # keep serving with the interpreter
+                    self.jit_errors[name] = err
+                    continue
+                self.programs[name] = LoadedProgram(name, lp.verified, vm)
+                self._runners[name] = vm.run
+        finally:
+            self._jit_done.set()
+
+    def wait_jit(self, timeout: float | None = None) -> bool:
+        """Wait for the background JIT ("auto"); True when it has finished (or never ran)."""
+        return self._jit_done.wait(timeout)
+
+    def backend_of(self, section: str) -> str:
+        """"jit" or "interp": the VM serving `section` right now."""
+        return "interp" if isinstance(self.vm(section), Interpreter) else "jit"
+
+    # -- what the daemon reads
+    @property
+    def maps(self) -> MapTable:
+        return self.runtime.maps
+
+    @property
+    def metadata(self) -> dict | None:
+        return self.object.metadata
+
+    @property
+    def log_sink(self) -> LogSink:
+        return self.runtime.sink
+
+    @property
+    def sections(self) -> list[str]:
+        """Every program section of the object, including rejected ones (partial loads)."""
+        return [*self.programs, *self.rejected]
+
+    def vm(self, section: str):
+        try:
+            return self.programs[section].vm
+        except KeyError:
+            known = ", ".join(self.programs) or "none"
+            raise FdslError(f"no program in section {section!r} (sections: {known})") from None
+
+    def run(self, section: str, ctx, caller: Caller = Caller()) -> int:
+        """Run the program of `section` on a built context; r0 as signed 32-bit.
+
+        A run-time fault raises `fdsl.errors.VmFault` (the daemon answers EIO).
+        """
+        try:
+            runner = self._runners[section]
+        except KeyError:
+            runner = self.vm(section).run   # raises the "no program in section" error
+        return runner(ctx, caller)
+
+
+def _rejected_runner(error: VerifierError) -> Callable[..., int]:
+    def run(ctx, caller) -> int:
+        raise ProgramRejected(error)
+    return run
+
+
+def _jit_for(vp: verifier.VerifiedProgram, runtime: Runtime, budget: int):
+    from fdsl.vm.jit import Jit  # llvmlite is only imported when the JIT is used
+
+    return Jit(vp.insns, runtime, verified=vp, budget=budget)

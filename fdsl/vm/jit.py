@@ -1,0 +1,974 @@
+"""JIT: verified BPF -> LLVM IR (llvmlite) -> native code (MCJIT), called through ctypes.
+
+Only for programs the verifier accepted; the results (r0, memory effects,
+faults) must be exactly the interpreter's (`fdsl.vm.interpreter` is the
+reference, `tests/vm/test_differential.py` checks it).
+
+Shape of the generated code:
+
+* `i64 bpf_prog(ctx, env, uid, gid, pid, tgid)` returns r0; the caller's
+  ids are arguments, so helpers 14/15 are inlined; `env` points to a small
+  per-thread record (ENV_* words below) with the map-handle table, the
+  region table, and the fault record the code fills before returning early.
+  `bpf_run` (same arguments) is the hot path: it returns r0 as a sign-
+  extended s32, or RUN_FAULTED, so Python does one ctypes call and one
+  compare per run;
+* BPF registers are allocas (mem2reg turns them into SSA values), the BPF
+  stack is a 512-byte alloca, one basic block per jump target;
+* a load/store whose base register is statically known to be the context or
+  the frame pointer with a constant in-bounds offset is emitted directly;
+  every other access (argument buffers, which may be NULL, map values,
+  pointers reloaded from the stack) goes through a run-time check against
+  the stack and the region table, exactly the interpreter's check;
+* helpers 1, 2, 6 call back into Python through one ctypes callback whose
+  address the code reads from env (ENV_HELPER); the callback reaches the current run
+  through a thread-local, so concurrent runs on other threads are fine;
+* an instruction counter, bumped once per basic block, enforces the same
+  budget as the interpreter (and reports the same faulting slot; the
+  instructions before it in that block do not run, unlike the interpreter,
+  which only matters for code that is already faulting);
+* compiled code does not depend on a map instance (map handles are read
+  from the env table), so `compile_program` caches it per instruction bytes
+  and a reloaded object reuses it.  Every MCJIT engine owns (and frees) its
+  own target machine, so each compilation creates one.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import llvmlite.binding as llvm
+import llvmlite.ir as ir
+
+from fdsl import abi
+from fdsl.vm import isa
+from fdsl.errors import VmFault
+from fdsl.vm.helpers import Caller
+from fdsl.vm.interpreter import (DEFAULT_BUDGET, MASK64, REASON_BUDGET, REASON_FELL_OFF,
+                              STACK_SIZE, Memory, Runtime, reason_access)
+from fdsl.vm.isa import Insn
+from fdsl.vm.jit_cache import ObjectCache
+from fdsl.vm.maps import Region
+
+log = logging.getLogger("fdsl.vm.jit")
+
+# ------------------------------------------------------------------ the env record shared with native code
+
+ENV_FAULT = 2          # fault code (0 = none), see FAULT_*
+ENV_FAULT_INDEX = 3    # slot of the faulting instruction (budget: block start)
+ENV_FAULT_ARG = 4      # faulting address (access) / index in block (budget)
+ENV_FAULT_SIZE = 5     # access size
+ENV_REGIONS = 6        # address of the region table: (start, end, writable) u64 triples
+ENV_NREGIONS = 7
+ENV_STACK = 8          # set by the code on entry: its stack's lowest address (for helpers)
+ENV_MAPS = 9           # address of the u64 array of map handles (ld_imm64 of map i loads [i])
+ENV_HELPER = 10        # address of the helper callback (not baked in: cached code outlives a process)
+ENV_WORDS = 11
+
+FAULT_NONE = 0
+FAULT_READ = 1
+FAULT_WRITE = 2
+FAULT_BUDGET = 3
+FAULT_FELL_OFF = 4
+FAULT_HELPER = 5       # a helper raised VmFault; the reason waits in the run state
+FAULT_INVALID = 6      # an instruction the JIT does not translate (never in verified code)
+
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+I16 = ir.IntType(16)
+I8 = ir.IntType(8)
+I1 = ir.IntType(1)
+INT_OF_SIZE = {1: I8, 2: I16, 4: I32, 8: I64}
+
+_HELPER_CB_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
+                                   ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
+                                   ctypes.c_uint64)
+# c_void_p arguments convert from int faster than c_uint64 ones (ctypes fast path)
+_PROG_TYPE = ctypes.CFUNCTYPE(ctypes.c_uint64, *[ctypes.c_void_p] * 6)
+_RUN_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_void_p] * 6)
+RUN_FAULTED = 1 << 40   # bpf_run's result when the run faulted (any s32 is smaller)
+
+# ------------------------------------------------------------------ LLVM setup (once per process)
+
+_LLVM_LOCK = threading.Lock()
+_target: llvm.Target | None = None
+
+
+def _target_machine(codegen_opt: int = 2) -> llvm.TargetMachine:
+    """A fresh target machine: an MCJIT engine takes ownership of (and frees) its own."""
+    global _target
+    if _target is None:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        _target = llvm.Target.from_triple(llvm.get_process_triple())
+    return _target.create_target_machine(opt=codegen_opt, jit=True)
+
+
+# Programs above this many slots (thousands of blocks in one function: name tests
+# unrolled per size) skip O2, whose cost grows much faster than the code: SROA turns
+# the register allocas into SSA, instcombine and simplifycfg clean up, and the code
+# generator runs at -O0 (fast instruction selection and register allocation).
+# hide_secrets (~5k slots): ~0.7 s with O2, ~0.15 s this way.
+BIG_PROGRAM = 2000
+
+
+def _light_pipeline(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
+    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=0))
+    fpm = llvm.create_new_function_pass_manager()
+    fpm.add_sroa_pass()
+    fpm.add_instruction_combine_pass()
+    fpm.add_simplify_cfg_pass()
+    for fn in mod.functions:
+        if not fn.is_declaration:
+            fpm.run(fn, pb)
+
+
+# ------------------------------------------------------------------ per-thread run state for callbacks
+
+@dataclass
+class _RunState:
+    """What a helper callback needs to know about the run in progress on its thread."""
+
+    runtime: Runtime
+    regions: Sequence[Region]
+    caller: Caller
+    fault: VmFault | None = None
+
+    def helper(self, env: int, helper_id: int, args: tuple[int, int, int, int, int], pc: int) -> int:
+        stack_lo = ctypes.c_uint64.from_address(env + 8 * ENV_STACK).value
+        memory = Memory([Region(stack_lo, STACK_SIZE, True, "stack"), *self.regions,
+                         *self.runtime.regions])
+        return self.runtime.helper_call(memory, self.caller)(helper_id, args, pc)
+
+
+_tls = threading.local()
+
+
+def _helper_trampoline(env: int, helper_id: int, pc: int, r1: int, r2: int, r3: int, r4: int, r5: int) -> int:
+    """The one ctypes callback the native code calls for helpers 1, 2 and 6."""
+    state: _RunState = _tls.state
+    try:
+        return state.helper(env, helper_id, (r1, r2, r3, r4, r5), pc) & MASK64
+    except VmFault as fault:
+        state.fault = fault
+    except Exception as err:  # a bug in a helper must not unwind through C frames
+        state.fault = VmFault(pc, f"helper {helper_id} failed: {type(err).__name__}: {err}")
+    ctypes.c_uint64.from_address(env + 8 * ENV_FAULT).value = FAULT_HELPER
+    return 0
+
+
+_HELPER_CB = _HELPER_CB_TYPE(_helper_trampoline)
+_HELPER_CB_ADDR = ctypes.cast(_HELPER_CB, ctypes.c_void_p).value
+
+
+# ------------------------------------------------------------------ static pointer provenance
+
+# Verifier pointer kinds (VerifiedProgram.mem_kinds) whose accesses it proved in bounds,
+# and those that are in bounds unless the pointer is NULL (argument buffers).
+VERIFIED_IN_BOUNDS = frozenset({"ctx", "stack", "map_value"})
+VERIFIED_BUFFERS = frozenset({"readonly buffer", "writable buffer"})
+
+# A register's kind: ("ctx", off) / ("stack", off from r10) / None (unknown).
+Kind = tuple[str, int] | None
+
+
+def _leaders(insns: Sequence[Insn]) -> list[int]:
+    """Slots that start a basic block: 0, jump targets, slots after a jump/exit."""
+    n = len(insns)
+    leaders = {0}
+    pc = 0
+    while pc < n:
+        insn = insns[pc]
+        step = 2 if insn.is_ld_imm64 and insn.imm64 is not None else 1
+        if insn.is_branch:
+            target = insn.jump_target(pc)
+            if 0 <= target < n:
+                leaders.add(target)
+            if pc + 1 < n:
+                leaders.add(pc + 1)
+        elif insn.is_exit and pc + 1 < n:
+            leaders.add(pc + 1)
+        pc += step
+    return sorted(leaders)
+
+
+def _successors(insns: Sequence[Insn], pc: int) -> list[int]:
+    insn = insns[pc]
+    if insn.is_exit:
+        return []
+    if insn.is_branch:
+        if insn.is_cond_jump:
+            return [pc + 1, insn.jump_target(pc)]
+        return [insn.jump_target(pc)]
+    return [pc + (2 if insn.is_ld_imm64 and insn.imm64 is not None else 1)]
+
+
+def _provenance(insns: Sequence[Insn]) -> dict[int, list[Kind]]:
+    """Register kinds before each reachable slot (forward dataflow to a fixpoint)."""
+    n = len(insns)
+    start: list[Kind] = [None] * isa.REG_COUNT
+    start[1] = ("ctx", 0)
+    start[10] = ("stack", 0)
+    state: dict[int, list[Kind]] = {0: start}
+    work = [0]
+    while work:
+        pc = work.pop()
+        regs = list(state[pc])
+        _transfer(insns[pc], regs)
+        for nxt in _successors(insns, pc):
+            if not 0 <= nxt < n:
+                continue
+            old = state.get(nxt)
+            if old is None:
+                state[nxt] = regs
+                work.append(nxt)
+                continue
+            merged = [a if a == b else None for a, b in zip(old, regs)]
+            if merged != old:
+                state[nxt] = merged
+                work.append(nxt)
+    return state
+
+
+def _transfer(insn: Insn, regs: list[Kind]) -> None:
+    cls = insn.cls
+    if cls == isa.BPF_ALU64 and insn.dst < isa.FP:
+        kind = regs[insn.dst]
+        if insn.op == isa.BPF_MOV and insn.source == isa.BPF_X and insn.off == 0:
+            regs[insn.dst] = regs[insn.src]
+        elif insn.op in (isa.BPF_ADD, isa.BPF_SUB) and insn.source == isa.BPF_K and kind:
+            delta = insn.imm if insn.op == isa.BPF_ADD else -insn.imm
+            regs[insn.dst] = (kind[0], kind[1] + delta)
+        else:
+            regs[insn.dst] = None
+    elif cls in (isa.BPF_ALU, isa.BPF_LDX, isa.BPF_LD) and insn.dst < isa.FP:
+        regs[insn.dst] = None
+    elif cls == isa.BPF_STX and insn.mode == isa.BPF_ATOMIC:
+        if insn.imm == isa.BPF_CMPXCHG:
+            regs[0] = None
+        elif insn.imm & isa.BPF_FETCH and insn.src < isa.FP:
+            regs[insn.src] = None
+    elif insn.is_call:
+        for r in range(6):
+            regs[r] = None
+
+
+def _may_exceed(insns: Sequence[Insn], kinds: dict[int, list[Kind]], budget: int) -> bool:
+    """Can a run execute more than `budget` instructions?  Not if the control-flow graph
+    has no cycle (each instruction then runs at most once) and at most `budget`
+    instructions are reachable: the verifier rejects loops, so verified code needs
+    no instruction counter."""
+    if len(kinds) > budget:
+        return True
+    n = len(insns)
+    state = dict.fromkeys(kinds, 0)          # 0 new, 1 on the DFS stack, 2 done
+    for root in kinds:
+        if state[root]:
+            continue
+        state[root] = 1
+        stack = [(root, iter(_successors(insns, root)))]
+        while stack:
+            pc, succ = stack[-1]
+            nxt = next(succ, None)
+            if nxt is None:
+                state[pc] = 2
+                stack.pop()
+            elif 0 <= nxt < n and nxt in state:
+                if state[nxt] == 1:
+                    return True             # a back edge: a loop
+                if state[nxt] == 0:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(_successors(insns, nxt))))
+    return False
+
+
+# ------------------------------------------------------------------ IR generation
+
+@dataclass
+class _Block:
+    start: int
+    slots: list[int] = field(default_factory=list)   # slots of the insns executed in it
+    bb: ir.Block | None = None
+
+
+class _Codegen:
+    """Builds the LLVM module for one program."""
+
+    def __init__(self, insns: Sequence[Insn], nmaps: int, budget: int,
+                 mem_kinds: dict[int, frozenset[str]] | None) -> None:
+        self.insns = list(insns)
+        self.nmaps = nmaps
+        self.budget = budget
+        self.mem_kinds = mem_kinds
+        self.needs_regions = False   # does any access walk the region table?
+        self.uses_callbacks = False  # does any call go back into Python?
+        self.module = ir.Module(name="bpf")
+        self.module.triple = llvm.get_process_triple()
+        # bpf_prog(ctx, env, uid, gid, pid, tgid) -> r0; a fault is reported in env
+        self.fn = ir.Function(self.module, ir.FunctionType(I64, [I64] * 6), name="bpf_prog")
+        self.blocks: dict[int, _Block] = {}
+        self.kinds = _provenance(self.insns)
+        self.counted = _may_exceed(self.insns, self.kinds, budget)
+
+    # -- entry point
+    def build(self) -> tuple[str, dict[int, list[int]]]:
+        fn = self.fn
+        entry = fn.append_basic_block("entry")
+        b = self.b = ir.IRBuilder(entry)
+        self.ctx_arg, self.env_arg, uid, gid, pid, tgid = fn.args
+        self.env_ptr = b.inttoptr(self.env_arg, I64.as_pointer())
+        b.store(ir.Constant(I64, FAULT_NONE), self._env_slot(ENV_FAULT))
+        self.uid_gid = self._pack32(gid, uid)      # helper 15
+        self.pid_tgid = self._pack32(tgid, pid)    # helper 14
+        self.regs = [b.alloca(I64, name=f"r{i}") for i in range(isa.REG_COUNT)]
+        stack = b.alloca(ir.ArrayType(I8, STACK_SIZE), name="stack")
+        stack.align = 16
+        self.stack_lo = b.ptrtoint(stack, I64)
+        b.store(self.stack_lo, self._env_slot(ENV_STACK))
+        self.count = b.alloca(I64, name="count")
+        for i, reg in enumerate(self.regs):
+            b.store(ir.Constant(I64, 0), reg)
+        b.store(self.ctx_arg, self.regs[1])
+        b.store(b.add(self.stack_lo, ir.Constant(I64, STACK_SIZE)), self.regs[10])
+        b.store(ir.Constant(I64, 0), self.count)
+        self.regions = b.load(self._env_slot(ENV_REGIONS))
+        self.nregions = b.load(self._env_slot(ENV_NREGIONS))
+
+        # one shared fault exit; each fault site feeds its record in through phis
+        self.fault_bb = fn.append_basic_block("fault")
+        b.position_at_end(self.fault_bb)
+        self.fault_phis = [b.phi(I64, name=n) for n in ("fault_code", "fault_index", "fault_arg", "fault_size")]
+        b.position_at_end(entry)
+        self._fell_off: dict[int, ir.Block] = {}
+        n = len(self.insns)
+        leaders = _leaders(self.insns)
+        ends = dict(zip(leaders, leaders[1:] + [n]))
+        for start in leaders:
+            if start in self.kinds:           # unreachable code is not emitted
+                self.blocks[start] = _Block(start, bb=fn.append_basic_block(f"L{start}"))
+        b.branch(self._target_bb(0))
+        for start in sorted(self.blocks):
+            self._emit_block(self.blocks[start], ends[start])
+
+        # fault exit: record the fault in env and return 0
+        b.position_at_end(self.fault_bb)
+        record: list[ir.Value] = self.fault_phis
+        if not self.fault_phis[0].incomings:   # no fault site: unreachable, phis would be invalid
+            self.fault_bb.instructions.clear()
+            record = [ir.Constant(I64, 0)] * 4
+        for value, word in zip(record, (ENV_FAULT, ENV_FAULT_INDEX, ENV_FAULT_ARG, ENV_FAULT_SIZE)):
+            b.store(value, self._env_slot(word))
+        b.ret(ir.Constant(I64, 0))
+        self._emit_run_wrapper()
+        return str(self.module), {blk.start: blk.slots for blk in self.blocks.values()}
+
+    def _emit_run_wrapper(self) -> None:
+        """`bpf_run`: r0 as a sign-extended s32, or RUN_FAULTED when the run faulted.
+
+        Folding the fault check and the s32 conversion into native code saves
+        the Python side two steps per call (the daemon's hot path).
+        """
+        run = ir.Function(self.module, self.fn.function_type, name="bpf_run")
+        b = ir.IRBuilder(run.append_basic_block("entry"))
+        r0 = b.call(self.fn, list(run.args))
+        env = b.inttoptr(run.args[1], I64.as_pointer())
+        fault = b.load(b.gep(env, [ir.Constant(I32, ENV_FAULT)]))
+        value = b.sext(b.trunc(r0, I32), I64)
+        faulted = b.icmp_unsigned("!=", fault, ir.Constant(I64, FAULT_NONE))
+        b.ret(b.select(faulted, ir.Constant(I64, RUN_FAULTED), value))
+
+    def _pack32(self, high: ir.Value, low: ir.Value) -> ir.Value:
+        b = self.b
+        mask = ir.Constant(I64, 0xFFFFFFFF)
+        return b.or_(b.shl(b.and_(high, mask), ir.Constant(I64, 32)), b.and_(low, mask))
+
+    # -- small utilities
+    def _env_slot(self, word: int) -> ir.Value:
+        return self.b.gep(self.env_ptr, [ir.Constant(I32, word)])
+
+    def _fault(self, code: int, index: int | ir.Value, arg: int | ir.Value, size: int) -> None:
+        """Record a fault and jump to the shared fault exit (ends the current block)."""
+        b = self.b
+        as_val = lambda v: v if isinstance(v, ir.Value) else ir.Constant(I64, v)  # noqa: E731
+        for phi, value in zip(self.fault_phis, (code, index, arg, size)):
+            phi.add_incoming(as_val(value), b.block)
+        b.branch(self.fault_bb)
+
+    def _reg(self, r: int) -> ir.Value:
+        return self.b.load(self.regs[r])
+
+    def _set(self, r: int, value: ir.Value) -> None:
+        self.b.store(value, self.regs[r])
+
+    def _target_bb(self, target: int) -> ir.Block:
+        """The block of a jump target; outside the program: a fault naming the target."""
+        blk = self.blocks.get(target)
+        if blk is not None:
+            return blk.bb
+        bb = self._fell_off.get(target)
+        if bb is None:
+            bb = self._fell_off[target] = self._fresh(f"off{target}")
+            here = self.b.block
+            self.b.position_at_end(bb)
+            self._fault(FAULT_FELL_OFF, target, 0, 0)
+            self.b.position_at_end(here)
+        return bb
+
+    def _fresh(self, name: str) -> ir.Block:
+        return self.fn.append_basic_block(name)
+
+    # -- blocks
+    def _emit_block(self, blk: _Block, end: int) -> None:
+        b = self.b
+        b.position_at_end(blk.bb)
+        pc = blk.start
+        slots = []
+        while pc < end:
+            slots.append(pc)
+            insn = self.insns[pc]
+            pc += 2 if insn.is_ld_imm64 and insn.imm64 is not None else 1
+        blk.slots = slots
+        if not self.counted:
+            self._emit_body(slots, pc)
+            return
+        # budget: count the whole block on entry (the fault names the right slot)
+        old = b.load(self.count)
+        new = b.add(old, ir.Constant(I64, len(slots)))
+        b.store(new, self.count)
+        over = b.icmp_unsigned(">", new, ir.Constant(I64, self.budget))
+        ok_bb, over_bb = self._fresh(f"L{blk.start}_body"), self._fresh(f"L{blk.start}_budget")
+        b.cbranch(over, over_bb, ok_bb)
+        b.position_at_end(over_bb)
+        self._fault(FAULT_BUDGET, blk.start, b.sub(ir.Constant(I64, self.budget), old), 0)
+        b.position_at_end(ok_bb)
+        self._emit_body(slots, pc)
+
+    def _emit_body(self, slots: list[int], end: int) -> None:
+        for slot in slots:
+            if self._emit_insn(slot):   # True: the instruction ended the block
+                return
+        # fell through into the next block (or off the end)
+        self.b.branch(self._target_bb(end))
+
+    def _emit_insn(self, pc: int) -> bool:
+        insn = self.insns[pc]
+        cls = insn.cls
+        if cls in (isa.BPF_ALU, isa.BPF_ALU64):
+            self._alu(insn, pc)
+            return False
+        if cls in (isa.BPF_JMP, isa.BPF_JMP32):
+            return self._jmp(insn, pc)
+        if cls == isa.BPF_LDX and insn.mode in (isa.BPF_MEM, isa.BPF_MEMSX) and insn.dst < isa.FP:
+            size = insn.size_bytes
+            ptr = self._address(pc, insn.src, insn.off, size, write=False)
+            value = self.b.load(ptr, align=1)
+            if size < 8:
+                value = self.b.sext(value, I64) if insn.mode == isa.BPF_MEMSX else self.b.zext(value, I64)
+            self._set(insn.dst, value)
+            return False
+        if cls == isa.BPF_ST and insn.mode == isa.BPF_MEM:
+            size = insn.size_bytes
+            ptr = self._address(pc, insn.dst, insn.off, size, write=True)
+            self.b.store(ir.Constant(INT_OF_SIZE[size], insn.imm & ((1 << 8 * size) - 1)), ptr, align=1)
+            return False
+        if cls == isa.BPF_STX and insn.mode == isa.BPF_MEM:
+            size = insn.size_bytes
+            ptr = self._address(pc, insn.dst, insn.off, size, write=True)
+            value = self._reg(insn.src)
+            if size < 8:
+                value = self.b.trunc(value, INT_OF_SIZE[size])
+            self.b.store(value, ptr, align=1)
+            return False
+        if (cls == isa.BPF_STX and insn.mode == isa.BPF_ATOMIC and insn.size in (isa.BPF_W, isa.BPF_DW)
+                and insn.imm in isa.ATOMIC_OPS):
+            self._atomic(insn, pc)
+            return False
+        if insn.is_ld_imm64 and insn.imm64 is not None and insn.dst < isa.FP:
+            if insn.src == 0:
+                self._set(insn.dst, ir.Constant(I64, insn.imm64))
+                return False
+            if insn.src == isa.BPF_PSEUDO_MAP_FD and 0 <= insn.imm < self.nmaps:
+                table = self.b.inttoptr(self.b.load(self._env_slot(ENV_MAPS)), I64.as_pointer())
+                self._set(insn.dst, self.b.load(self.b.gep(table, [ir.Constant(I64, insn.imm)])))
+                return False
+        self._fault(FAULT_INVALID, pc, insn.opcode, 0)
+        return True
+
+    # -- memory
+    def _address(self, pc: int, base: int, off: int, size: int, write: bool) -> ir.Value:
+        """Pointer for an access of `size` at base+off; emits the run-time check unless
+        the base is statically the context/stack with an in-bounds constant offset."""
+        b = self.b
+        kind = self.kinds[pc][base]
+        base_value = self._reg(base)
+        addr = b.add(base_value, ir.Constant(I64, off & MASK64))
+        check = "full"
+        if kind is not None:
+            where, delta = kind
+            lo = delta + off
+            if where == "stack" and -STACK_SIZE <= lo and lo + size <= 0:
+                check = "none"
+            elif where == "ctx" and not write and 0 <= lo and lo + size <= abi.CTX_SIZE:
+                check = "none"
+        verified = self.mem_kinds.get(pc) if self.mem_kinds is not None else None
+        if check == "full" and verified:
+            if verified <= VERIFIED_IN_BOUNDS:
+                check = "none"
+            elif verified <= VERIFIED_BUFFERS:
+                check = "null"
+        if check == "null":
+            # a verified buffer access is in its window unless the pointer is NULL
+            ok = b.icmp_unsigned("!=", base_value, ir.Constant(I64, 0))
+        elif check == "full":
+            self.needs_regions = True
+            ok = b.call(self._checker(), [addr, ir.Constant(I64, size), ir.Constant(I1, int(write)),
+                                          self.stack_lo, self.regions, self.nregions])
+        if check != "none":
+            ok_bb, bad_bb = self._fresh(f"a{pc}_ok"), self._fresh(f"a{pc}_bad")
+            b.cbranch(ok, ok_bb, bad_bb)
+            b.position_at_end(bad_bb)
+            self._fault(FAULT_WRITE if write else FAULT_READ, pc, addr, size)
+            b.position_at_end(ok_bb)
+        return b.inttoptr(addr, INT_OF_SIZE[size].as_pointer())
+
+    _check_fn: ir.Function | None = None
+
+    def _checker(self) -> ir.Function:
+        """`i1 check(addr, size, write, stack_lo, regions, n)`: the interpreter's region test."""
+        if self._check_fn is not None:
+            return self._check_fn
+        fn = ir.Function(self.module, ir.FunctionType(I1, [I64, I64, I1, I64, I64, I64]), name="check")
+        fn.linkage = "internal"
+        addr, size, write, stack_lo, regions, n = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        end = b.add(addr, size)
+        no_wrap = b.icmp_unsigned(">=", end, addr)
+        in_stack = b.and_(b.and_(b.icmp_unsigned(">=", addr, stack_lo),
+                                 b.icmp_unsigned("<=", end, b.add(stack_lo, ir.Constant(I64, STACK_SIZE)))),
+                          no_wrap)
+        yes = fn.append_basic_block("yes")
+        no = fn.append_basic_block("no")
+        loop = fn.append_basic_block("loop")
+        body = fn.append_basic_block("body")
+        hit = fn.append_basic_block("hit")
+        b.cbranch(in_stack, yes, loop)
+        entry_bb = b.block
+
+        b.position_at_end(loop)
+        i = b.phi(I64)
+        i.add_incoming(ir.Constant(I64, 0), entry_bb)
+        more = b.icmp_unsigned("<", i, n)
+        b.cbranch(more, body, no)
+
+        b.position_at_end(body)
+        table = b.inttoptr(regions, I64.as_pointer())
+        base = b.mul(i, ir.Constant(I64, 3))
+        lo = b.load(b.gep(table, [base]))
+        hi = b.load(b.gep(table, [b.add(base, ir.Constant(I64, 1))]))
+        inside = b.and_(b.and_(b.icmp_unsigned("<=", lo, addr), b.icmp_unsigned("<=", end, hi)), no_wrap)
+        nxt = b.add(i, ir.Constant(I64, 1))
+        i.add_incoming(nxt, body)
+        b.cbranch(inside, hit, loop)
+
+        b.position_at_end(hit)
+        writable = b.load(b.gep(table, [b.add(base, ir.Constant(I64, 2))]))
+        allowed = b.or_(b.not_(write), b.icmp_unsigned("!=", writable, ir.Constant(I64, 0)))
+        b.ret(allowed)
+
+        b.position_at_end(yes)
+        b.ret(ir.Constant(I1, 1))
+        b.position_at_end(no)
+        b.ret(ir.Constant(I1, 0))
+        self._check_fn = fn
+        return fn
+
+    def _atomic(self, insn: Insn, pc: int) -> None:
+        b = self.b
+        size = insn.size_bytes
+        ptr = self._address(pc, insn.dst, insn.off, size, write=True)
+        operand = self._reg(insn.src)
+        if size == 4:
+            operand = b.trunc(operand, I32)
+        widen = (lambda v: b.zext(v, I64)) if size == 4 else (lambda v: v)
+        op = insn.imm
+        if op == isa.BPF_CMPXCHG:
+            expected = self._reg(0)
+            if size == 4:
+                expected = b.trunc(expected, I32)
+            pair = b.cmpxchg(ptr, expected, operand, "seq_cst", "seq_cst")
+            self._set(0, widen(b.extract_value(pair, 0)))
+            return
+        name = {isa.BPF_XCHG: "xchg", isa.BPF_ADD: "add", isa.BPF_OR: "or", isa.BPF_AND: "and",
+                isa.BPF_XOR: "xor"}[op if op == isa.BPF_XCHG else op & ~isa.BPF_FETCH]
+        old = b.atomic_rmw(name, ptr, operand, "seq_cst")
+        if op & isa.BPF_FETCH:
+            self._set(insn.src, widen(old))
+
+    # -- ALU
+    def _alu(self, insn: Insn, pc: int) -> None:
+        b = self.b
+        is64 = insn.cls == isa.BPF_ALU64
+        op = insn.op
+        if insn.dst >= isa.FP or op not in isa.ALU_OPS:
+            self._fault(FAULT_INVALID, pc, insn.opcode, 0)
+            b.position_at_end(self._fresh(f"dead{pc}"))
+            return
+        ty = I64 if is64 else I32
+        bits = 64 if is64 else 32
+        dst = self._reg(insn.dst)
+        a = dst if is64 else b.trunc(dst, I32)
+        if op == isa.BPF_END:
+            width = insn.imm
+            if not is64 and insn.source == isa.BPF_TO_LE:
+                r64 = b.and_(dst, ir.Constant(I64, (1 << width) - 1)) if width < 64 else dst
+            else:
+                wt = INT_OF_SIZE[width // 8]
+                swapped = b.call(self._bswap(wt), [b.trunc(dst, wt) if width < 64 else dst])
+                r64 = b.zext(swapped, I64) if width < 64 else swapped
+            self._set(insn.dst, r64)
+            return
+        if insn.source == isa.BPF_X:
+            src = self._reg(insn.src)
+            bv = src if is64 else b.trunc(src, I32)
+        else:
+            src = ir.Constant(I64, insn.imm & MASK64)
+            bv = ir.Constant(ty, insn.imm & ((1 << bits) - 1))
+        zero, one = ir.Constant(ty, 0), ir.Constant(ty, 1)
+        if op == isa.BPF_ADD:
+            r = b.add(a, bv)
+        elif op == isa.BPF_SUB:
+            r = b.sub(a, bv)
+        elif op == isa.BPF_MUL:
+            r = b.mul(a, bv)
+        elif op in (isa.BPF_DIV, isa.BPF_MOD):
+            is_zero = b.icmp_unsigned("==", bv, zero)
+            if insn.off == 1:  # signed: guard /0 and INT_MIN / -1
+                minus1 = ir.Constant(ty, (1 << bits) - 1)
+                is_m1 = b.icmp_unsigned("==", bv, minus1)
+                safe = b.select(b.or_(is_zero, is_m1), one, bv)
+                if op == isa.BPF_DIV:
+                    r = b.select(is_zero, zero, b.select(is_m1, b.sub(zero, a), b.sdiv(a, safe)))
+                else:
+                    r = b.select(is_zero, a, b.select(is_m1, zero, b.srem(a, safe)))
+            else:
+                safe = b.select(is_zero, one, bv)
+                if op == isa.BPF_DIV:
+                    r = b.select(is_zero, zero, b.udiv(a, safe))
+                else:
+                    r = b.select(is_zero, a, b.urem(a, safe))
+        elif op == isa.BPF_OR:
+            r = b.or_(a, bv)
+        elif op == isa.BPF_AND:
+            r = b.and_(a, bv)
+        elif op == isa.BPF_XOR:
+            r = b.xor(a, bv)
+        elif op in (isa.BPF_LSH, isa.BPF_RSH, isa.BPF_ARSH):
+            amount = b.and_(bv, ir.Constant(ty, bits - 1))
+            r = {isa.BPF_LSH: b.shl, isa.BPF_RSH: b.lshr, isa.BPF_ARSH: b.ashr}[op](a, amount)
+        elif op == isa.BPF_NEG:
+            r = b.sub(zero, a)
+        elif op == isa.BPF_MOV:
+            if insn.off in (8, 16, 32) and insn.source == isa.BPF_X:
+                narrow = b.trunc(src, INT_OF_SIZE[insn.off // 8])
+                r = b.sext(narrow, ty)
+            else:
+                r = bv
+        else:  # pragma: no cover - ALU_OPS is exhausted above
+            raise AssertionError(op)
+        self._set(insn.dst, r if is64 else b.zext(r, I64))
+
+    _bswaps: dict[int, ir.Function]
+
+    def _bswap(self, ty: ir.IntType) -> ir.Function:
+        if not hasattr(self, "_bswaps"):
+            self._bswaps = {}
+        fn = self._bswaps.get(ty.width)
+        if fn is None:
+            fn = self._bswaps[ty.width] = self.module.declare_intrinsic("llvm.bswap", [ty])
+        return fn
+
+    # -- jumps, calls, exit
+    _PREDICATES = {
+        isa.BPF_JEQ: ("==", False), isa.BPF_JNE: ("!=", False),
+        isa.BPF_JGT: (">", False), isa.BPF_JGE: (">=", False),
+        isa.BPF_JLT: ("<", False), isa.BPF_JLE: ("<=", False),
+        isa.BPF_JSGT: (">", True), isa.BPF_JSGE: (">=", True),
+        isa.BPF_JSLT: ("<", True), isa.BPF_JSLE: ("<=", True),
+    }
+
+    def _jmp(self, insn: Insn, pc: int) -> bool:
+        b = self.b
+        op = insn.op
+        is64 = insn.cls == isa.BPF_JMP
+        if op == isa.BPF_EXIT and is64:
+            b.ret(self._reg(0))
+            return True
+        if op == isa.BPF_CALL and is64:
+            self._call(insn, pc)
+            return False
+        if op == isa.BPF_JA:
+            b.branch(self._target_bb(insn.jump_target(pc)))
+            return True
+        if op not in isa.COND_JMP_OPS:
+            self._fault(FAULT_INVALID, pc, insn.opcode, 0)
+            return True
+        ty = I64 if is64 else I32
+        a = self._reg(insn.dst)
+        if insn.source == isa.BPF_X:
+            bv = self._reg(insn.src)
+            if not is64:
+                bv = b.trunc(bv, I32)
+        else:
+            bv = ir.Constant(ty, insn.imm & (MASK64 if is64 else 0xFFFFFFFF))
+        if not is64:
+            a = b.trunc(a, I32)
+        if op == isa.BPF_JSET:
+            cond = b.icmp_unsigned("!=", b.and_(a, bv), ir.Constant(ty, 0))
+        else:
+            pred, signed = self._PREDICATES[op]
+            cond = b.icmp_signed(pred, a, bv) if signed else b.icmp_unsigned(pred, a, bv)
+        b.cbranch(cond, self._target_bb(insn.jump_target(pc)), self._target_bb(pc + 1))
+        return True
+
+    def _call(self, insn: Insn, pc: int) -> None:
+        b = self.b
+        if insn.src != 0:
+            self._fault(FAULT_INVALID, pc, insn.opcode, 0)
+            b.position_at_end(self._fresh(f"dead{pc}"))
+            return
+        helper = insn.imm
+        if helper == 15:
+            r0 = self.uid_gid
+        elif helper == 14:
+            r0 = self.pid_tgid
+        else:
+            self.uses_callbacks = True
+            cb_ty = ir.FunctionType(I64, [I64] * 8)
+            cb = b.inttoptr(b.load(self._env_slot(ENV_HELPER)), cb_ty.as_pointer())
+            args = [self.env_arg, ir.Constant(I64, helper & MASK64), ir.Constant(I64, pc)]
+            args += [self._reg(r) for r in range(1, 6)]
+            r0 = b.call(cb, args)
+            failed = b.icmp_unsigned("!=", b.load(self._env_slot(ENV_FAULT)), ir.Constant(I64, 0))
+            ok_bb, bad_bb = self._fresh(f"c{pc}_ok"), self._fresh(f"c{pc}_bad")
+            b.cbranch(failed, bad_bb, ok_bb)
+            b.position_at_end(bad_bb)
+            self._fault(FAULT_HELPER, pc, 0, 0)
+            b.position_at_end(ok_bb)
+        self._set(0, r0)
+        for r in range(1, 6):
+            self._set(r, ir.Constant(I64, 0))
+
+
+# ------------------------------------------------------------------ compiled program
+
+class CompiledProgram:
+    """Native code for one program; independent of any map instance, so it is cached.
+
+    With `disk_cache` (the default) the object code is also kept on disk
+    (`ObjectCache`), keyed by everything that shapes it, so a later process
+    loading the same program skips IR generation, optimisation and code
+    generation.  Code loaded from the disk cache has no `optimized_ir`."""
+
+    def __init__(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int = 2,
+                 disk_cache: bool = True) -> None:
+        self._source = (list(insns), nmaps, mem_kinds, budget)
+        self._ir_text: str | None = None
+        self.optimized_ir: str | None = None
+        self.from_disk = False
+        cache = ObjectCache.default() if disk_cache else None
+        key = cache.key(insns, nmaps, mem_kinds, budget, opt) if cache else ""
+        entry = cache.get(key) if cache else None
+        if entry is not None and self._load_object(key, *entry):
+            self.from_disk = True
+        else:
+            self._compile(insns, nmaps, mem_kinds, budget, opt, cache, key)
+        self.fn = _PROG_TYPE(self.address)
+        self.run_fn = _RUN_TYPE(self.run_address)
+
+    @property
+    def ir_text(self) -> str:
+        """The unoptimised IR (regenerated on demand for code that came from the disk cache)."""
+        if self._ir_text is None:
+            insns, nmaps, mem_kinds, budget = self._source
+            self._ir_text = _Codegen(insns, nmaps, budget, mem_kinds).build()[0]
+        return self._ir_text
+
+    def _compile(self, insns, nmaps: int, mem_kinds, budget: int, opt: int,
+                 cache: "ObjectCache | None", key: str) -> None:
+        gen = _Codegen(insns, nmaps, budget, mem_kinds)
+        self._ir_text, self.block_slots = gen.build()
+        self.needs_regions = gen.needs_regions
+        self.uses_callbacks = gen.uses_callbacks
+        objects: list[bytes] = []
+        light = opt > 0 and len(insns) > BIG_PROGRAM
+        with _LLVM_LOCK:
+            tm = _target_machine(codegen_opt=0 if light else 2)
+            mod = llvm.parse_assembly(self._ir_text)
+            mod.verify()
+            if light:
+                _light_pipeline(mod, tm)
+            elif opt:
+                pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+                pb = llvm.create_pass_builder(tm, pto)
+                pb.getModulePassManager().run(mod, pb)
+            self.optimized_ir = str(mod)
+            self._engine = llvm.create_mcjit_compiler(mod, tm)
+            if cache is not None:
+                self._engine.set_object_cache(notify_func=lambda _mod, obj: objects.append(obj))
+            self._engine.finalize_object()
+            self.address = self._engine.get_function_address("bpf_prog")
+            self.run_address = self._engine.get_function_address("bpf_run")
+        if cache is not None and objects:
+            cache.put(key, self._meta(), objects[0])
+
+    def _meta(self) -> dict:
+        return {"block_slots": [[start, slots] for start, slots in self.block_slots.items()],
+                "needs_regions": self.needs_regions, "uses_callbacks": self.uses_callbacks}
+
+    def _load_object(self, key: str, meta: dict, obj: bytes) -> bool:
+        """Load cached object code through MCJIT's object cache; False if unusable."""
+        try:
+            block_slots = {int(start): [int(x) for x in slots] for start, slots in meta["block_slots"]}
+            needs_regions, uses_callbacks = bool(meta["needs_regions"]), bool(meta["uses_callbacks"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        with _LLVM_LOCK:
+            stub = llvm.parse_assembly("")
+            stub.name = key
+            engine = llvm.create_mcjit_compiler(stub, _target_machine())
+            engine.set_object_cache(getbuffer_func=lambda _mod: obj)
+            engine.finalize_object()
+            address = engine.get_function_address("bpf_prog")
+            run_address = engine.get_function_address("bpf_run")
+        if not address or not run_address:
+            return False
+        self._engine, self.address, self.run_address = engine, address, run_address
+        self.block_slots, self.needs_regions, self.uses_callbacks = block_slots, needs_regions, uses_callbacks
+        return True
+
+
+
+
+_CACHE: dict[tuple, CompiledProgram] = {}
+_CACHE_MAX = 256
+
+
+def compile_program(insns: Sequence[Insn], nmaps: int, mem_kinds=None, budget: int = DEFAULT_BUDGET,
+                    opt: int = 2) -> CompiledProgram:
+    """Compiled code for these instructions, from the per-process cache when possible."""
+    kinds_key = tuple(sorted((pc, tuple(sorted(k))) for pc, k in (mem_kinds or {}).items()))
+    key = (isa.encode(list(insns)), nmaps, kinds_key, budget, opt)
+    with _LLVM_LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    compiled = CompiledProgram(insns, nmaps, mem_kinds, budget, opt)
+    with _LLVM_LOCK:
+        while _CACHE and len(_CACHE) >= _CACHE_MAX:   # oldest first; live Jits keep their code
+            _CACHE.pop(next(iter(_CACHE)))
+        return _CACHE.setdefault(key, compiled)
+
+
+class Jit:
+    """A compiled program bound to one runtime (maps, log sink); `run` runs it once.
+
+    Compilation (or the cache lookup) happens in the constructor; LLVM work
+    is serialised by a process-wide lock, execution is reentrant.  Pass the
+    `VerifiedProgram` so accesses the verifier proved safe skip the run-time
+    region walk (argument buffers then only need a NULL check).
+    """
+
+    def __init__(self, insns: Sequence[Insn], runtime: Runtime | None = None, *,
+                 verified=None, budget: int = DEFAULT_BUDGET, opt: int = 2) -> None:
+        self.runtime = runtime if runtime is not None else Runtime()
+        self.budget = budget
+        self.code = compile_program(insns, len(self.runtime.maps), getattr(verified, "mem_kinds", None),
+                                    budget, opt)
+        self._fn = self.code.fn
+        self._run = self.code.run_fn
+        self._needs_regions = self.code.needs_regions
+        self._uses_callbacks = self.code.uses_callbacks
+        self._static_regions = _flatten(self.runtime.regions)
+        handles = [self.runtime.map_handle(i) for i in range(len(self.runtime.maps))]
+        self._handles = (ctypes.c_uint64 * max(1, len(handles)))(*handles)
+        self._local = threading.local()
+        self._needs_prepare = self._needs_regions or self._uses_callbacks
+
+    def _env(self) -> "_ThreadEnv":
+        """This thread's env record for this program (map table filled in once)."""
+        try:
+            return self._local.env
+        except AttributeError:
+            env = self._local.env = _ThreadEnv()
+            env.words[ENV_MAPS] = ctypes.addressof(self._handles)
+            return env
+
+    def _prepare(self, env: "_ThreadEnv", regions: Sequence[Region], caller: Caller) -> _RunState | None:
+        if self._needs_regions:
+            env.set_regions(_flatten(regions) + self._static_regions)
+        if self._uses_callbacks:
+            state = _tls.state = _RunState(self.runtime, regions, caller)
+            return state
+        return None
+
+    def run(self, ctx, caller: Caller) -> int:
+        """Run on a `fdsl.vm.context.Context`; r0 as a signed 32-bit value (the hot path)."""
+        env = self._env()
+        state = self._prepare(env, ctx.regions, caller) if self._needs_prepare else None
+        r0 = self._run(ctx.address, env.address, caller.uid, caller.gid, caller.pid, caller.tgid)
+        if r0 == RUN_FAULTED:
+            raise self._fault(env.words, state)
+        return r0
+
+    def execute(self, ctx_address: int, regions: Sequence[Region], caller: Caller) -> int:
+        """Run from slot 0 with r1 = ctx_address; returns r0 (unsigned 64-bit)."""
+        env = self._env()
+        state = self._prepare(env, regions, caller)
+        r0 = self._fn(ctx_address, env.address, caller.uid, caller.gid, caller.pid, caller.tgid)
+        if env.words[ENV_FAULT]:
+            raise self._fault(env.words, state)
+        return r0
+
+    def _fault(self, words, state: _RunState | None) -> VmFault:
+        code = words[ENV_FAULT]
+        index, arg, size = words[ENV_FAULT_INDEX], words[ENV_FAULT_ARG], words[ENV_FAULT_SIZE]
+        if code == FAULT_READ:
+            return VmFault(index, reason_access("read", size, arg))
+        if code == FAULT_WRITE:
+            return VmFault(index, reason_access("write", size, arg))
+        if code == FAULT_BUDGET:
+            return VmFault(self.code.block_slots[index][arg], REASON_BUDGET)
+        if code == FAULT_FELL_OFF:
+            return VmFault(index, REASON_FELL_OFF)
+        if code == FAULT_HELPER and state is not None and state.fault is not None:
+            return state.fault
+        return VmFault(index, f"invalid instruction {arg:#04x}")
+
+
+class _ThreadEnv:
+    """One thread's env record and region table, reused by every run on that thread."""
+
+    def __init__(self) -> None:
+        self.words = (ctypes.c_uint64 * ENV_WORDS)()
+        self.words[ENV_HELPER] = _HELPER_CB_ADDR
+        self.address = ctypes.addressof(self.words)
+        self._table = (ctypes.c_uint64 * 48)()
+
+    def set_regions(self, flat: list[int]) -> None:
+        if len(flat) > len(self._table):
+            self._table = (ctypes.c_uint64 * (2 * len(flat)))()
+        self._table[:len(flat)] = flat
+        self.words[ENV_REGIONS] = ctypes.addressof(self._table)
+        self.words[ENV_NREGIONS] = len(flat) // 3
+
+
+def _flatten(regions: Sequence[Region]) -> list[int]:
+    """(start, end, writable) u64 triples, the layout the native check walks."""
+    flat: list[int] = []
+    for r in regions:
+        if r.length > 0:
+            flat += (r.address, r.address + r.length, 1 if r.writable else 0)
+    return flat
