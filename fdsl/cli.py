@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import Any
 
 from fdsl import __version__
 from fdsl.errors import FdslError, PolicyError
@@ -48,9 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def helper_form(argv: list[str], commands: Any) -> list[str]:
+    """mount.fuse3 (`mount -t fuse.fdsl`, fstab) runs `fdsl BACKING MOUNTPOINT -o OPTS`:
+    a first argument that is a directory rather than a command means `fdsl mount`."""
+    if argv and argv[0] not in commands and not argv[0].startswith("-") \
+            and os.path.isdir(argv[0]):
+        return ["mount", *argv]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:   # answered before any subcommand module is imported
+        print(f"fdsl {__version__}")
+        return 0
     parser = build_parser()
-    args = parser.parse_args(argv)
+    commands = next(a.choices for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction))
+    args = parser.parse_args(helper_form(argv, commands))
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -39,6 +39,9 @@ class MountConfig:
     inline: bool = True                # cheap metadata ops on the trio thread (fuse_adapter)
     debug: bool = False
     switch_identity: bool = True
+    nonempty: bool = False             # mount even if the mount point is already a mount
+    log_file: str | None = None        # detached daemon's log (default: next to the socket)
+    log_size: int = 1 << 20            # bytes before the log file is rotated
 
 
 def mountinfo_targets() -> set[str]:
@@ -66,7 +69,7 @@ def validate(cfg: MountConfig) -> None:
     if not os.path.isdir(cfg.mountpoint):
         raise MountError(f"mount point {cfg.mountpoint!r} is not a directory")
     real_mnt = os.path.realpath(cfg.mountpoint)
-    if real_mnt in mountinfo_targets() and "nonempty" not in cfg.fuse_options:
+    if real_mnt in mountinfo_targets() and not cfg.nonempty:
         raise MountError(f"mount point {cfg.mountpoint!r} is busy (already a mount point)")
     real_backing = os.path.realpath(cfg.backing)
     if real_backing == real_mnt or real_backing.startswith(real_mnt + "/"):
@@ -163,7 +166,6 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     options = {"fsname=fdsl", "subtype=fdsl"}
     for opt in cfg.fuse_options:
         options.add(opt)
-    options.discard("nonempty")
     if cfg.debug:
         options.add("debug")
     sock_path = control.socket_path(cfg.mountpoint)

@@ -13,81 +13,66 @@ MOUNT_EPILOG = """examples:
 
 
 def register(subparsers: Any) -> None:
+    from fdsl.commands import mount_options
+
     p = subparsers.add_parser(
         "mount", help="mount BACKING at MOUNTPOINT through a policy (.fdsl or .bpf.o)",
+        usage="fdsl mount [-f] [-d] [-o OPT[,OPT...]] [POLICY] BACKING MOUNTPOINT",
         description="Mount a filtered passthrough view of BACKING at MOUNTPOINT. The policy "
         "(a .fdsl source compiled on the fly, or a compiled .bpf.o; an empty file or '' "
         "means pure passthrough) runs on every operation as a fuse-bpf kernel would. "
+        "It is the first argument or -o policy=FILE (the form mount(8) and fstab use: "
+        "'mount -t fuse.fdsl BACKING MOUNTPOINT -o policy=FILE' runs 'fdsl BACKING "
+        "MOUNTPOINT -o policy=FILE'). "
         "Daemonizes and returns once the mount is ready unless -f is given.",
-        epilog=MOUNT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("policy", help="policy file (.fdsl or .bpf.o), or '' for none")
-    p.add_argument("backing", help="backing directory")
-    p.add_argument("mountpoint", help="where to mount")
+        epilog=mount_options.help_text() + "\n\n" + MOUNT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="[POLICY] BACKING MOUNTPOINT",
+                   help="policy file (.fdsl or .bpf.o, '' for none; or -o policy=FILE), "
+                   "backing directory, mount point")
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     p.add_argument("-d", "--debug", action="store_true", help="FUSE debug output (implies -f)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
-                   help="FUSE mount options (allow_other, default_permissions, ro, ...) and "
-                   "fdsl options: entry_timeout=S, attr_timeout=S, threads=N, "
-                   "backend=auto|jit|interp (auto, the default: serve with the interpreter at once "
-                   "and switch to the JIT when it has compiled), "
-                   "inline=0|1 (default 1: cheap metadata operations run on the daemon's main "
-                   "thread and threads=N workers serve data I/O; 0 runs every operation in a "
-                   "worker, so a very slow backing fs stalls only its own requests), "
-                   "no_identity (run backing ops as the daemon, not as the caller)")
+                   help="mount options, listed below (repeatable)")
     p.set_defaults(func=cmd_mount)
 
-    u = subparsers.add_parser("umount", help="unmount an fdsl mount (fusermount3 -u)")
+    u = subparsers.add_parser("umount", help="unmount an fdsl mount (fusermount3 -u)",
+                              description="Unmount an fdsl mount and wait until its daemon has "
+                              "gone.  Refuses mount points that fdsl does not serve.")
     u.add_argument("mountpoint")
     u.add_argument("-z", "--lazy", action="store_true", help="lazy unmount")
     u.set_defaults(func=cmd_umount)
 
-    s = subparsers.add_parser("stats", help="counters (map contents) and recent logs of a mount")
+    s = subparsers.add_parser("stats", help="counters (map contents) and recent logs of a mount",
+                              description="Show a mount's request counts, map contents, "
+                              "recent log lines and where its log file is.")
     s.add_argument("mountpoint")
     s.add_argument("--json", action="store_true", help="raw JSON")
+    s.add_argument("--follow", action="store_true",
+                   help="after the stats, print new log lines as they are written (like tail -f)")
     s.set_defaults(func=cmd_stats)
 
 
-def _parse_options(values: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Split -o values into FUSE options and our own key=value settings."""
-    ours = {"entry_timeout", "attr_timeout", "threads", "inline", "backend", "no_identity"}
-    fuse, mine = [], {}
-    for value in values:
-        for opt in filter(None, (o.strip() for o in value.split(","))):
-            key, _, val = opt.partition("=")
-            if key in ours:
-                mine[key] = val
-            else:
-                fuse.append(opt)
-    return fuse, mine
-
-
-def _flag(value: str) -> bool:
-    """`inline`, `inline=1`/`yes`/`true` -> True; `0`/`no`/`false` -> False."""
-    v = value.strip().lower()
-    if v in ("", "1", "yes", "true", "on"):
-        return True
-    if v in ("0", "no", "false", "off"):
-        return False
-    raise ValueError(f"not a yes/no value: {value!r}")
-
-
 def cmd_mount(args: argparse.Namespace) -> int:
+    from fdsl.commands import mount_options
     from fdsl.errors import UsageError
     from fdsl.runtime.daemon import MountConfig, mount
 
-    fuse_opts, mine = _parse_options(args.options)
-    try:
-        cfg = MountConfig(
-            backing=args.backing, mountpoint=args.mountpoint, policy=args.policy or None,
-            foreground=args.foreground or args.debug, fuse_options=fuse_opts,
-            backend=mine.get("backend", "auto"),
-            entry_timeout=float(mine.get("entry_timeout", 1.0)),
-            attr_timeout=float(mine.get("attr_timeout", 1.0)),
-            threads=int(mine.get("threads", 16)),
-            inline=_flag(mine.get("inline", "1")),
-            debug=args.debug, switch_identity="no_identity" not in mine)
-    except ValueError as err:
-        raise UsageError(f"bad -o value: {err}") from None
+    parsed = mount_options.parse(args.options)
+    settings = parsed.settings
+    if len(args.paths) == 3:
+        if settings.get("policy") is not None:
+            raise UsageError("the policy is given twice (argument and -o policy=)")
+        settings["policy"] = args.paths[0]
+    elif len(args.paths) != 2:
+        raise UsageError(f"mount takes [POLICY] BACKING MOUNTPOINT, got {len(args.paths)} "
+                         "arguments")
+    backing, mountpoint = args.paths[-2:]
+    settings["debug"] = settings["debug"] or args.debug
+    cfg = MountConfig(backing=backing, mountpoint=mountpoint,
+                      foreground=args.foreground or settings["debug"],
+                      fuse_options=parsed.fuse, **settings)
+    cfg.policy = cfg.policy or None
     return mount(cfg)
 
 
