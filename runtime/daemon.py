@@ -30,6 +30,7 @@ class MountConfig:
     backing: str
     mountpoint: str
     policy: str | None = None          # .fdsl or .bpf.o; None/empty file = passthrough
+    include_dirs: tuple[str, ...] = ()  # -I: where a .fdsl policy may include from
     foreground: bool = False
     fuse_options: list[str] = field(default_factory=list)
     backend: str = "auto"
@@ -79,21 +80,28 @@ def validate(cfg: MountConfig) -> None:
     if cfg.policy and os.path.isdir(cfg.policy):
         raise MountError(f"policy {cfg.policy!r} is a directory, not a .fdsl or .bpf.o file")
     if cfg.policy and not os.path.isfile(cfg.policy):
+        if os.path.exists(cfg.policy):
+            raise MountError(f"policy {cfg.policy!r} is not a regular file")
         raise MountError(f"policy file {cfg.policy!r} does not exist")
 
 
-def read_policy_object(policy: str | None) -> bytes | None:
+def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = ()) -> bytes | None:
     """The BPF object to run: compiled on the fly for .fdsl; None = pure passthrough."""
     if not policy:
         return None
-    data = Path(policy).read_bytes()
+    from fdsl.files import MAX_OBJECT_BYTES, InputFileError, read_regular_file
+
+    try:
+        data = read_regular_file(policy, MAX_OBJECT_BYTES).data
+    except InputFileError as err:
+        raise MountError(f"cannot read policy {policy!r}: {err.reason}") from None
     if data.startswith(b"\x7fELF"):
         return data
     if not data.strip():
         return None  # empty policy file: pure passthrough
     from fdsl.compile import driver as compiler  # heavy (llvmlite); only when a .fdsl is given
 
-    return compiler.compile_file(policy, want_asm=False).obj
+    return compiler.compile_source(data, policy, want_asm=False, include_dirs=include_dirs).obj
 
 
 # ----------------------------------------------------------------- serving
@@ -364,7 +372,7 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
 def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
-    obj = read_policy_object(cfg.policy)
+    obj = read_policy_object(cfg.policy, cfg.include_dirs)
     logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.WARNING,
                         format="fdsl[%(process)d] %(levelname)s %(message)s")
     if cfg.foreground:

@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from fdsl.commands import add_include_option
+
 EMITS = ("obj", "ir", "asm")
 
 
@@ -14,6 +16,7 @@ def register(subparsers: Any) -> None:
         description="Parse, check and plan a policy (and lower it to BPF) without writing "
         "anything.  Exit 0 if it compiles, 1 on policy errors.")
     p.add_argument("policy", help="policy file (.fdsl)")
+    add_include_option(p)
     p.set_defaults(func=run_check)
 
     p = subparsers.add_parser(
@@ -21,6 +24,7 @@ def register(subparsers: Any) -> None:
         description="Compile a policy to one BPF ELF object holding every scope's program, "
         "the maps, the license and the metadata the daemon needs.")
     p.add_argument("policy", help="policy file (.fdsl)")
+    add_include_option(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file (default: POLICY with .bpf.o for obj, stdout for ir/asm)")
     p.add_argument("--emit", choices=EMITS, default="obj",
@@ -32,6 +36,7 @@ def register(subparsers: Any) -> None:
         description="Print, per scope, opcode and phase, the rules in order with their "
         "decisions, which rules run in BPF and which in the daemon, and the return bits.")
     p.add_argument("policy", help="policy file (.fdsl)")
+    add_include_option(p)
     p.set_defaults(func=run_explain)
 
 
@@ -43,7 +48,7 @@ def _print_warnings(result: Any) -> None:
 def run_check(args: argparse.Namespace) -> int:
     from fdsl.compile.driver import compile_file
 
-    result = compile_file(args.policy, want_asm=False)
+    result = compile_file(args.policy, want_asm=False, include_dirs=args.include_dirs)
     _print_warnings(result)
     scopes = len(result.plan.scopes)
     print(f"{args.policy}: ok ({scopes} scope{'s' if scopes != 1 else ''}, "
@@ -60,7 +65,7 @@ def run_compile(args: argparse.Namespace) -> int:
     from fdsl.compile.driver import compile_file
     from fdsl.errors import UsageError
 
-    result = compile_file(args.policy, want_asm=args.emit == "asm")
+    result = compile_file(args.policy, want_asm=args.emit == "asm", include_dirs=args.include_dirs)
     _print_warnings(result)
     if args.emit == "obj":
         output = args.output or _default_output(args.policy)
@@ -115,7 +120,7 @@ def run_explain(args: argparse.Namespace) -> int:
     from fdsl.compile.explain import explain
     from fdsl.compile.planner import build_plan
 
-    policy, sources, warnings = load_checked(args.policy)
+    policy, sources, warnings = load_checked(args.policy, args.include_dirs)
     plan = build_plan(policy)
     sys.stdout.write(explain(plan))
     return 0

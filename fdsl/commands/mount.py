@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Any
 
+from fdsl.commands import add_include_option
+
 MOUNT_EPILOG = """examples:
   fdsl mount examples/hide_secrets.fdsl /srv/data /mnt/view
   fdsl mount -o allow_other,ro policy.bpf.o /srv/data /mnt/view
@@ -30,6 +32,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("paths", nargs="+", metavar="[POLICY] BACKING MOUNTPOINT",
                    help="policy file (.fdsl or .bpf.o, '' for none; or -o policy=FILE), "
                    "backing directory, mount point")
+    add_include_option(p)
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     p.add_argument("-d", "--debug", action="store_true", help="FUSE debug output (implies -f)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -73,6 +76,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                       foreground=args.foreground or settings["debug"],
                       fuse_options=parsed.fuse, **settings)
     cfg.policy = cfg.policy or None
+    cfg.include_dirs = tuple(args.include_dirs)
     return mount(cfg)
 
 

@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from fdsl.commands import add_include_option
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -24,6 +26,7 @@ def register(subparsers: Any) -> None:
         epilog="example: fdsl run policy.fdsl --op lookup --phase pre --name secret.key --uid 1000",
     )
     p.add_argument("object", metavar="OBJ_OR_FDSL", help="compiled object or .fdsl policy")
+    add_include_option(p)
     p.add_argument("--op", required=True, help="FUSE opcode name (lookup, open, mkdir, ...)")
     p.add_argument("--phase", choices=("pre", "post"), default="pre", help="filter phase (default pre)")
     p.add_argument("--name", help="the request's name argument")
@@ -68,18 +71,18 @@ def _value(text: str) -> Any:
         return text
 
 
-def _load_bytes(path: str) -> bytes:
+def _load_bytes(path: str, include_dirs: list[str]) -> bytes:
     from fdsl.errors import UsageError
+    from fdsl.files import MAX_OBJECT_BYTES, InputFileError, read_regular_file
 
     if path.endswith(".fdsl"):
         from fdsl.compile.driver import compile_file
 
-        return compile_file(path, want_asm=False).obj
+        return compile_file(path, want_asm=False, include_dirs=include_dirs).obj
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as err:
-        raise UsageError(f"{path}: {err.strerror or err}") from None
+        return read_regular_file(path, MAX_OBJECT_BYTES).data
+    except InputFileError as err:
+        raise UsageError(f"{path}: {err.reason}") from None
 
 
 def _pick_section(fs, wanted: str | None) -> str:
@@ -148,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fdsl.vm.filterset import FilterSet
     from fdsl.errors import UsageError, VmFault
 
-    fs = FilterSet.load(_load_bytes(args.object), backend=args.backend)
+    fs = FilterSet.load(_load_bytes(args.object, args.include_dirs), backend=args.backend)
     section = _pick_section(fs, args.section)
     fields = _fields(args)
     try:

@@ -11,6 +11,8 @@ import argparse
 import sys
 from typing import Any
 
+from fdsl.commands import add_include_option
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -22,6 +24,7 @@ def register(subparsers: Any) -> None:
         epilog="example: fdsl test examples/hide_secrets.fdsl --backend interp -v",
     )
     p.add_argument("policy", metavar="POLICY.fdsl", help="the policy with test blocks")
+    add_include_option(p)
     p.add_argument("--backend", choices=("jit", "interp"), default="jit",
                    help="run the programs with the JIT (default) or the interpreter")
     p.add_argument("-k", dest="keyword", metavar="NAME",
@@ -37,7 +40,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from fdsl.errors import FdslError
 
     try:
-        result = compile_file(args.policy, want_asm=False)
+        result = compile_file(args.policy, want_asm=False, include_dirs=args.include_dirs)
     except FdslError:
         raise   # policy diagnostics / usage errors: printed by the CLI, exit 1 (2 for usage)
     except Exception as err:  # a compiler bug: one clean line instead of a traceback

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from fdsl import __version__, abi
 from fdsl.lang import ast
@@ -134,37 +135,40 @@ def compile_policy(policy: ast.Policy, sources: Sources | None = None,
                          list(warnings or []) + plan.warnings, sources)
 
 
-def _front_end(text: str | bytes, filename: str) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
+def _front_end(text: str | bytes, filename: str,
+               include_dirs: Sequence[str] = ()) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
     """Parse and check (fdsl.lang.frontend); raises PolicyError with every error found."""
     from fdsl.lang.frontend import load_policy
 
-    return load_policy(text=text, filename=filename)
+    return load_policy(text=text, filename=filename, include_dirs=tuple(include_dirs))
 
 
-def compile_source(text: str | bytes, filename: str = "<string>", want_asm: bool = True) -> CompileResult:
-    policy, sources, warnings = _front_end(text, filename)
+def compile_source(text: str | bytes, filename: str = "<string>", want_asm: bool = True,
+                   include_dirs: Sequence[str] = ()) -> CompileResult:
+    policy, sources, warnings = _front_end(text, filename, include_dirs)
     return compile_policy(policy, sources, warnings, want_asm=want_asm)
 
 
 def _read(path: str) -> bytes:
+    """The policy's bytes: a regular file of bounded size (never a FIFO or a device)."""
+    from fdsl.errors import UsageError
+    from fdsl.files import MAX_POLICY_BYTES, InputFileError, read_regular_file
+
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError as err:
-        from fdsl.errors import UsageError
-
-        raise UsageError(f"cannot read '{path}': {err.strerror or err}") from None
+        return read_regular_file(path, MAX_POLICY_BYTES).data
+    except InputFileError as err:
+        raise UsageError(f"cannot read '{path}': {err.reason}") from None
 
 
-def load_checked(path: str) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
+def load_checked(path: str, include_dirs: Sequence[str] = ()) -> tuple[ast.Policy, Sources, list[Diagnostic]]:
     """Parse and check a policy file (for `explain`, which needs no object)."""
-    return _front_end(_read(path), path)
+    return _front_end(_read(path), path, include_dirs)
 
 
-def compile_file(path: str, want_asm: bool = True) -> CompileResult:
-    return compile_source(_read(path), path, want_asm=want_asm)
+def compile_file(path: str, want_asm: bool = True, include_dirs: Sequence[str] = ()) -> CompileResult:
+    return compile_source(_read(path), path, want_asm=want_asm, include_dirs=include_dirs)
 
 
-def check_file(path: str) -> list[Diagnostic]:
+def check_file(path: str, include_dirs: Sequence[str] = ()) -> list[Diagnostic]:
     """Front end plus planning and code generation, without emitting an object."""
-    return compile_file(path, want_asm=False).warnings
+    return compile_file(path, want_asm=False, include_dirs=include_dirs).warnings

@@ -15,18 +15,20 @@ from fdsl.lang.parser import parse_file, parse_source
 
 
 def load_policy(path: str | os.PathLike | None = None, *, text: str | bytes | None = None,
-                filename: str = "<string>") -> tuple[A.Policy, Sources, list[Diagnostic]]:
+                filename: str = "<string>",
+                include_dirs: tuple[str, ...] | list[str] = ()) -> tuple[A.Policy, Sources, list[Diagnostic]]:
     """Parse and check a policy file (`path`) or policy text (`text=`).
 
+    Includes may also come from `include_dirs` (the `-I` options).
     Returns `(policy, sources, warnings)`.  Raises `PolicyError` carrying all
     diagnostics (errors and warnings, rendered) when there is any error.
     """
     if text is None and path is None:
         raise ValueError("load_policy needs a path or text=")
     if text is not None:
-        policy, sources, diags = parse_source(text, filename)
+        policy, sources, diags = parse_source(text, filename, include_dirs)
     else:
-        policy, sources, diags = parse_file(os.fspath(path))  # type: ignore[arg-type]
+        policy, sources, diags = parse_file(os.fspath(path), include_dirs)  # type: ignore[arg-type]
     if not has_errors(diags):
         diags = diags + check(policy, sources)
     if has_errors(diags):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -24,7 +23,9 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 from lark.lexer import PatternStr
 
 from fdsl.lang import ast as A
+from fdsl.files import MAX_POLICY_BYTES, InputFileError, read_regular_file
 from fdsl.lang.diagnostics import Diagnostic, Severity, Sources, Span
+from fdsl.lang.includes import IncludeError, IncludeRules
 
 MAX_DEPTH = 100          # deepest AST accepted (expressions + statements + items)
 MAX_INT = (1 << 64) - 1
@@ -609,29 +610,30 @@ def _check_depth(items: list[A.Item], diags: list[Diagnostic]) -> list[A.Item]:
 
 # ------------------------------------------------------------- public API
 
-def parse_source(text: str | bytes, filename: str = "<string>") -> tuple[A.Policy, Sources, list[Diagnostic]]:
-    """Parse policy text; includes are resolved relative to `filename`'s directory."""
+def parse_source(text: str | bytes, filename: str = "<string>",
+                 include_dirs: tuple[str, ...] | list[str] = ()) -> tuple[A.Policy, Sources, list[Diagnostic]]:
+    """Parse policy text; includes are resolved relative to `filename`'s directory
+    (then `include_dirs`) and must stay under those directories (fdsl.lang.includes)."""
     sources = Sources()
     diags: list[Diagnostic] = []
-    seen: set[str] = set()
-    if os.path.exists(filename):
-        seen.add(os.path.realpath(filename))
-    items = _parse_tree(text, filename, sources, diags, seen)
+    rules = IncludeRules.for_policy(filename, include_dirs)
+    if isinstance(text, bytes):
+        rules.count(text)
+    items = _parse_tree(text, filename, sources, diags, rules)
     span = Span(filename, 1, 1, 1, 1)
     policy = A.Policy(span, items, files=list(sources.texts))
     return policy, sources, diags
 
 
-def parse_file(path: str) -> tuple[A.Policy, Sources, list[Diagnostic]]:
+def parse_file(path: str, include_dirs: tuple[str, ...] | list[str] = ()) -> tuple[A.Policy, Sources, list[Diagnostic]]:
     """Parse a policy file and everything it includes."""
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
+        data = read_regular_file(path, MAX_POLICY_BYTES).data
+    except InputFileError as err:
         sources = Sources()
-        diag = _error(f"cannot read '{path}': {err.strerror or err}", Span.unknown(path))
+        diag = _error(f"cannot read '{path}': {err.reason}", Span.unknown(path))
         return A.Policy(Span.unknown(path), [], files=[]), sources, [diag]
-    return parse_source(data, path)
+    return parse_source(data, path, include_dirs)
 
 
 def _decode(data: str | bytes, file: str, diags: list[Diagnostic]) -> str:
@@ -658,7 +660,7 @@ def _decode(data: str | bytes, file: str, diags: list[Diagnostic]) -> str:
 
 
 def _parse_tree(data: str | bytes, file: str, sources: Sources, diags: list[Diagnostic],
-                seen: set[str]) -> list[A.Item]:
+                rules: IncludeRules) -> list[A.Item]:
     """Parse one file and splice its includes in place (each file at most once)."""
     before = len(diags)
     text = _decode(data, file, diags)
@@ -673,28 +675,22 @@ def _parse_tree(data: str | bytes, file: str, sources: Sources, diags: list[Diag
         if not isinstance(item, A.Include):
             out.append(item)
             continue
-        out += _include(item, file, sources, diags, seen)
+        out += _include(item, file, sources, diags, rules)
     return out
 
 
 def _include(item: A.Include, parent: str, sources: Sources, diags: list[Diagnostic],
-             seen: set[str]) -> list[A.Item]:
-    if not item.path or os.path.isabs(item.path):
-        diags.append(_error(f"include path must be relative: '{item.path}'", item.span,
-                            "paths are relative to the including file"))
-        return []
-    base = os.path.dirname(parent) if parent != "<string>" else ""
-    shown = os.path.normpath(os.path.join(base, item.path))
-    real = os.path.realpath(shown)
-    if real in seen:
-        return []
+             rules: IncludeRules) -> list[A.Item]:
     try:
-        with open(shown, "rb") as fh:
-            data = fh.read()
-    except OSError as err:
-        reason = err.strerror or str(err)
-        diags.append(_error(f"cannot include '{item.path}': {reason}", item.span,
-                            f"looked for '{shown}'"))
+        found = rules.resolve(item.path, parent)
+        if found is None:
+            return []
+        shown, real = found
+        data = rules.read(item.path, shown, real)
+    except IncludeError as err:
+        hint = err.hint
+        if hint is None and "No such file" in str(err):
+            hint = "looked for " + ", ".join(f"'{p}'" for p in rules.candidates(item.path, parent))
+        diags.append(_error(str(err), item.span, hint))
         return []
-    seen.add(real)
-    return _parse_tree(data, shown, sources, diags, seen)
+    return _parse_tree(data, shown, sources, diags, rules)
