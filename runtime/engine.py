@@ -34,7 +34,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import sysio
+from . import scopes, sysio
 from .identity import ROOT, Caller, as_caller, thread_umask
 from .nodes import ROOT_ID, Node, NodeTable
 
@@ -532,6 +532,8 @@ class Engine:
         def backing(ins: list) -> list:
             # linkat(fd, "", ..., AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the
             # /proc magic link with AT_SYMLINK_FOLLOW works for any caller.
+            if scopes.link_crosses(self.policy, node, parent, new_name):
+                raise OSError(errno.EXDEV, "hard link across a scope boundary")
             if stat.S_ISLNK(node.mode):
                 _linkat_empty(node.fd, parent.fd, new_name)
             else:
@@ -612,6 +614,8 @@ class Engine:
             raise OSError(errno.EXDEV, "cross-device rename")
 
         def backing(ins: list) -> list:
+            if scopes.rename_crosses(self.policy, parent, name, new_parent, new_name):
+                raise OSError(errno.EXDEV, "rename across a scope boundary")
             real_flags = ins[0].get("flags", 0) if flags else 0
             sysio.renameat2(parent.fd, name, new_parent.fd, new_name, real_flags)
             return []
