@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from fdsl import abi
+from fdsl import abi, regex
 from fdsl.lang import ast as A
 from fdsl.lang.diagnostics import Diagnostic, Severity, Sources, Span
 
@@ -930,9 +930,9 @@ class Checker:
     def check_pattern(self, kind: str, text: str, span: Span, ctx: Ctx) -> None:
         if kind == "regex":
             try:
-                re.compile(text)
-            except (re.error, RecursionError, OverflowError) as err:
-                self.error(f"invalid regular expression: {getattr(err, 'msg', err)}", span)
+                regex.compile_pattern(text)
+            except regex.RegexError as err:
+                self.error(f"invalid regular expression: {err}", span, regex.hint_for(text))
             ctx.reasons.append("regex 'matches' runs in userspace")
             return
         if kind != "glob":

@@ -38,7 +38,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from fdsl import abi
+from fdsl import abi, regex
 
 MASK64 = (1 << 64) - 1
 
@@ -318,7 +318,7 @@ def _strtest(kind: str, subject: str, pattern: str) -> bool:
     if kind == "glob":
         return fnmatch.fnmatchcase(subject, pattern)
     if kind == "regex":
-        return re.search(pattern, subject) is not None
+        return regex.search(pattern, subject)
     raise ValueError(f"unknown string test {kind!r}")
 
 

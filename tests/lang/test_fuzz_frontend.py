@@ -83,3 +83,26 @@ def test_deep_nesting(depth: int, opener: str) -> None:
         closer = ")" if opener == "(" else ""
         text = "const A = " + opener * depth + "1" + closer * depth
     run_frontend(text)
+
+
+REGEX_TOKENS = ["a", "b", ".", "(", ")", "+", "*", "?", "|", "^", "$", "{2,}", "{3}", "[ab]", "[^a]",
+                "\\\\1", "(?=", "(?!", "(?<=", "(?:", "(?P<g>", "*+", "\\\\d", "\\\\w", "é"]
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from(REGEX_TOKENS), min_size=1, max_size=25).map("".join))
+def test_fuzzed_regexes_compile_to_re2_or_a_diagnostic(pattern: str) -> None:
+    """A `matches` pattern is either refused at compile time (with a position) or runs on
+    RE2 in the evaluator: a hostile 4000-character name gets an answer (issue 11, item 10)."""
+    from fdsl.vm import userspace
+
+    diags = run_frontend(f'hide name matches "{pattern}"\n')
+    if diags:
+        assert all(d.span.line == 1 for d in diags)
+        return
+    text = pattern.replace("\\\\", "\\")
+    rule = {"e": "strtest", "kind": "regex", "x": {"e": "field", "path": "name"}, "pats": [text]}
+    body = [{"s": "if", "c": rule, "then": [{"s": "deny", "errno": {"e": "int", "v": 2}}], "else": []}]
+    for name in ("a" * 4000 + "!", "ab" * 2000, "é" * 1000 + "\udce9"):
+        outcome = userspace.evaluate([body], userspace.Request("lookup", "pre", {"name": name}))
+        assert outcome.decision in (None, "deny")
