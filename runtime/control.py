@@ -116,39 +116,16 @@ def open_log(path: Path) -> int:
 
 def mount_owner(real_mountpoint: str) -> int | None:
     """The uid that mounted the FUSE filesystem at `real_mountpoint` (from mountinfo)."""
+    from . import mounttable
+
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            lines = fh.readlines()
+        entry = mounttable.find(real_mountpoint)
     except OSError:
         return None
-    owner = None
-    for line in lines:
-        head, _, tail = line.partition(" - ")
-        fields = head.split()
-        if len(fields) < 5 or _unescape(fields[4]) != real_mountpoint:
-            continue
-        tail_fields = tail.split()
-        if not tail_fields or not tail_fields[0].startswith("fuse"):
-            owner = None            # something else is mounted on top
-            continue
-        for opt in (tail_fields[2] if len(tail_fields) > 2 else "").split(","):
-            if opt.startswith("user_id="):
-                owner = int(opt[len("user_id="):])
-    return owner
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+    if entry is None or not entry.is_fuse:
+        return None            # not mounted, or something else is mounted on top
+    owner = entry.option("user_id")
+    return int(owner) if owner and owner.isdigit() else None
 
 
 def candidate_sockets(mountpoint: str | os.PathLike) -> tuple[list[Path], int | None]:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from fdsl.errors import MountError
 
-from . import control
+from . import control, logs, mounttable
 
 log = logging.getLogger("fdsl.runtime")
 
@@ -45,20 +45,6 @@ class MountConfig:
     log_size: int = 1 << 20            # bytes before the log file is rotated
 
 
-def mountinfo_targets() -> set[str]:
-    """Mount points currently mounted (from /proc/self/mountinfo, octal escapes decoded)."""
-    targets = set()
-    try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            for line in fh:
-                raw = line.split()[4].decode("utf-8", "surrogateescape")
-                targets.add(raw.encode("utf-8", "surrogateescape").decode("unicode_escape")
-                            if "\\" in raw else raw)
-    except OSError:
-        pass
-    return targets
-
-
 def validate(cfg: MountConfig) -> None:
     """Clear errors before anything is forked or mounted."""
     if not os.path.exists(cfg.backing):
@@ -70,8 +56,13 @@ def validate(cfg: MountConfig) -> None:
     if not os.path.isdir(cfg.mountpoint):
         raise MountError(f"mount point {cfg.mountpoint!r} is not a directory")
     real_mnt = os.path.realpath(cfg.mountpoint)
-    if real_mnt in mountinfo_targets() and not cfg.nonempty:
-        raise MountError(f"mount point {cfg.mountpoint!r} is busy (already a mount point)")
+    on_top = mounttable.find(real_mnt)
+    if on_top is not None and on_top.is_fuse:
+        raise MountError(f"mount point {cfg.mountpoint!r} is busy: already a FUSE mount "
+                         f"({on_top.fstype}); unmount it first")
+    if not cfg.nonempty and (on_top is not None or os.path.ismount(real_mnt)):
+        raise MountError(f"mount point {cfg.mountpoint!r} is busy (already a mount point; "
+                         "-o nonempty mounts on top)")
     real_backing = os.path.realpath(cfg.backing)
     if real_backing == real_mnt or real_backing.startswith(real_mnt + "/"):
         raise MountError("the backing directory must not be inside the mount point")
@@ -161,6 +152,9 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
     try:
         policy = load_policy(obj, cfg.backend, cfg.backing, stats)
+        filters = getattr(policy, "filters", None)
+        if filters is not None:     # policy `log` lines: to stderr (-f) or the log file
+            filters.log_sink.callback = logs.policy_line_writer()
         engine = Engine(cfg.backing, policy, EngineOptions(
             cfg.entry_timeout, cfg.attr_timeout, cfg.switch_identity))
     except Exception as err:  # verifier rejection, bad object, unreadable backing dir
@@ -363,6 +357,7 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
             "maps": policy.map_contents() if hasattr(policy, "map_contents") else [],
             "logs": list(policy.recent_logs()) if hasattr(policy, "recent_logs") else [],
             "daemon_logs": list(stats.logs),
+            "log_file": cfg.log_file,
         }
     return {"error": f"unknown command {cmd!r}"}
 
@@ -373,26 +368,35 @@ def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
     obj = read_policy_object(cfg.policy, cfg.include_dirs)
-    logging.basicConfig(level=logging.DEBUG if cfg.debug else logging.WARNING,
-                        format="fdsl[%(process)d] %(levelname)s %(message)s")
+    # The daemon works from "/" (it must not keep the launcher's directory busy),
+    # so every path it keeps is made absolute now.
+    cfg.backing = os.path.realpath(cfg.backing)
+    cfg.mountpoint = os.path.realpath(cfg.mountpoint)
+    cfg.policy = os.path.abspath(cfg.policy) if cfg.policy else cfg.policy
+    cfg.log_file = os.path.abspath(cfg.log_file) if cfg.log_file else None
+    level = logging.DEBUG if cfg.debug else logging.INFO
     if cfg.foreground:
         def ready(message: str | None) -> None:
             if message:
                 print(f"fdsl: {message}", file=sys.stderr)
+        logs.setup(cfg.log_file, cfg.log_size, stream=True, level=level)
         return serve(cfg, obj, ready)
-    return _daemonize(cfg, obj)
+    cfg.log_file = cfg.log_file or os.fspath(control.socket_path(cfg.mountpoint)
+                                             .with_suffix(".log"))
+    return _daemonize(cfg, obj, level)
 
 
-def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
+def _daemonize(cfg: MountConfig, obj: bytes | None, level: int) -> int:
+    """Fork; the child becomes a proper daemon (python-daemon: double fork, setsid,
+    cwd "/", umask, every inherited fd closed, stdio on /dev/null) and reports
+    "OK" or the failure through a pipe once the mount is live or has failed."""
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # daemon
+    if pid == 0:
         os.close(read_end)
-        os.setsid()
         reported = False
-        log_path = control.socket_path(cfg.mountpoint).with_suffix(".log")
 
         def ready(message: str | None) -> None:
             nonlocal reported
@@ -404,48 +408,47 @@ def _daemonize(cfg: MountConfig, obj: bytes | None) -> int:
                 os.close(write_end)
             except OSError:
                 pass
-            if message is None:
-                _detach_stdio(log_path)
 
         code = 1
         try:
+            import daemon  # python-daemon
+
+            daemon.DaemonContext(
+                working_directory="/", umask=0o022, detach_process=True,
+                files_preserve=[write_end],
+                signal_map={signal.SIGTSTP: None, signal.SIGTTIN: None, signal.SIGTTOU: None},
+            ).open()
+            control.ensure_runtime_dir(control.socket_path(cfg.mountpoint).parent)
+            try:
+                logs.setup(cfg.log_file, cfg.log_size, stream=False, level=level)
+            except OSError as err:
+                raise MountError(f"refusing the log file {cfg.log_file}: {err}") from None
             code = serve(cfg, obj, ready)
         except BaseException as err:  # noqa: BLE001
             ready(f"daemon failed: {err}")
         finally:
-            try:
-                if log_path.stat().st_size == 0:
-                    log_path.unlink()  # nothing worth keeping
-            except OSError:
-                pass
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         answer = pipe.readline().decode(errors="replace").strip()
+    os.waitpid(pid, 0)   # the intermediate process, gone once the daemon detached
     if answer == "OK":
         return 0
     raise MountError(answer or "the mount daemon exited before the mount was ready")
 
 
-def _detach_stdio(log_path: Path) -> None:
-    """Daemon stdio -> /dev/null; warnings go to a private log file next to the
-    control socket (serve() has checked that directory)."""
-    try:
-        out = control.open_log(log_path)
-    except OSError:
-        out = os.open(os.devnull, os.O_WRONLY)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(out, 1)
-    os.dup2(out, 2)
-    os.close(devnull)
-    os.close(out)
-
-
 def umount(mountpoint: str, lazy: bool = False, timeout: float = 10.0) -> int:
-    """fusermount3 -u, then wait until the daemon has gone (its socket disappears)."""
+    """fusermount3 -u, then wait until the daemon has gone (its socket disappears).
+    Refuses anything that is not an fdsl mount: `fdsl umount` never takes down a
+    filesystem it did not make."""
     import subprocess
 
+    entry = mounttable.find(os.path.realpath(mountpoint))
+    if entry is None:
+        raise MountError(f"{mountpoint} is not a mount point")
+    if not entry.is_fdsl:
+        raise MountError(f"{mountpoint} is a {entry.fstype} mount, not an fdsl one; "
+                         "use umount(8) for it")
     cmd = ["fusermount3", "-u"] + (["-z"] if lazy else []) + [mountpoint]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -47,9 +47,9 @@ def fdsl(*args: str, timeout: float = 60, check: bool = False) -> subprocess.Com
 
 
 def is_mounted(path: Path) -> bool:
-    real = os.path.realpath(path)
-    with open("/proc/self/mountinfo") as fh:
-        return any(line.split()[4] == real for line in fh)
+    from fdsl.runtime import mounttable
+
+    return mounttable.find(os.path.realpath(path)) is not None
 
 
 @dataclass

@@ -102,7 +102,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise MountError(f"garbled reply from the daemon serving {args.mountpoint}: {err}") from None
     if args.json:
-        print(json.dumps(reply, indent=2))
+        print(json.dumps(reply, indent=2), flush=True)
+        if args.follow and "error" not in reply:
+            _follow(args.mountpoint, reply.get("log_file"))
         return 0
     if "error" in reply:
         raise MountError(reply["error"])
@@ -129,5 +131,31 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("recent logs:", file=out)
         for line in logs[-30:]:
             print(f"    {line}", file=out)
+    print(f"log file {reply.get('log_file') or '(none: the daemon runs in the foreground)'}",
+          file=out)
+    if args.follow:
+        _follow(args.mountpoint, reply.get("log_file"))
     return 0
+
+
+def _follow(mountpoint: str, log_file: str | None) -> None:
+    """Print the mount's new log lines until it is unmounted (or Ctrl-C)."""
+    import os
+    from pathlib import Path
+
+    from fdsl.errors import MountError
+    from fdsl.runtime import logs, mounttable
+
+    if not log_file:
+        raise MountError("this mount has no log file to follow (it runs in the foreground "
+                         "and prints its logs there)")
+    real = os.path.realpath(mountpoint)
+
+    def alive() -> bool:
+        entry = mounttable.find(real)
+        return entry is not None and entry.is_fdsl
+
+    print("following; Ctrl-C stops", file=sys.stderr)
+    for line in logs.follow(Path(log_file), alive):
+        print(line, flush=True)
 

@@ -248,22 +248,15 @@ def test_log_file_of_another_user_is_refused(tmp_path):
         control.open_log(log)
 
 
-def test_detached_daemon_falls_back_to_devnull_on_a_planted_log(tmp_path):
-    """_detach_stdio must not write through a link; run it in a child (it redirects stdio)."""
+@pytest.mark.mount
+@needs_fuse
+def test_a_planted_log_file_fails_the_mount_and_is_not_written(mounter, tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     planted = tmp_path / "d.log"
     planted.symlink_to(victim)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            daemon._detach_stdio(planted)
-            print("written to stdout", flush=True)
-            os._exit(0)
-        except BaseException:
-            os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+    m = mounter.mount("", options=f"log_file={planted}", expect_fail=True)
+    assert "refusing the log file" in m.error  # type: ignore[attr-defined]
     assert victim.read_text() == "precious\n"
 
 

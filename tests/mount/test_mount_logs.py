@@ -1,0 +1,78 @@
+"""Policy `log` lines are durable: a detached daemon writes them to its log file (path in
+`fdsl stats`), the file outlives the unmount, and `fdsl stats --follow` tails it."""
+from __future__ import annotations
+
+import os
+import select
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mounting import FDSL, ROOT, fdsl, mounter, needs_fuse  # noqa: F401
+
+pytestmark = [pytest.mark.mount, needs_fuse]
+
+POLICY = 'on getattr pre { log "getattr by uid %d nodeid %d", uid, nodeid }\n'
+
+
+@pytest.fixture
+def policy(tmp_path):
+    path = tmp_path / "logging.fdsl"
+    path.write_text(POLICY)
+    return path
+
+
+def _stat_once(mnt: Path) -> None:
+    os.stat(mnt / "f")
+
+
+def test_log_lines_go_to_a_private_file_that_outlives_the_mount(mounter, policy, tmp_path):
+    log_file = tmp_path / "view.log"
+    m = mounter.mount(policy, options=f"attr_timeout=0,entry_timeout=0,log_file={log_file}")
+    (m.backing / "f").write_text("x")
+    _stat_once(m.mnt)
+    assert m.stats()["log_file"] == str(log_file)
+    assert "log file " + str(log_file) in fdsl("stats", m.mnt, check=True).stdout
+    fdsl("umount", m.mnt, check=True)
+    text = log_file.read_text()
+    assert "fdsl.policy INFO getattr by uid 0 nodeid" in text
+    assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
+
+
+def test_log_file_is_bounded(mounter, policy, tmp_path):
+    log_file = tmp_path / "small.log"
+    m = mounter.mount(policy, options=f"attr_timeout=0,log_file={log_file},log_size=4096")
+    (m.backing / "f").write_text("x")
+    for _ in range(300):
+        _stat_once(m.mnt)
+    fdsl("umount", m.mnt, check=True)
+    assert log_file.stat().st_size <= 4096
+    assert Path(f"{log_file}.1").stat().st_size <= 4096
+    assert "getattr by uid" in Path(f"{log_file}.1").read_text()
+
+
+def test_stats_follow_tails_new_lines_until_unmount(mounter, policy):
+    m = mounter.mount(policy, options="attr_timeout=0,entry_timeout=0")
+    (m.backing / "f").write_text("x")
+    follower = subprocess.Popen([*FDSL, "stats", "--follow", str(m.mnt)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not follower.stdout.readline().startswith("log file "):
+            pass    # the stats part (its recent logs may hold older getattr lines)
+        seen = ""
+        deadline = time.monotonic() + 20
+        while "getattr by uid" not in seen and time.monotonic() < deadline:
+            _stat_once(m.mnt)
+            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
+            if ready:
+                seen += follower.stdout.readline()
+        assert "getattr by uid 0" in seen
+        fdsl("umount", m.mnt, check=True)
+        assert follower.wait(timeout=15) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
