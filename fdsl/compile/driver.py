@@ -21,6 +21,7 @@ from fdsl.compile.metadata import (CachingHints, LogFormat, MapMeta, Metadata, S
 from fdsl.compile.objfile import ProgramTooLarge, build
 from fdsl.compile.planner import Plan, build_plan
 from fdsl.compile.userspace import serialize_body
+from fdsl.vm.maps import MapLimitError, check_budget
 
 
 @dataclass
@@ -114,12 +115,33 @@ def _error(message: str, node: ast.Node | None, sources: Sources, fallback: str)
     return PolicyError([diag], render_all([diag], sources))
 
 
+@dataclass(frozen=True)
+class _MapShape:
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+
+
+def _check_map_memory(plan: Plan, sources: Sources, fallback: str) -> None:
+    """The daemon's map limits (fdsl.vm.maps.check_budget), reported at the declaration."""
+    shapes = [_MapShape(d.name, abi.MAP_TYPES[d.map_type], *map_sizes(d)) for d in plan.maps]
+    try:
+        check_budget(shapes)
+    except MapLimitError as err:
+        biggest = max(plan.maps, key=lambda d: d.max_entries, default=None)
+        decl = next((d for d in plan.maps if d.name == err.name), biggest)
+        raise _error(str(err), decl, sources, fallback) from None
+
+
 def compile_policy(policy: ast.Policy, sources: Sources | None = None,
                    warnings: list[Diagnostic] | None = None, want_asm: bool = True) -> CompileResult:
     """Checked AST -> object.  Raises PolicyError for constructs BPF cannot express."""
     sources = sources or Sources()
     files = policy.files or list(sources.texts)
     plan = build_plan(policy)
+    _check_map_memory(plan, sources, policy.span.file)
     try:
         module, info = generate(plan)
     except CodegenError as err:

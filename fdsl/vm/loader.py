@@ -24,6 +24,7 @@ from fdsl import abi
 from fdsl.vm import isa
 from fdsl.errors import LoadError
 from fdsl.vm.isa import Insn
+from fdsl.vm.maps import MapLimitError, check_budget
 
 EM_BPF = 247
 ET_REL = 1
@@ -37,7 +38,7 @@ MAP_RECORD_SIZE = abi.MAP_RECORD.size  # 32
 # gigabytes (the kernel has similar limits).
 MAX_KEY_SIZE = abi.STACK_SIZE          # keys are passed from the stack
 MAX_VALUE_SIZE = 1 << 20
-MAX_MAP_BYTES = 256 << 20
+# Map memory (per map, in total, number of maps) is bounded by fdsl.vm.maps.check_budget.
 MAX_INSNS = 1_000_000
 
 
@@ -205,6 +206,10 @@ class _Loader:
                            rec["value_size"], rec["max_entries"])
             _check_map(spec)
             maps.append(spec)
+        try:
+            check_budget(maps)
+        except MapLimitError as err:
+            raise LoadError(str(err)) from None
         return maps
 
     # ---- programs
@@ -318,5 +323,5 @@ def _check_map(m: MapSpec) -> None:
         raise LoadError(f"{what}: array maps need key_size 4, not {m.key_size}")
     if not 0 < m.value_size <= MAX_VALUE_SIZE:
         raise LoadError(f"{what}: value_size {m.value_size} out of range")
-    if m.max_entries <= 0 or m.max_entries * (m.value_size + m.key_size) > MAX_MAP_BYTES:
+    if m.max_entries <= 0:
         raise LoadError(f"{what}: max_entries {m.max_entries} out of range")

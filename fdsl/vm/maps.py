@@ -14,6 +14,13 @@ Update results are the kernel's (`0` or a negative errno):
            new key while max_entries are in use   -> -E2BIG
 Lookups of a missing key / out-of-range index return None (NULL).
 
+Memory is bounded: `memory_cost` is what a map really allocates at full
+occupancy (value slots rounded up to 8, plus, for a hash map, the Python
+objects behind each key), and `check_budget` refuses a map above
+`MAX_MAP_BYTES`, an object whose maps together exceed `MAX_TOTAL_MAP_BYTES`, or
+more than `MAX_MAPS` maps, before anything is allocated.  Free hash slots are
+not preallocated as a list (that alone cost 40 bytes per entry).
+
 Updates and hash lookups hold a per-map lock, so a multi-threaded daemon can
 share maps; value bytes themselves are changed by programs without the lock
 (as in the kernel; programs use atomics for counters).
@@ -49,6 +56,54 @@ def _round8(n: int) -> int:
     return (n + 7) & ~7
 
 
+MAX_MAP_BYTES = 128 << 20        # one map (a 1M-entry u64 -> u64 hash map fits)
+MAX_TOTAL_MAP_BYTES = 256 << 20  # all maps of one object
+MAX_MAPS = 64                    # maps per object (the kernel's MAX_USED_MAPS per program)
+# Python objects behind one used hash key: its bytes object, the slot int and the
+# dict entry (measured with tracemalloc, rounded up; tests/vm/test_maps.py checks it).
+HASH_ENTRY_OVERHEAD = 112
+
+
+class MapLimitError(ValueError):
+    """A map (or all of an object's maps) would need more memory than allowed;
+    `name` is the map over the per-map limit (None when the total is)."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+def memory_cost(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    """Bytes a map allocates when full: its value slots, plus the key objects of a hash."""
+    per_entry = _round8(value_size)
+    if map_type == abi.BPF_MAP_TYPE_HASH:
+        per_entry += _round8(key_size) + HASH_ENTRY_OVERHEAD
+    return per_entry * max_entries
+
+
+def check_budget(specs) -> int:
+    """Refuse maps above the per-map or total limit (MapLimitError naming the limit);
+    returns the total cost.  `specs` have name/type/key_size/value_size/max_entries."""
+    specs = list(specs)
+    if len(specs) > MAX_MAPS:
+        raise MapLimitError(f"{len(specs)} maps; at most {MAX_MAPS} are allowed (MAX_MAPS)")
+    total = 0
+    for spec in specs:
+        cost = memory_cost(spec.type, spec.key_size, spec.value_size, spec.max_entries)
+        if cost > MAX_MAP_BYTES:
+            raise MapLimitError(f"map {spec.name!r} needs {_mib(cost)} ({spec.max_entries} entries); "
+                                f"one map may use at most {_mib(MAX_MAP_BYTES)} (MAX_MAP_BYTES)", spec.name)
+        total += cost
+    if total > MAX_TOTAL_MAP_BYTES:
+        raise MapLimitError(f"the maps need {_mib(total)} together; at most "
+                            f"{_mib(MAX_TOTAL_MAP_BYTES)} are allowed (MAX_TOTAL_MAP_BYTES)")
+    return total
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
 class BpfMap:
     """Common part of array and hash maps."""
 
@@ -57,6 +112,9 @@ class BpfMap:
     def __init__(self, key_size: int, value_size: int, max_entries: int, name: str = "") -> None:
         if key_size <= 0 or value_size <= 0 or max_entries <= 0:
             raise ValueError("map sizes must be positive")
+        cost = memory_cost(self.map_type, key_size, value_size, max_entries)
+        if cost > MAX_MAP_BYTES:
+            raise MapLimitError(f"map {name!r} needs {_mib(cost)}; at most {_mib(MAX_MAP_BYTES)}")
         self.name = name
         self.key_size = key_size
         self.value_size = value_size
@@ -158,7 +216,8 @@ class HashMap(BpfMap):
     def __init__(self, key_size: int, value_size: int, max_entries: int, name: str = "") -> None:
         super().__init__(key_size, value_size, max_entries, name)
         self._slots: dict[bytes, int] = {}
-        self._free = list(range(max_entries - 1, -1, -1))
+        self._unused = 0               # slots >= this were never handed out
+        self._freed: list[int] = []    # slots given back by delete()
 
     def lookup(self, key: bytes) -> int | None:
         slot = self._slots.get(self._check_key(key))
@@ -175,9 +234,12 @@ class HashMap(BpfMap):
             if slot is None and flags == abi.BPF_EXIST:
                 return -errno.ENOENT
             if slot is None:
-                if not self._free:
+                if self._freed:
+                    slot = self._freed.pop()
+                elif self._unused < self.max_entries:
+                    slot, self._unused = self._unused, self._unused + 1
+                else:
                     return -errno.E2BIG
-                slot = self._free.pop()
                 # a fresh element starts from the new value only (no stale bytes in the padding)
                 ctypes.memset(self.base + slot * self.elem_size, 0, self.elem_size)
                 self._store(self.base + slot * self.elem_size, value)
@@ -193,7 +255,7 @@ class HashMap(BpfMap):
             slot = self._slots.pop(key, None)
             if slot is None:
                 return -errno.ENOENT
-            self._free.append(slot)
+            self._freed.append(slot)
         return 0
 
     def __len__(self) -> int:
@@ -217,6 +279,7 @@ class MapTable:
     """The maps of one object, by index (the relocated ld_imm64 imm) and by handle."""
 
     def __init__(self, specs) -> None:
+        check_budget(specs)
         self.maps: list[BpfMap] = [create_map(s) for s in specs]
         self._by_handle = {m.handle: m for m in self.maps}
 

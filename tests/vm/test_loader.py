@@ -128,7 +128,7 @@ def test_bad_sections():
     assert "key_size 4" in error_of(b.build())
     b = simple_object()
     b.section("maps", map_record(entries=1 << 31), flags=3)
-    assert "max_entries" in error_of(b.build())
+    assert "MAX_MAP_BYTES" in error_of(b.build())
     b = simple_object()
     b.section(".fdsl.meta", b"{not json")
     assert "JSON" in error_of(b.build())
