@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from fdsl.errors import MountError
 
-from . import control, logs, mounttable
+from . import control, logs, mounttable, sysio
 
 log = logging.getLogger("fdsl.runtime")
 
@@ -66,6 +66,11 @@ def validate(cfg: MountConfig) -> None:
     real_backing = os.path.realpath(cfg.backing)
     if real_backing == real_mnt or real_backing.startswith(real_mnt + "/"):
         raise MountError("the backing directory must not be inside the mount point")
+    if cfg.switch_identity and os.geteuid() == 0:
+        try:
+            sysio.require_thread_credentials()
+        except OSError as err:
+            raise MountError(err.strerror or str(err)) from None
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing (is the fuse module loaded?)")
     if cfg.policy and os.path.isdir(cfg.policy):

@@ -2,9 +2,9 @@
 
 Everything here works on file descriptors (mostly O_PATH ones) so the daemon
 never has to build an absolute path into the backing tree: per-thread
-credentials (setfsuid/setfsgid/setgroups as raw syscalls, so they change only
-the calling thread, unlike glibc's process-wide setgroups), *at() calls with
-AT_EMPTY_PATH, renameat2.
+credentials (setfsuid/setfsgid from the C library; setgroups as a raw syscall,
+so it changes only the calling thread, unlike glibc's process-wide setgroups),
+*at() calls with AT_EMPTY_PATH, renameat2.
 """
 from __future__ import annotations
 
@@ -19,16 +19,23 @@ AT_SYMLINK_NOFOLLOW = 0x100
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 
-# x86_64 and aarch64 syscall numbers (the only architectures we build for).
-_SYSCALLS = {
-    "x86_64": {"setgroups": 116, "setfsuid": 122, "setfsgid": 123, "renameat2": 316,
-               "unshare": 272},
-    "aarch64": {"setgroups": 159, "setfsuid": 151, "setfsgid": 152, "renameat2": 276,
-                "unshare": 97},
+# setgroups(2) through glibc changes every thread of the process (it is a "setxid"
+# call broadcast by nptl), so the per-thread form needs the raw syscall, whose number
+# differs per architecture.  Unknown architectures fail loudly instead of calling
+# whatever that number means there.  Everything else below goes through the C library.
+_SETGROUPS_NR = {
+    "x86_64": 116,
+    "aarch64": 159, "riscv64": 159, "loongarch64": 159,   # the generic syscall table
 }
-_NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
+MACHINE = os.uname().machine
 
 _libc.syscall.restype = ctypes.c_long
+for _name in ("setfsuid", "setfsgid"):
+    getattr(_libc, _name).argtypes = [ctypes.c_uint]
+    getattr(_libc, _name).restype = ctypes.c_int
+_libc.unshare.argtypes = [ctypes.c_int]
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
 
 
 def _check(result: int, what: str) -> int:
@@ -38,19 +45,28 @@ def _check(result: int, what: str) -> int:
     return result
 
 
+def require_thread_credentials() -> None:
+    """Raise (before mounting) if per-thread groups cannot be set on this architecture."""
+    if MACHINE not in _SETGROUPS_NR:
+        raise OSError(errno.ENOSYS, f"per-thread setgroups is not known for {MACHINE}; "
+                      "mount with -o no_identity (backing operations run as the daemon)")
+
+
 def setfsuid(uid: int) -> None:
     """Set the calling thread's filesystem uid (used for permission checks and new files)."""
-    _libc.syscall(_NR["setfsuid"], ctypes.c_uint(uid))
+    _libc.setfsuid(uid)
 
 
 def setfsgid(gid: int) -> None:
-    _libc.syscall(_NR["setfsgid"], ctypes.c_uint(gid))
+    _libc.setfsgid(gid)
 
 
 def setgroups_thread(groups: list[int]) -> None:
     """Supplementary groups of the calling thread only (raw syscall, no glibc broadcast)."""
+    require_thread_credentials()
     arr = (ctypes.c_uint * max(1, len(groups)))(*groups)
-    _check(_libc.syscall(_NR["setgroups"], ctypes.c_size_t(len(groups)), arr), "setgroups")
+    _check(_libc.syscall(ctypes.c_long(_SETGROUPS_NR[MACHINE]), ctypes.c_size_t(len(groups)),
+                         arr), "setgroups")
 
 
 CLONE_FS = 0x200
@@ -58,18 +74,14 @@ CLONE_FS = 0x200
 
 def unshare_fs() -> None:
     """Give the calling thread its own cwd/root/umask (so its umask is its own)."""
-    _check(_libc.syscall(_NR["unshare"], ctypes.c_int(CLONE_FS)), "unshare(CLONE_FS)")
+    _check(_libc.unshare(CLONE_FS), "unshare(CLONE_FS)")
 
 
 def renameat2(olddirfd: int, oldname: bytes, newdirfd: int, newname: bytes, flags: int) -> None:
     if flags == 0:
         os.rename(oldname, newname, src_dir_fd=olddirfd, dst_dir_fd=newdirfd)
         return
-    _check(
-        _libc.syscall(_NR["renameat2"], ctypes.c_int(olddirfd), ctypes.c_char_p(oldname),
-                      ctypes.c_int(newdirfd), ctypes.c_char_p(newname), ctypes.c_uint(flags)),
-        "renameat2",
-    )
+    _check(_libc.renameat2(olddirfd, oldname, newdirfd, newname, flags), "renameat2")
 
 
 class _Timespec(ctypes.Structure):

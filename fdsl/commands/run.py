@@ -157,7 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         prepared = simulate.prepare(args.op, args.phase, fields)
     except (simulate.RequestError, ValueError, KeyError) as err:
-        raise UsageError(str(err).strip("'\"")) from None
+        # a KeyError's str() is the repr of its message; show the message itself
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise UsageError(str(message)) from None
     try:
         ret = fs.run(section, prepared.context, prepared.caller)
     except VmFault as fault:

@@ -86,3 +86,18 @@ def test_missing_policy_file_is_a_clear_error(tmp_path):
 def test_no_command_prints_help_and_usage_exit():
     proc = fdsl()
     assert proc.returncode == 2 and "COMMAND" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--op", "lookup", "--field", "in.bogus=1"], "no field 'in.bogus'\n"),
+    (["--op", "nosuchop"], "unknown opcode 'nosuchop'\n"),
+])
+def test_run_errors_keep_their_quotes(args, message, compiled):
+    proc = fdsl("run", str(compiled), *args)
+    assert proc.returncode == 2 and proc.stderr.endswith(message), proc.stderr
+
+
+def test_python_dash_m_fdsl_is_the_command():
+    proc = subprocess.run([sys.executable, "-m", "fdsl", "--version"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("fdsl ")
