@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     vp = jit_fs.programs[section].verified
     t0 = time.perf_counter()
-    compiled = jit_mod.CompiledProgram(vp.insns, len(jit_fs.maps), vp.mem_kinds, jit_fs.programs[section].vm.budget,
+    compiled = jit_mod.CompiledProgram(vp.insns, len(jit_fs.maps), vp.checks, jit_fs.programs[section].vm.budget,
                                        disk_cache=False)
     compile_ms = (time.perf_counter() - t0) * 1e3
 

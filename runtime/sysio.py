@@ -9,7 +9,6 @@ so it changes only the calling thread, unlike glibc's process-wide setgroups),
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -121,7 +120,3 @@ def proc_fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def errno_of(exc: BaseException) -> int:
-    if isinstance(exc, OSError) and exc.errno:
-        return exc.errno
-    return errno.EIO

@@ -380,11 +380,13 @@ class HelperSpec:
     returns: str                   # "scalar" | "map_value_or_null"
     min_args: int | None = None
     gpl_only: bool = False
+    arg_names: tuple[str, ...] = ()      # for messages ("flags"); defaults to the kinds
 
 
 HELPERS: dict[int, HelperSpec] = {h.id: h for h in (
     HelperSpec(1, "map_lookup_elem", ("map", "key"), "map_value_or_null"),
-    HelperSpec(2, "map_update_elem", ("map", "key", "value", "scalar"), "scalar"),
+    HelperSpec(2, "map_update_elem", ("map", "key", "value", "scalar"), "scalar",
+               arg_names=("map", "key", "value", "flags")),
     HelperSpec(6, "trace_printk", ("fmt", "size", "any", "any", "any"), "scalar",
                min_args=2, gpl_only=True),
     HelperSpec(14, "get_current_pid_tgid", (), "scalar"),

@@ -191,6 +191,3 @@ def compile_file(path: str, want_asm: bool = True, include_dirs: Sequence[str] =
     return compile_source(_read(path), path, want_asm=want_asm, include_dirs=include_dirs)
 
 
-def check_file(path: str, include_dirs: Sequence[str] = ()) -> list[Diagnostic]:
-    """Front end plus planning and code generation, without emitting an object."""
-    return compile_file(path, want_asm=False, include_dirs=include_dirs).warnings

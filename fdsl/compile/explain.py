@@ -97,12 +97,6 @@ def outcomes(body: list[ast.Stmt]) -> tuple[list[ast.Stmt], bool]:
     return found, True
 
 
-def _errno_text(e: ast.Expr) -> str:
-    if isinstance(e, ast.Ident):
-        return e.name
-    return fmt_expr(e)
-
-
 def decision_bits(d: ast.Stmt, allow_bits: int) -> str:
     """What the program returns for a decision, in ABI terms."""
     if isinstance(d, ast.Allow):

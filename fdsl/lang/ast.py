@@ -8,7 +8,7 @@ annotate this one, like bpftrace's passes over one AST.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from fdsl.lang.diagnostics import Span
 
@@ -357,4 +357,3 @@ class Policy(Node):
     files: list[str] = field(default_factory=list)   # every file read, in include order
 
 
-Decision = Union[Allow, Deny, Return]

@@ -42,7 +42,6 @@ MASK64 = (1 << 64) - 1
 MAX_MAP_ENTRIES = 1 << 20
 LOG_MAX_ARGS = 3
 _LOG_CONV = re.compile(r"%(%|[-+ 0#]*\d*(?:ll|l|h|hh|z)?([diuxXps]))")
-_ARITH = {"+", "-", "*", "/", "%", "&", "|", "^", "<<", ">>"}
 _ORDER = {"<", "<=", ">", ">="}
 _EQ = {"==", "!="}
 _LOGIC = {"and", "or"}

@@ -399,5 +399,3 @@ def second_half_error(insn: Insn) -> str | None:
     return None
 
 
-def is_valid(insn: Insn, *, cpu: int = 4) -> bool:
-    return encoding_error(insn, cpu=cpu) is None

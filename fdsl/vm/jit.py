@@ -52,6 +52,7 @@ from fdsl.vm.interpreter import (DEFAULT_BUDGET, MASK64, REASON_BUDGET, REASON_F
 from fdsl.vm.isa import Insn
 from fdsl.vm.jit_cache import ObjectCache
 from fdsl.vm.maps import Region
+from fdsl.vm.verifier_state import AccessCheck
 
 log = logging.getLogger("fdsl.vm.jit")
 
@@ -166,10 +167,6 @@ _HELPER_CB_ADDR = ctypes.cast(_HELPER_CB, ctypes.c_void_p).value
 
 # ------------------------------------------------------------------ static pointer provenance
 
-# Verifier pointer kinds (VerifiedProgram.mem_kinds) whose accesses it proved in bounds,
-# and those that are in bounds unless the pointer is NULL (argument buffers).
-VERIFIED_IN_BOUNDS = frozenset({"ctx", "stack", "map_value"})
-VERIFIED_BUFFERS = frozenset({"readonly buffer", "writable buffer"})
 
 # A register's kind: ("ctx", off) / ("stack", off from r10) / None (unknown).
 Kind = tuple[str, int] | None
@@ -298,11 +295,11 @@ class _Codegen:
     """Builds the LLVM module for one program."""
 
     def __init__(self, insns: Sequence[Insn], nmaps: int, budget: int,
-                 mem_kinds: dict[int, frozenset[str]] | None) -> None:
+                 checks: dict[int, AccessCheck] | None) -> None:
         self.insns = list(insns)
         self.nmaps = nmaps
         self.budget = budget
-        self.mem_kinds = mem_kinds
+        self.checks = checks
         self.needs_regions = False   # does any access walk the region table?
         self.uses_callbacks = False  # does any call go back into Python?
         self.module = ir.Module(name="bpf")
@@ -513,12 +510,9 @@ class _Codegen:
                 check = "none"
             elif where == "ctx" and not write and 0 <= lo and lo + size <= abi.CTX_SIZE:
                 check = "none"
-        verified = self.mem_kinds.get(pc) if self.mem_kinds is not None else None
-        if check == "full" and verified:
-            if verified <= VERIFIED_IN_BOUNDS:
-                check = "none"
-            elif verified <= VERIFIED_BUFFERS:
-                check = "null"
+        verified = self.checks.get(pc) if self.checks is not None else None
+        if check == "full" and verified is not None:
+            check = verified.value      # the verifier's typed promise for this access
         if check == "null":
             # a verified buffer access is in its window unless the pointer is NULL
             ok = b.icmp_unsigned("!=", base_value, ir.Constant(I64, 0))
@@ -772,19 +766,19 @@ class CompiledProgram:
     loading the same program skips IR generation, optimisation and code
     generation.  Code loaded from the disk cache has no `optimized_ir`."""
 
-    def __init__(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int = 2,
+    def __init__(self, insns: Sequence[Insn], nmaps: int, checks, budget: int, opt: int = 2,
                  disk_cache: bool = True) -> None:
-        self._source = (list(insns), nmaps, mem_kinds, budget)
+        self._source = (list(insns), nmaps, checks, budget)
         self._ir_text: str | None = None
         self.optimized_ir: str | None = None
         self.from_disk = False
         cache = ObjectCache.default() if disk_cache else None
-        key = cache.key(insns, nmaps, mem_kinds, budget, opt) if cache else ""
+        key = cache.key(insns, nmaps, checks, budget, opt) if cache else ""
         entry = cache.get(key) if cache else None
         if entry is not None and self._load_object(key, *entry):
             self.from_disk = True
         else:
-            self._compile(insns, nmaps, mem_kinds, budget, opt, cache, key)
+            self._compile(insns, nmaps, checks, budget, opt, cache, key)
         self.fn = _PROG_TYPE(self.address)
         self.run_fn = _RUN_TYPE(self.run_address)
 
@@ -792,13 +786,13 @@ class CompiledProgram:
     def ir_text(self) -> str:
         """The unoptimised IR (regenerated on demand for code that came from the disk cache)."""
         if self._ir_text is None:
-            insns, nmaps, mem_kinds, budget = self._source
-            self._ir_text = _Codegen(insns, nmaps, budget, mem_kinds).build()[0]
+            insns, nmaps, checks, budget = self._source
+            self._ir_text = _Codegen(insns, nmaps, budget, checks).build()[0]
         return self._ir_text
 
-    def _compile(self, insns, nmaps: int, mem_kinds, budget: int, opt: int,
+    def _compile(self, insns, nmaps: int, checks, budget: int, opt: int,
                  cache: "ObjectCache | None", key: str) -> None:
-        gen = _Codegen(insns, nmaps, budget, mem_kinds)
+        gen = _Codegen(insns, nmaps, budget, checks)
         self._ir_text, self.block_slots = gen.build()
         self.needs_regions = gen.needs_regions
         self.uses_callbacks = gen.uses_callbacks
@@ -856,16 +850,16 @@ _CACHE: dict[tuple, CompiledProgram] = {}
 _CACHE_MAX = 256
 
 
-def compile_program(insns: Sequence[Insn], nmaps: int, mem_kinds=None, budget: int = DEFAULT_BUDGET,
+def compile_program(insns: Sequence[Insn], nmaps: int, checks=None, budget: int = DEFAULT_BUDGET,
                     opt: int = 2) -> CompiledProgram:
     """Compiled code for these instructions, from the per-process cache when possible."""
-    kinds_key = tuple(sorted((pc, tuple(sorted(k))) for pc, k in (mem_kinds or {}).items()))
+    kinds_key = tuple(sorted((pc, c.value) for pc, c in (checks or {}).items()))
     key = (isa.encode(list(insns)), nmaps, kinds_key, budget, opt)
     with _LLVM_LOCK:
         hit = _CACHE.get(key)
     if hit is not None:
         return hit
-    compiled = CompiledProgram(insns, nmaps, mem_kinds, budget, opt)
+    compiled = CompiledProgram(insns, nmaps, checks, budget, opt)
     with _LLVM_LOCK:
         while _CACHE and len(_CACHE) >= _CACHE_MAX:   # oldest first; live Jits keep their code
             _CACHE.pop(next(iter(_CACHE)))
@@ -885,7 +879,7 @@ class Jit:
                  verified=None, budget: int = DEFAULT_BUDGET, opt: int = 2) -> None:
         self.runtime = runtime if runtime is not None else Runtime()
         self.budget = budget
-        self.code = compile_program(insns, len(self.runtime.maps), getattr(verified, "mem_kinds", None),
+        self.code = compile_program(insns, len(self.runtime.maps), getattr(verified, "checks", None),
                                     budget, opt)
         self._fn = self.code.fn
         self._run = self.code.run_fn

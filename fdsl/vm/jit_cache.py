@@ -74,9 +74,9 @@ class ObjectCache:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return cls(Path(base) / "fdsl")
 
-    def key(self, insns: Sequence[Insn], nmaps: int, mem_kinds, budget: int, opt: int) -> str:
+    def key(self, insns: Sequence[Insn], nmaps: int, checks, budget: int, opt: int) -> str:
         h = hashlib.sha256()
-        kinds = sorted((pc, sorted(k)) for pc, k in (mem_kinds or {}).items())
+        kinds = sorted((pc, c.value) for pc, c in (checks or {}).items())
         from fdsl.vm.jit import BIG_PROGRAM   # the pipeline choice shapes the code
         h.update(repr((_code_identity(), nmaps, kinds, budget, opt, BIG_PROGRAM)).encode())
         h.update(isa.encode(list(insns)))

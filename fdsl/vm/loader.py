@@ -301,11 +301,9 @@ class _Loader:
 
 
 def _decode_meta(raw: bytes):
-    """Decode with the metadata schema (fdsl.compile.metadata) when that module is present."""
-    try:
-        from fdsl.compile import metadata as schema
-    except ImportError:
-        return None
+    """Decode with the metadata schema (`fdsl.compile.metadata`)."""
+    from fdsl.compile import metadata as schema   # lazily: the VM does not need the compiler's imports
+
     try:
         return schema.Metadata.from_json(raw)
     except Exception as err:  # schema mismatch: missing keys, wrong types

@@ -57,6 +57,10 @@ explored instead; if that widened exploration fails, everything derived from
 it is discarded and the precise state is explored, so widening never causes a
 false rejection, only extra work.  200-rule policies verify in a fraction of a
 second.
+
+Modules: `verifier_cfg` (structural pass), `verifier_state` (abstract domain,
+lattice, the typed access facts), `verifier_calls` (helper calls against
+`abi.HELPERS`), this one (the walk: ALU, branches, memory).
 """
 from __future__ import annotations
 
@@ -64,114 +68,36 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from fdsl import abi
-from fdsl.vm import isa
 from fdsl.errors import VerifierError
+from fdsl.vm import isa
+from fdsl.vm.context import BUFFER_WINDOW
 from fdsl.vm.isa import Insn
 from fdsl.vm.semantics import alu, bswap, condition, sext
+from fdsl.vm.verifier_calls import BUF_OFF_REASON, HelperCalls
+from fdsl.vm.verifier_cfg import MAX_PROGRAM_SLOTS, analyse
+from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, CTX, KIND_NAMES, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
+                                    MISC, NOT_INIT, OFFSET_KINDS, SCALAR, SPILL, STACK, UNINIT, UNKNOWN,
+                                    AccessCheck, Origin, PtrKind, Reg, State, access_check, const, join,
+                                    mark_null, similarity, subsumes)
 
-try:  # the context builder owns the window size; fall back while it is being written
-    from fdsl.vm.context import BUFFER_WINDOW
-except ImportError:  # pragma: no cover - only before fdsl/vm/context.py exists
-    BUFFER_WINDOW = 4096
+__all__ = ["verify", "verify_object", "VerifiedProgram", "AccessCheck", "PtrKind", "MAX_PROGRAM_SLOTS",
+           "MAX_PROCESSED_INSNS"]
 
-MAX_PROGRAM_SLOTS = 100_000
 MAX_PROCESSED_INSNS = 1_000_000
 WIDEN_AFTER = 8
 STACK_SIZE = abi.STACK_SIZE
 MAX_PTR_OFF = 1 << 29          # keep offsets small integers, like the kernel's BPF_MAX_VAR_OFF
-U64 = (1 << 64) - 1
-U32 = (1 << 32) - 1
-
-# --- register kinds ---
-NOT_INIT = 0
-SCALAR = 1
-CTX = 2
-BUF_RO = 3
-BUF_RW = 4
-STACK = 5
-MAP_VALUE = 6
-MAP_VALUE_OR_NULL = 7
-MAP_PTR = 8
-
-KIND_NAMES = {
-    NOT_INIT: "uninitialised", SCALAR: "scalar", CTX: "ctx", BUF_RO: "readonly buffer",
-    BUF_RW: "writable buffer", STACK: "stack", MAP_VALUE: "map_value",
-    MAP_VALUE_OR_NULL: "map_value_or_null", MAP_PTR: "map_ptr",
-}
-MEMORY_KINDS = frozenset({STACK, BUF_RO, BUF_RW, MAP_VALUE})
-OFFSET_KINDS = frozenset({CTX, STACK, BUF_RO, BUF_RW, MAP_VALUE})
-
-# --- stack byte states (values 0..255 are known bytes) ---
-MISC = -1     # initialised, value unknown
-SPILL = -2    # part of an 8-byte spilled pointer (see State.spills)
-
-HELPER_LOOKUP, HELPER_UPDATE, HELPER_PRINTK, HELPER_PID, HELPER_UID = 1, 2, 6, 14, 15
-HELPER_ARG_REGS = {1: (1, 2), 2: (1, 2, 3, 4), 6: (1, 2, 3, 4, 5), 14: (), 15: ()}
-
-
-@dataclass(frozen=True, slots=True)
-class Reg:
-    """Abstract value of one register (or of one spilled stack slot)."""
-
-    kind: int
-    off: int = 0                 # constant offset of a pointer
-    value: int | None = None     # known constant of a scalar (unsigned 64-bit)
-    map: int = -1                # map index for map_ptr / map_value kinds
-    id: int = 0                  # NULL-check id of map_value_or_null (call site + 1)
-
-    def describe(self) -> str:
-        if self.kind == SCALAR:
-            return "scalar" if self.value is None else f"scalar {self.value:#x}"
-        if self.kind in OFFSET_KINDS or self.kind == MAP_VALUE_OR_NULL:
-            return f"{KIND_NAMES[self.kind]}{self.off:+d}"
-        return KIND_NAMES[self.kind]
-
-
-UNINIT = Reg(NOT_INIT)
-UNKNOWN = Reg(SCALAR)
-_CONSTS: dict[int, Reg] = {}
-
-
-def const(value: int) -> Reg:
-    value &= U64
-    reg = _CONSTS.get(value)
-    if reg is None:
-        reg = Reg(SCALAR, value=value)
-        if len(_CONSTS) < 4096:
-            _CONSTS[value] = reg
-    return reg
-
-
-class State:
-    """One path's registers and stack; copied at every branch."""
-
-    __slots__ = ("regs", "stack", "spills", "tags")
-
-    def __init__(self, regs: list[Reg], stack: dict[int, int], spills: dict[int, Reg],
-                 tags: tuple = ()) -> None:
-        self.regs = regs
-        self.stack = stack        # byte offset (-512..-1) -> MISC | SPILL | 0..255
-        self.spills = spills      # 8-aligned slot offset -> pointer Reg
-        self.tags = tags          # widening origins this state descends from
-
-    def copy(self) -> "State":
-        return State(list(self.regs), dict(self.stack), dict(self.spills), self.tags)
-
-
-@dataclass(eq=False)
-class _Origin:
-    """A widening: the precise state to fall back to if the wider one fails."""
-
-    pc: int
-    precise: State
 
 
 @dataclass
 class VerifiedProgram:
     """What a VM needs after verification.
 
-    `mem_kinds[pc]`: the pointer kinds (KIND_NAMES values) the base register of
-    the load/store at `pc` had on any path; a VM null-checks buffer kinds.
+    `mem_kinds[pc]`: the pointer kinds the base register of the load/store at
+    `pc` had on any path; `checks[pc]` the run-time check a VM still owes that
+    access (`AccessCheck`: none for ctx/stack/map values, a NULL check for
+    argument buffers, a region check otherwise).  This is the JIT's trust
+    contract, as typed facts.
     `dead`: instructions no feasible path reaches (constant-folded branches);
     a VM may translate them as traps.
     """
@@ -179,7 +105,8 @@ class VerifiedProgram:
     section: str
     insns: list[Insn]
     maps: list[Any]
-    mem_kinds: dict[int, frozenset[str]]
+    mem_kinds: dict[int, frozenset[PtrKind]]
+    checks: dict[int, AccessCheck]
     dead: frozenset[int]
     stack_depth: int
     processed: int
@@ -232,10 +159,6 @@ def _as_insns(program: Any) -> list[Insn]:
 
 # ------------------------------------------------------ scalar semantics
 
-def _signed(value: int, bits: int) -> int:
-    return sext(value, bits)
-
-
 def _alu_const(op: int, a: int, b: int, bits: int) -> int | None:
     """BPF semantics of a binary ALU op on known operands (None = unknown).
 
@@ -251,52 +174,9 @@ def _cmp_const(op: int, a: int, b: int, bits: int) -> bool:
     return condition(op, bits == 64, a, b)
 
 
-
-# ------------------------------------------------------- printk formats
-
-def _printk_conversions(fmt: bytes) -> list[str] | str:
-    """Argument kinds ('s' string pointer, 'v' value) of a trace_printk format.
-
-    Returns an error string for a format the kernel would refuse to print.
-    """
-    text = fmt.split(b"\0", 1)[0]
-    kinds: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] != ord("%"):
-            i += 1
-            continue
-        i += 1
-        if i < len(text) and text[i] == ord("%"):
-            i += 1
-            continue
-        while i < len(text) and chr(text[i]) in "-+ #0123456789.lhz":
-            i += 1
-        if i >= len(text):
-            return "incomplete format conversion"
-        conv = chr(text[i])
-        i += 1
-        if conv == "s":
-            kinds.append("s")
-        elif conv == "p":
-            ext = text[i:i + 2]
-            if ext in (b"ks", b"us"):
-                kinds.append("s")
-                i += 2
-            else:
-                while i < len(text) and chr(text[i]).isalpha():
-                    i += 1
-                kinds.append("v")
-        elif conv in "diuxXc":
-            kinds.append("v")
-        else:
-            return f"unsupported format conversion %{conv}"
-    return kinds
-
-
 # -------------------------------------------------------------- verifier
 
-class _Verifier:
+class _Verifier(HelperCalls):
     def __init__(self, insns: list[Insn], maps: list[Any], section: str) -> None:
         self.insns = insns
         self.maps = maps
@@ -304,7 +184,7 @@ class _Verifier:
         self.n = len(insns)
         self.processed = 0
         self.visited = bytearray(self.n)
-        self.mem_kinds: dict[int, set[int]] = {}
+        self.mem_kinds: dict[int, set[PtrKind]] = {}
         self.helpers: set[int] = set()
         self.min_stack = 0
         self.explored: dict[int, list[tuple[State, tuple]]] = {}
@@ -317,162 +197,19 @@ class _Verifier:
     def fail(self, pc: int, reason: str) -> VerifierError:
         return VerifierError(self.section, pc, reason)
 
-    # ---------------------------------------------------- structural pass
-
     def run(self) -> VerifiedProgram:
-        self._check_structure()
+        structure = analyse(self.insns, self.fail)
+        self.second, self.succs = structure.second, structure.succs
+        self.prune_points, self.live_in = structure.prune_points, structure.live_in
         self._explore()
+        kinds = {pc: frozenset(ks) for pc, ks in self.mem_kinds.items()}
         dead = frozenset(i for i in range(self.n) if not self.visited[i] and i not in self.second)
         return VerifiedProgram(
             section=self.section, insns=self.insns, maps=self.maps,
-            mem_kinds={pc: frozenset(KIND_NAMES[k] for k in ks) for pc, ks in self.mem_kinds.items()},
+            mem_kinds=kinds, checks={pc: access_check(ks) for pc, ks in kinds.items()},
             dead=dead,
             stack_depth=-self.min_stack, processed=self.processed, states=self.state_count,
             helpers_used=frozenset(self.helpers), widenings=self.widenings, rollbacks=self.rollbacks)
-
-    def _check_structure(self) -> None:
-        """Opcodes, reserved fields, jump targets, no loops, no unreachable code."""
-        n, insns = self.n, self.insns
-        if n == 0:
-            raise self.fail(0, "empty program")
-        if n > MAX_PROGRAM_SLOTS:
-            raise self.fail(MAX_PROGRAM_SLOTS, f"program too large ({n} slots, limit {MAX_PROGRAM_SLOTS})")
-        second: set[int] = set()
-        i = 0
-        while i < n:
-            insn = insns[i]
-            err = isa.encoding_error(insn, cpu=3)
-            if err is None:
-                err = self._unsupported(insn)
-            if err is not None:
-                raise self.fail(i, err)
-            if insn.is_ld_imm64:
-                if i + 1 >= n or insn.imm64 is None:
-                    raise self.fail(i, "ld_imm64 is missing its second slot")
-                err = isa.second_half_error(insns[i + 1])
-                if err is not None:
-                    raise self.fail(i + 1, err)
-                second.add(i + 1)
-                i += 2
-            else:
-                i += 1
-        self.second = second
-
-        succs: list[tuple[int, ...]] = [()] * n
-        for i in range(n):
-            if i in second:
-                continue
-            insn = insns[i]
-            if insn.is_exit:
-                succs[i] = ()
-                continue
-            nxt = i + insn.slots
-            if insn.is_branch:
-                target = insn.jump_target(i)
-                if not 0 <= target < n:
-                    raise self.fail(i, f"jump out of range (target {target}, program has {n} slots)")
-                if target in second:
-                    raise self.fail(i, f"jump into the middle of ld_imm64 at {target - 1}")
-                if insn.op == isa.BPF_JA:
-                    succs[i] = (target,)
-                    continue
-                succs[i] = (nxt, target) if nxt != target else (nxt,)
-            else:
-                succs[i] = (nxt,)
-            if nxt >= n:
-                raise self.fail(i, "program falls off the end (last insn is not exit or goto)")
-        self.succs = succs
-
-        # iterative DFS: back-edges (loops) and reachability
-        WHITE, GREY, BLACK = 0, 1, 2
-        color = bytearray(n)
-        postorder: list[int] = []
-        stack = [(0, 0)]
-        color[0] = GREY
-        while stack:
-            node, k = stack[-1]
-            if k < len(succs[node]):
-                stack[-1] = (node, k + 1)
-                nxt = succs[node][k]
-                if color[nxt] == GREY:
-                    raise self.fail(node, f"back-edge from insn {node} to {nxt} (loops are not allowed)")
-                if color[nxt] == WHITE:
-                    color[nxt] = GREY
-                    stack.append((nxt, 0))
-            else:
-                color[node] = BLACK
-                postorder.append(node)
-                stack.pop()
-        for i in range(n):
-            if i not in second and color[i] == WHITE:
-                raise self.fail(i, "unreachable insn")
-
-        preds = [0] * n
-        for i in postorder:
-            for s in succs[i]:
-                preds[s] += 1
-        self.prune_points = frozenset(i for i in range(n) if preds[i] > 1)
-
-        # static register liveness (backward, once: the CFG is a DAG)
-        live = [0] * n
-        for i in postorder:  # successors come before their predecessors
-            out = 0
-            for s in succs[i]:
-                out |= live[s]
-            use, defs = self._use_def(insns[i])
-            live[i] = use | (out & ~defs)
-        self.live_in = live
-
-    def _unsupported(self, insn: Insn) -> str | None:
-        """Valid eBPF that the fuse program type (or this verifier) refuses."""
-        if insn.is_ld_imm64 and insn.src not in (0, isa.BPF_PSEUDO_MAP_FD):
-            return f"unsupported ld_imm64 src_reg {insn.src} (only constants and map fds)"
-        if insn.is_call:
-            if insn.src == isa.BPF_PSEUDO_CALL:
-                return "bpf-to-bpf calls are not supported"
-            if insn.src != 0:
-                return "kfunc calls are not supported"
-            if insn.imm not in HELPER_ARG_REGS:
-                return f"helper {insn.imm} is not available to fuse programs (allowed: 1, 2, 6, 14, 15)"
-        if insn.is_alu and (insn.op == isa.BPF_END) and insn.cls == isa.BPF_ALU64:
-            return "bswap needs cpu v4"
-        return None
-
-    @staticmethod
-    def _use_def(insn: Insn) -> tuple[int, int]:
-        """Register bitmasks read and written by one instruction."""
-        cls, op = insn.cls, insn.op
-        d, s = 1 << insn.dst, 1 << insn.src
-        if cls in (isa.BPF_ALU, isa.BPF_ALU64):
-            if op == isa.BPF_MOV:
-                return (s if insn.source == isa.BPF_X else 0), d
-            if op in (isa.BPF_NEG, isa.BPF_END) or insn.source == isa.BPF_K:
-                return d, d
-            return d | s, d
-        if cls in (isa.BPF_JMP, isa.BPF_JMP32):
-            if insn.is_call:
-                use = 0
-                for r in HELPER_ARG_REGS.get(insn.imm, ()):
-                    use |= 1 << r
-                return use, 0b111111
-            if insn.is_exit:
-                return 1, 0
-            if op == isa.BPF_JA:
-                return 0, 0
-            return (d | s) if insn.source == isa.BPF_X else d, 0
-        if cls == isa.BPF_LDX:
-            return s, d
-        if cls == isa.BPF_ST:
-            return d, 0
-        if cls == isa.BPF_STX:
-            if insn.mode == isa.BPF_ATOMIC:
-                if insn.imm == isa.BPF_CMPXCHG:
-                    return d | s | 1, 1
-                return d | s, (s if insn.imm & isa.BPF_FETCH else 0)
-            return d | s, 0
-        if insn.is_ld_imm64:
-            return 0, d
-        return 0, 0
 
     # -------------------------------------------------------- exploration
 
@@ -491,7 +228,7 @@ class _Verifier:
                     raise
                 self._rollback(self.cur_tags[-1], work)
 
-    def _rollback(self, origin: _Origin, work: list[tuple[int, State]]) -> None:
+    def _rollback(self, origin: Origin, work: list[tuple[int, State]]) -> None:
         """A widened state failed: forget everything derived from it, go precise."""
         self.rollbacks += 1
         work[:] = [(pc, s) for pc, s in work if origin not in s.tags]
@@ -558,16 +295,16 @@ class _Verifier:
                 regs[r] = UNINIT
         entries = self.explored.setdefault(pc, [])
         for old, _tags in entries:
-            if _subsumes(old, st):
+            if subsumes(old, st):
                 return True, st
         if len(entries) >= WIDEN_AFTER and pc not in self.no_widen:
             # join with the most similar recent state, so unrelated constants survive
-            partner = max(entries[-16:], key=lambda e: _similarity(e[0], st))[0]
-            wide = _join(partner, st)
+            partner = max(entries[-16:], key=lambda e: similarity(e[0], st))[0]
+            wide = join(partner, st)
             self.widenings += 1
-            if not _subsumes(wide, st):  # pragma: no cover - join is an upper bound
+            if not subsumes(wide, st):  # pragma: no cover - join is an upper bound
                 raise AssertionError("join is not an upper bound")
-            origin = _Origin(pc, st)
+            origin = Origin(pc, st)
             wide.tags = st.tags + (origin,)
             self.cur_tags = wide.tags
             st = wide
@@ -660,7 +397,7 @@ class _Verifier:
                     STACK: "variable stack offset", MAP_VALUE: "variable map value offset",
                     CTX: "variable ctx offset"}[ptr.kind]
             raise self.fail(pc, f"{what} (pointer plus unknown scalar)")
-        delta = _signed(scalar.value, 64)
+        delta = sext(scalar.value, 64)
         off = ptr.off + delta if op == isa.BPF_ADD else ptr.off - delta
         if not -MAX_PTR_OFF <= off <= MAX_PTR_OFF:
             raise self.fail(pc, f"pointer offset {off} out of range")
@@ -697,8 +434,8 @@ class _Verifier:
                             "only == 0 / != 0 NULL checks are allowed")
         if ptr.kind == MAP_VALUE_OR_NULL:
             null, nonnull = st, st.copy()
-            _mark_null(null, ptr.id, const(0))
-            _mark_null(nonnull, ptr.id, None)
+            mark_null(null, ptr.id, const(0))
+            mark_null(nonnull, ptr.id, None)
             return (null, nonnull) if op == isa.BPF_JEQ else (nonnull, null)
         if ptr.kind in (BUF_RO, BUF_RW):
             return st, st.copy()   # argument pointers may be NULL (run-time checked)
@@ -707,7 +444,7 @@ class _Verifier:
 
     # -------------------------------------------------------------- memory
 
-    def _note(self, pc: int, kind: int) -> None:
+    def _note(self, pc: int, kind: PtrKind) -> None:
         kinds = self.mem_kinds.get(pc)
         if kinds is None:
             self.mem_kinds[pc] = {kind}
@@ -727,7 +464,7 @@ class _Verifier:
         if write and base.kind == BUF_RO:
             raise self.fail(pc, "store through read-only in_args buffer (write through out_args instead)")
         if base.off and base.kind in (BUF_RO, BUF_RW):
-            raise self.fail(pc, _BUF_OFF_REASON.format(r=r, off=base.off))
+            raise self.fail(pc, BUF_OFF_REASON.format(r=r, off=base.off))
         self._note(pc, base.kind)
         return base
 
@@ -869,180 +606,5 @@ class _Verifier:
         elif insn.imm & isa.BPF_FETCH:
             self._write(pc, st, insn.src, UNKNOWN)
 
-    # ------------------------------------------------------------- helpers
-
-    def _mem_arg(self, pc: int, st: State, r: int, size: int, what: str, *, stack_only: bool = False) -> None:
-        """r points to `size` initialised readable bytes (stack or map value)."""
-        reg = self._read(pc, st, r)
-        allowed = (STACK,) if stack_only else (STACK, MAP_VALUE)
-        if reg.kind not in allowed:
-            where = "stack" if stack_only else "stack or map value"
-            raise self.fail(pc, f"{what} (r{r}) must point to {where}, got {reg.describe()}")
-        if size <= 0:
-            raise self.fail(pc, f"{what} (r{r}) has invalid size {size}")
-        self._check_range(pc, reg, reg.off, 1)
-        self._check_range(pc, reg, reg.off + size - 1, 1)
-        if reg.kind == STACK:
-            for i in range(reg.off, reg.off + size):
-                b = st.stack.get(i)
-                if b is None:
-                    raise self.fail(pc, f"{what} (r{r}) reads uninitialised stack byte fp{i:+d}")
-                if b == SPILL:
-                    raise self.fail(pc, f"{what} (r{r}) would leak a spilled pointer at fp{i & ~7:+d}")
-
-    def _map_arg(self, pc: int, st: State, r: int) -> int:
-        reg = self._read(pc, st, r)
-        if reg.kind != MAP_PTR:
-            raise self.fail(pc, f"r{r} must be a map pointer (ld_imm64 of a map), got {reg.describe()}")
-        return reg.map
-
-    def _call(self, pc: int, insn: Insn, st: State) -> None:
-        helper = insn.imm
-        self.helpers.add(helper)
-        result = UNKNOWN
-        if helper == HELPER_LOOKUP:
-            m = self._map_arg(pc, st, 1)
-            self._mem_arg(pc, st, 2, self._map_attr(pc, m, "key_size"), "map key")
-            result = Reg(MAP_VALUE_OR_NULL, 0, None, m, pc + 1)
-        elif helper == HELPER_UPDATE:
-            m = self._map_arg(pc, st, 1)
-            self._mem_arg(pc, st, 2, self._map_attr(pc, m, "key_size"), "map key")
-            self._mem_arg(pc, st, 3, self._map_attr(pc, m, "value_size"), "map value")
-            flags = self._read(pc, st, 4)
-            if flags.kind != SCALAR:
-                raise self.fail(pc, f"map_update_elem flags (r4) must be a scalar, got {flags.describe()}")
-        elif helper == HELPER_PRINTK:
-            self._printk(pc, st)
-        # helpers 14 and 15 take no arguments
-        regs = st.regs
-        for r in range(1, 6):
-            regs[r] = UNINIT
-        regs[0] = result
-
-    def _printk(self, pc: int, st: State) -> None:
-        size_reg = self._read(pc, st, 2)
-        if size_reg.kind != SCALAR or size_reg.value is None:
-            raise self.fail(pc, f"trace_printk fmt_size (r2) must be a known constant, got {size_reg.describe()}")
-        size = size_reg.value
-        if not 0 < size <= STACK_SIZE:
-            raise self.fail(pc, f"trace_printk fmt_size {_signed(size, 64)} out of range 1..{STACK_SIZE}")
-        self._mem_arg(pc, st, 1, size, "trace_printk fmt", stack_only=True)
-        start = st.regs[1].off
-        raw = bytearray()
-        for i in range(start, start + size):
-            b = st.stack[i]
-            if b < 0:
-                # the helper would read r3-r5 as the format says: it must be known here
-                raise self.fail(pc, f"trace_printk format byte fp{i:+d} is not a constant known "
-                                "at verification time (build the format on the stack)")
-            if b == 0:
-                break
-            raw.append(b)
-        kinds = _printk_conversions(bytes(raw))
-        if isinstance(kinds, str):
-            raise self.fail(pc, f"trace_printk format: {kinds}")
-        if len(kinds) > 3:
-            raise self.fail(pc, f"trace_printk format has {len(kinds)} conversions (at most 3)")
-        for i, kind in enumerate(kinds):
-            r = 3 + i
-            reg = st.regs[r]
-            if reg.kind == NOT_INIT:
-                raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is uninitialised")
-            if kind == "s":
-                if reg.kind not in MEMORY_KINDS:
-                    raise self.fail(pc, f"trace_printk %s argument r{r} must point to memory, got {reg.describe()}")
-                if reg.off and reg.kind in (BUF_RO, BUF_RW):
-                    raise self.fail(pc, _BUF_OFF_REASON.format(r=r, off=reg.off))
-                self._check_range(pc, reg, reg.off, 1)
-
 
 _VALUE_SLOTS: dict[int, str] = abi.value_pointer_offsets()
-_BUF_OFF_REASON = ("buffer pointer r{r} is used with a register offset of {off}: dereference the pointer "
-                   "as loaded from the context and put the constant in the instruction's offset "
-                   "(VMs NULL-check the register itself)")
-
-
-def _mark_null(st: State, null_id: int, as_null: Reg | None) -> None:
-    """Resolve every copy of a map_value_or_null with this id (regs and spills)."""
-    def resolve(reg: Reg) -> Reg:
-        if as_null is not None:
-            return as_null
-        return Reg(MAP_VALUE, reg.off, None, reg.map, 0)
-
-    regs = st.regs
-    for r in range(len(regs)):
-        reg = regs[r]
-        if reg.kind == MAP_VALUE_OR_NULL and reg.id == null_id:
-            regs[r] = resolve(reg)
-    for slot, reg in list(st.spills.items()):
-        if reg.kind == MAP_VALUE_OR_NULL and reg.id == null_id:
-            new = resolve(reg)
-            if new.kind == SCALAR:
-                del st.spills[slot]
-                for i in range(8):
-                    st.stack[slot + i] = 0
-            else:
-                st.spills[slot] = new
-
-
-# -------------------------------------------------------- state lattice
-
-def _reg_subsumes(old: Reg, new: Reg) -> bool:
-    if old is new or old.kind == NOT_INIT:
-        return True
-    if old.kind == SCALAR and old.value is None:
-        return new.kind == SCALAR
-    return old == new
-
-
-def _subsumes(old: State, new: State) -> bool:
-    """True if every path safe from `old` is safe from `new` (old is more general)."""
-    for o, nw in zip(old.regs, new.regs):
-        if o is not nw and not _reg_subsumes(o, nw):
-            return False
-    new_stack = new.stack
-    for off, ob in old.stack.items():
-        nb = new_stack.get(off)
-        if nb is None:
-            return False
-        if ob == nb:
-            continue
-        if ob == MISC and nb != SPILL:
-            continue
-        return False
-    for slot, reg in old.spills.items():
-        if new.spills.get(slot) != reg:
-            return False
-    return True
-
-
-def _similarity(a: State, b: State) -> tuple[int, int]:
-    """How many registers and stack bytes two states share (widening partner choice)."""
-    regs = sum(1 for x, y in zip(a.regs, b.regs) if x == y)
-    b_stack = b.stack
-    return regs, sum(1 for off, v in a.stack.items() if b_stack.get(off) == v)
-
-
-def _join(a: State, b: State) -> State:
-    """Least general state (in our lattice) that subsumes both."""
-    regs = []
-    for x, y in zip(a.regs, b.regs):
-        if x == y:
-            regs.append(x)
-        elif x.kind == SCALAR and y.kind == SCALAR:
-            regs.append(UNKNOWN)
-        else:
-            regs.append(UNINIT)
-    spills = {slot: reg for slot, reg in a.spills.items() if b.spills.get(slot) == reg}
-    stack: dict[int, int] = {}
-    b_stack = b.stack
-    for off, x in a.stack.items():
-        y = b_stack.get(off)
-        if y is None:
-            continue
-        if x == y:
-            if x != SPILL or (off & ~7) in spills:
-                stack[off] = x
-        elif x != SPILL and y != SPILL:
-            stack[off] = MISC
-    return State(regs, stack, spills, ())

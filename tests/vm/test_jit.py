@@ -13,7 +13,7 @@ from fdsl.errors import VmFault
 from fdsl.vm.helpers import Caller
 from fdsl.vm.interpreter import Interpreter
 from fdsl.vm.jit import Jit, compile_program
-from fdsl.vm.verifier import verify
+from fdsl.vm.verifier import AccessCheck, PtrKind, verify
 
 from vm_util import (DW, EXIT, B, W, alu, alur, atomic, call,
                      execute, ja, jmp, ld_map, ldx, mov, movr, prog, ret, runtime_with, sample_context, st)
@@ -40,7 +40,8 @@ def write_data_program():
 def test_null_buffer_is_a_fault_not_a_crash():
     program = write_data_program()
     vp = verify(program, [], section="t")           # the verifier cannot know it is NULL
-    assert vp.mem_kinds[4] <= {"readonly buffer", "writable buffer"}
+    assert vp.mem_kinds[4] <= {PtrKind.BUF_RO, PtrKind.BUF_RW}
+    assert vp.checks[4] is AccessCheck.NULL
     prepared = simulate.prepare("write", "pre", {"in.size": 3, "in.fh": 1})
     assert prepared.context.in_args[1].address == 0
     for vm in (Jit(program, verified=vp), Jit(program), Interpreter(program)):

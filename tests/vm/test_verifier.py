@@ -16,7 +16,7 @@ from fdsl.vm import isa, verifier
 from fdsl.errors import VerifierError
 from fdsl.vm.isa import Insn
 from fdsl.vm.loader import MapSpec
-from fdsl.vm.verifier import verify
+from fdsl.vm.verifier import AccessCheck, PtrKind, verify
 
 from conftest import C_PROGRAMS  # the C programs the loader accepts (others test LoadErrors)
 
@@ -277,7 +277,8 @@ def test_stack_constants_round_trip():
 def test_pointer_spill_and_fill():
     result = ok(ldx(DW, 2, 1, OUT0), stx(DW, 10, 2, -8), mov(2, 0), ldx(DW, 3, 10, -8),
                 st_imm(B, 3, 5, 1), RET0)
-    assert result.mem_kinds[4] == frozenset({"writable buffer"})
+    assert result.mem_kinds[4] == frozenset({PtrKind.BUF_RW})
+    assert result.checks[4] is AccessCheck.NULL
 
 
 def test_partial_pointer_spill_and_fill_rejected():
@@ -328,7 +329,7 @@ def test_in_args_buffer_is_read_only():
 
 def test_out_args_buffer_is_writable():
     result = ok(ldx(DW, 2, 1, OUT0), st_imm(DW, 2, 8, 5), mov(3, 1), stx(W, 2, 3, 4092), RET0)
-    assert "writable buffer" in result.mem_kinds[1]
+    assert PtrKind.BUF_RW in result.mem_kinds[1]
 
 
 def test_buffer_variable_offset():
@@ -407,7 +408,8 @@ def test_helpers_without_arguments_clobber_r1_to_r5():
 def test_map_lookup_accepted_with_null_check():
     result = ok(KEY, ld_map(1, 0), call(1), jmp(isa.BPF_JEQ, 0, 0, 2),
                 ldx(DW, 3, 0, 0), st_imm(DW, 0, 0, 1), RET0)
-    assert result.mem_kinds[8] == frozenset({"map_value"})
+    assert result.mem_kinds[8] == frozenset({PtrKind.MAP_VALUE})
+    assert result.checks[8] is AccessCheck.NONE
 
 
 def test_map_lookup_wrong_arguments():
@@ -527,12 +529,11 @@ def _rule_chain(rules: int) -> list[Insn]:
     return insns + [mov(0, 2), EXIT]
 
 
-def test_200_rule_policy_verifies_fast():
+def test_200_rule_policy_verifies_in_linear_work():
+    """Work, not wall-clock time (timings belong in bench/): each insn is processed
+    fewer than three times on average."""
     insns = _rule_chain(200)
-    start = time.perf_counter()
     result = verify(insns, MAPS, section="fuse/root")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{elapsed:.2f}s, {result.processed} insns processed"
     assert result.processed < 3 * len(insns)
 
 
@@ -574,8 +575,7 @@ def test_widening_never_causes_false_rejection():
 
 def _clang() -> str:
     path = shutil.which("clang")
-    if path is None:
-        pytest.skip("clang not installed")
+    assert path is not None, "clang is missing (scripts/setup.sh installs it)"
     return path
 
 
@@ -634,8 +634,8 @@ with open(sys.argv[2], "wb") as out:
 def compile_policy(path: Path, tmp_path: Path) -> bytes:
     """Compile in a child process: an LLVM fatal error must not kill the test run.
 
-    Skips (with the compiler's message) when the compiler is not importable or
-    fails on the policy: those are compiler problems, not verifier ones.
+    A compiler failure fails the test (with the compiler's message): every
+    example must compile and verify.
     """
     out = tmp_path / (path.stem + ".bpf.o")
     proc = subprocess.run([sys.executable, "-c", _COMPILE, str(path), str(out)],
@@ -644,7 +644,7 @@ def compile_policy(path: Path, tmp_path: Path) -> bytes:
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if "error" in line.lower()]
         last = (errors or lines or [f"exit status {proc.returncode}"])[-1]
-        pytest.skip(f"compiler failed on {path.name} (not a verifier problem): {last}")
+        pytest.fail(f"compiler failed on {path.name}: {last}")
     return out.read_bytes()
 
 
@@ -654,17 +654,19 @@ def _load_compiled(data: bytes, path: Path):
     try:
         return load_object(data)
     except LoadError as err:
-        pytest.skip(f"compiled {path.name} does not load (compiler/loader problem, not a verifier one): {err}")
+        pytest.fail(f"compiled {path.name} does not load: {err}")
 
 
 def _example_files() -> list[Path]:
     return sorted(EXAMPLES.rglob("*.fdsl")) if EXAMPLES.is_dir() else []
 
 
-@pytest.mark.parametrize("path", _example_files() or [None], ids=lambda p: p.name if p else "none")
+def test_examples_exist():
+    assert _example_files(), f"no policies under {EXAMPLES}"
+
+
+@pytest.mark.parametrize("path", _example_files(), ids=lambda p: p.name)
 def test_examples_accepted(path, tmp_path):
-    if path is None:
-        pytest.skip("no examples/*.fdsl yet")
     obj = _load_compiled(compile_policy(path, tmp_path), path)
     results = verifier.verify_object(obj)
     assert results and all(r.processed > 0 for r in results.values())

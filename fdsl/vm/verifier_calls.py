@@ -1,0 +1,161 @@
+"""Helper calls: each call checked against its signature in `abi.HELPERS`.
+
+Argument kinds (see `fdsl.abi.ack.HelperSpec`): "map" an ld_imm64 map pointer,
+"key"/"value" initialised memory of that map's key/value size, "scalar", and
+trace_printk's "fmt"/"size"/"any" (a verification-time constant format on the
+stack whose conversions say what r3-r5 must be).  The return kind gives r0.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from fdsl import abi
+from fdsl.errors import VerifierError
+from fdsl.vm.isa import Insn
+from fdsl.vm.semantics import sext
+from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEMORY_KINDS,
+                                    NOT_INIT, SCALAR, SPILL, STACK, UNINIT, UNKNOWN, Reg, State)
+
+STACK_SIZE = abi.STACK_SIZE
+BUF_OFF_REASON = ("buffer pointer r{r} is used with a register offset of {off}: dereference the pointer "
+                  "as loaded from the context and put the constant in the instruction's offset "
+                  "(VMs NULL-check the register itself)")
+
+
+def printk_conversions(fmt: bytes) -> list[str] | str:
+    """Argument kinds ('s' string pointer, 'v' value) of a trace_printk format.
+
+    Returns an error string for a format the kernel would refuse to print.
+    """
+    text = fmt.split(b"\0", 1)[0]
+    kinds: list[str] = []
+    i = 0
+    while i < len(text):
+        if text[i] != ord("%"):
+            i += 1
+            continue
+        i += 1
+        if i < len(text) and text[i] == ord("%"):
+            i += 1
+            continue
+        while i < len(text) and chr(text[i]) in "-+ #0123456789.lhz":
+            i += 1
+        if i >= len(text):
+            return "incomplete format conversion"
+        conv = chr(text[i])
+        i += 1
+        if conv == "s":
+            kinds.append("s")
+        elif conv == "p":
+            ext = text[i:i + 2]
+            if ext in (b"ks", b"us"):
+                kinds.append("s")
+                i += 2
+            else:
+                while i < len(text) and chr(text[i]).isalpha():
+                    i += 1
+                kinds.append("v")
+        elif conv in "diuxXc":
+            kinds.append("v")
+        else:
+            return f"unsupported format conversion %{conv}"
+    return kinds
+
+
+class HelperCalls:
+    """The helper-call part of the verifier (mixed into `fdsl.vm.verifier._Verifier`)."""
+
+    helpers: set[int]
+    maps: list[Any]
+
+    def fail(self, pc: int, reason: str) -> VerifierError: ...
+    def _read(self, pc: int, st: State, r: int) -> Reg: ...
+    def _check_range(self, pc: int, base: Reg, off: int, size: int) -> None: ...
+    def _map_attr(self, pc: int, index: int, name: str) -> int: ...
+
+    def _call(self, pc: int, insn: Insn, st: State) -> None:
+        spec = abi.HELPERS[insn.imm]          # the structural pass refused any other id
+        self.helpers.add(spec.id)
+        map_index = -1
+        if "fmt" in spec.args:
+            self._printk(pc, st)
+        for i, kind in enumerate(spec.args):
+            r = i + 1
+            if kind == "map":
+                map_index = self._map_arg(pc, st, r)
+            elif kind in ("key", "value"):
+                size = self._map_attr(pc, map_index, f"{kind}_size")
+                self._mem_arg(pc, st, r, size, f"map {kind}")
+            elif kind == "scalar":
+                reg = self._read(pc, st, r)
+                if reg.kind != SCALAR:
+                    what = spec.arg_names[i] if i < len(spec.arg_names) else f"argument {r}"
+                    raise self.fail(pc, f"{spec.name} {what} (r{r}) must be a scalar, got {reg.describe()}")
+        regs = st.regs
+        for r in range(1, 6):
+            regs[r] = UNINIT
+        if spec.returns == "map_value_or_null":
+            regs[0] = Reg(MAP_VALUE_OR_NULL, 0, None, map_index, pc + 1)
+        else:
+            regs[0] = UNKNOWN
+
+    def _mem_arg(self, pc: int, st: State, r: int, size: int, what: str, *, stack_only: bool = False) -> None:
+        """r points to `size` initialised readable bytes (stack or map value)."""
+        reg = self._read(pc, st, r)
+        allowed = (STACK,) if stack_only else (STACK, MAP_VALUE)
+        if reg.kind not in allowed:
+            where = "stack" if stack_only else "stack or map value"
+            raise self.fail(pc, f"{what} (r{r}) must point to {where}, got {reg.describe()}")
+        if size <= 0:
+            raise self.fail(pc, f"{what} (r{r}) has invalid size {size}")
+        self._check_range(pc, reg, reg.off, 1)
+        self._check_range(pc, reg, reg.off + size - 1, 1)
+        if reg.kind == STACK:
+            for i in range(reg.off, reg.off + size):
+                b = st.stack.get(i)
+                if b is None:
+                    raise self.fail(pc, f"{what} (r{r}) reads uninitialised stack byte fp{i:+d}")
+                if b == SPILL:
+                    raise self.fail(pc, f"{what} (r{r}) would leak a spilled pointer at fp{i & ~7:+d}")
+
+    def _map_arg(self, pc: int, st: State, r: int) -> int:
+        reg = self._read(pc, st, r)
+        if reg.kind != MAP_PTR:
+            raise self.fail(pc, f"r{r} must be a map pointer (ld_imm64 of a map), got {reg.describe()}")
+        return reg.map
+
+    def _printk(self, pc: int, st: State) -> None:
+        size_reg = self._read(pc, st, 2)
+        if size_reg.kind != SCALAR or size_reg.value is None:
+            raise self.fail(pc, f"trace_printk fmt_size (r2) must be a known constant, got {size_reg.describe()}")
+        size = size_reg.value
+        if not 0 < size <= STACK_SIZE:
+            raise self.fail(pc, f"trace_printk fmt_size {sext(size, 64)} out of range 1..{STACK_SIZE}")
+        self._mem_arg(pc, st, 1, size, "trace_printk fmt", stack_only=True)
+        start = st.regs[1].off
+        raw = bytearray()
+        for i in range(start, start + size):
+            b = st.stack[i]
+            if b < 0:
+                # the helper would read r3-r5 as the format says: it must be known here
+                raise self.fail(pc, f"trace_printk format byte fp{i:+d} is not a constant known "
+                                "at verification time (build the format on the stack)")
+            if b == 0:
+                break
+            raw.append(b)
+        kinds = printk_conversions(bytes(raw))
+        if isinstance(kinds, str):
+            raise self.fail(pc, f"trace_printk format: {kinds}")
+        if len(kinds) > 3:
+            raise self.fail(pc, f"trace_printk format has {len(kinds)} conversions (at most 3)")
+        for i, kind in enumerate(kinds):
+            r = 3 + i
+            reg = st.regs[r]
+            if reg.kind == NOT_INIT:
+                raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is uninitialised")
+            if kind == "s":
+                if reg.kind not in MEMORY_KINDS:
+                    raise self.fail(pc, f"trace_printk %s argument r{r} must point to memory, got {reg.describe()}")
+                if reg.off and reg.kind in (BUF_RO, BUF_RW):
+                    raise self.fail(pc, BUF_OFF_REASON.format(r=r, off=reg.off))
+                self._check_range(pc, reg, reg.off, 1)
