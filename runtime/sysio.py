@@ -9,6 +9,7 @@ so it changes only the calling thread, unlike glibc's process-wide setgroups),
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -101,7 +102,7 @@ def utimens_fd(fd: int, atime_ns: int | None, mtime_ns: int | None,
 
     None means UTIME_OMIT (leave that time alone).
     """
-    times = (_Timespec * 2)(_ts(atime_ns, atime_now), _ts(mtime_ns, mtime_now))
+    times: ctypes.Array[_Timespec] | None = (_Timespec * 2)(_ts(atime_ns, atime_now), _ts(mtime_ns, mtime_now))
     if atime_now and mtime_now:
         times = None  # NULL: the "touch" form a non-owner with write access may use
     _check(_libc.utimensat(ctypes.c_int(fd), b"", times, ctypes.c_int(AT_EMPTY_PATH)), "utimensat")
