@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fdsl.commands.run",       # run (one simulated request)
     "fdsl.commands.test",      # test (a policy's own test blocks)
     "fdsl.commands.mount",     # mount, umount, stats
+    "fdsl.commands.load",      # load (check an object against the kernel's fuse-bpf)
 )
 
 EPILOG = """exit codes: 0 success, 1 policy/object/verification error or failed test,

@@ -43,6 +43,8 @@ class MountConfig:
     nonempty: bool = False             # mount even if the mount point is already a mount
     log_file: str | None = None        # detached daemon's log (default: next to the socket)
     log_size: int = 1 << 20            # bytes before the log file is rotated
+    mode: str = "auto"                 # auto | kernel | emulate (runtime/kernel/mode.py)
+    no_daemon: bool | None = None      # kernel mode without a daemon; None = when possible
 
 
 def validate(cfg: MountConfig) -> None:
@@ -369,6 +371,28 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
 
 # ------------------------------------------------------------ entry point
 
+Server = Callable[[MountConfig, "bytes | None", Callable[[str | None], None]], int]
+
+
+def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
+    """`serve` (emulation) or the kernel-mode mount, as `-o mode=` and the kernel say."""
+    from .kernel import features
+    from .kernel import mode as modes
+
+    support = features.detect()
+    needs = None
+    if support.supported and obj is not None:
+        from fdsl.vm.loader import load_object
+
+        needs = modes.daemon_needed(load_object(obj).meta)
+    chosen = modes.select(cfg.mode, cfg.no_daemon, support, needs)
+    if not chosen.kernel:
+        return serve
+    from .kernel.session import mount_kernel
+
+    return lambda c, o, ready: mount_kernel(c, o, chosen, support, ready)
+
+
 def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
@@ -380,18 +404,20 @@ def mount(cfg: MountConfig) -> int:
     cfg.policy = os.path.abspath(cfg.policy) if cfg.policy else cfg.policy
     cfg.log_file = os.path.abspath(cfg.log_file) if cfg.log_file else None
     level = logging.DEBUG if cfg.debug else logging.INFO
+    server = choose_server(cfg, obj)
     if cfg.foreground:
         def ready(message: str | None) -> None:
             if message:
                 print(f"fdsl: {message}", file=sys.stderr)
         logs.setup(cfg.log_file, cfg.log_size, stream=True, level=level)
-        return serve(cfg, obj, ready)
+        return server(cfg, obj, ready)
     cfg.log_file = cfg.log_file or os.fspath(control.socket_path(cfg.mountpoint)
                                              .with_suffix(".log"))
-    return _daemonize(cfg, obj, level)
+    return _daemonize(cfg, obj, level, server)
 
 
-def _daemonize(cfg: MountConfig, obj: bytes | None, level: int) -> int:
+def _daemonize(cfg: MountConfig, obj: bytes | None, level: int,
+               server: Server) -> int:
     """Fork; the child becomes a proper daemon (python-daemon: double fork, setsid,
     cwd "/", umask, every inherited fd closed, stdio on /dev/null) and reports
     "OK" or the failure through a pipe once the mount is live or has failed."""
@@ -428,7 +454,7 @@ def _daemonize(cfg: MountConfig, obj: bytes | None, level: int) -> int:
                 logs.setup(cfg.log_file, cfg.log_size, stream=False, level=level)
             except OSError as err:
                 raise MountError(f"refusing the log file {cfg.log_file}: {err}") from None
-            code = serve(cfg, obj, ready)
+            code = server(cfg, obj, ready)
         except BaseException as err:  # noqa: BLE001
             ready(f"daemon failed: {err}")
         finally:
@@ -463,6 +489,12 @@ def umount(mountpoint: str, lazy: bool = False, timeout: float = 10.0) -> int:
     if proc.returncode != 0:
         raise MountError((proc.stderr or proc.stdout).strip() or f"cannot unmount {mountpoint}")
     sock = control.socket_path(mountpoint)
+    from .kernel.stats import STATE_SUFFIX
+
+    try:
+        sock.with_suffix(STATE_SUFFIX).unlink()   # a daemonless kernel-mode mount's record
+    except OSError:
+        pass
     deadline = time.monotonic() + timeout
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -397,23 +397,29 @@ class FilterPolicy:
 
     def map_contents(self) -> list[dict[str, Any]]:
         """Map entries with keys decoded from the metadata's key meaning (for `fdsl stats`)."""
-        metas = {m.index: m for m in (self.meta.maps if self.meta else [])}
-        out = []
-        for index, m in enumerate(self.filters.maps):
-            meta = metas.get(index)
-            entries = []
-            for k, v in m.items():
-                value = int.from_bytes(v, "little")
-                if meta is not None and meta.map_type == "array" and value == 0 and meta.max_entries > 1:
-                    continue
-                entries.append((_decode_key(k, meta), value))
-            out.append({"name": meta.name if meta else m.name or f"map{index}",
-                        "kind": meta.kind if meta else "map",
-                        "key": meta.key if meta else "raw", "entries": entries})
-        return out
+        return describe_maps(self.filters.maps, self.meta)
 
     def recent_logs(self) -> list[str]:
         return self.filters.log_sink.recent()
+
+
+def describe_maps(maps: Any, metadata: Any) -> list[dict[str, Any]]:
+    """`fdsl stats` rows of maps (ours or the kernel's: anything with `items()` and
+    `name`), keys decoded from the metadata's key meaning, empty array slots left out."""
+    metas = {m.index: m for m in (metadata.maps if metadata else [])}
+    out = []
+    for index, m in enumerate(maps):
+        meta = metas.get(index)
+        entries = []
+        for k, v in m.items():
+            value = int.from_bytes(v, "little")
+            if meta is not None and meta.map_type == "array" and value == 0 and meta.max_entries > 1:
+                continue
+            entries.append((_decode_key(k, meta), value))
+        out.append({"name": meta.name if meta else m.name or f"map{index}",
+                    "kind": meta.kind if meta else "map",
+                    "key": meta.key if meta else "raw", "entries": entries})
+    return out
 
 
 def _decode_key(raw: bytes, meta: Any) -> str:

@@ -94,6 +94,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     try:
         reply = control.request(args.mountpoint, "stats")
+    except (FileNotFoundError, ConnectionRefusedError) as err:
+        from fdsl.runtime.kernel.stats import daemonless_stats
+
+        kernel = daemonless_stats(args.mountpoint)   # a kernel-mode mount without a daemon
+        if kernel is None:
+            raise MountError(f"no fdsl daemon serves {args.mountpoint} "
+                             f"({err.strerror or err})") from None
+        reply = kernel
     except PermissionError:
         raise MountError("permission denied: only root or the mount's owner can read its "
                          "stats") from None
@@ -109,7 +117,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if "error" in reply:
         raise MountError(reply["error"])
     out = sys.stdout
-    print(f"mount    {reply['mountpoint']}  (pid {reply['pid']}, up {reply['uptime']} s)", file=out)
+    who = f"pid {reply['pid']}" if reply.get("pid") else "no daemon"
+    mode = f", {reply['mode']}" if reply.get("mode") else ""
+    print(f"mount    {reply['mountpoint']}  ({who}{mode}, up {reply['uptime']} s)", file=out)
     print(f"backing  {reply['backing']}", file=out)
     print(f"policy   {reply['policy'] or '(none: passthrough)'}", file=out)
     print(f"nodes    {reply['nodes']}  open handles {reply['open_handles']}", file=out)

@@ -80,6 +80,13 @@ OPTIONS: tuple[MountOption, ...] = (
                 FLAG, dest="nonempty", default=False),
     MountOption("debug", "FUSE debug output (implies -f, like -d)", FLAG, dest="debug",
                 default=False),
+    MountOption("mode", "where the programs run: kernel = the kernel's fuse-bpf (refused where "
+                "the kernel has none), emulate = fdsl's daemon, auto = kernel where fuse-bpf "
+                "exists, else emulate", CHOICE, dest="mode", default="auto",
+                choices=("auto", "kernel", "emulate")),
+    MountOption("no_daemon", "kernel mode without a daemon process (the default when the policy "
+                "has no userspace rules and no under scopes; 0 keeps a daemon)", BOOL,
+                dest="no_daemon"),
     MountOption("log_file", "where a detached daemon writes policy `log` lines and warnings "
                 "(default: next to its control socket)", TEXT, dest="log_file", metavar="FILE"),
     MountOption("log_size", "bytes of log file kept before it is rotated (one old file, .1, "

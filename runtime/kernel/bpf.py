@@ -29,10 +29,14 @@ BPF_MAP_UPDATE_ELEM = 2
 BPF_MAP_DELETE_ELEM = 3
 BPF_MAP_GET_NEXT_KEY = 4
 BPF_PROG_LOAD = 5
+BPF_MAP_GET_FD_BY_ID = 14
+BPF_OBJ_GET_INFO_BY_FD = 15
 COMMAND_NAMES = {BPF_MAP_CREATE: "BPF_MAP_CREATE", BPF_MAP_LOOKUP_ELEM: "BPF_MAP_LOOKUP_ELEM",
                  BPF_MAP_UPDATE_ELEM: "BPF_MAP_UPDATE_ELEM",
                  BPF_MAP_DELETE_ELEM: "BPF_MAP_DELETE_ELEM",
-                 BPF_MAP_GET_NEXT_KEY: "BPF_MAP_GET_NEXT_KEY", BPF_PROG_LOAD: "BPF_PROG_LOAD"}
+                 BPF_MAP_GET_NEXT_KEY: "BPF_MAP_GET_NEXT_KEY", BPF_PROG_LOAD: "BPF_PROG_LOAD",
+                 BPF_MAP_GET_FD_BY_ID: "BPF_MAP_GET_FD_BY_ID",
+                 BPF_OBJ_GET_INFO_BY_FD: "BPF_OBJ_GET_INFO_BY_FD"}
 
 BPF_OBJ_NAME_LEN = 16
 
@@ -112,6 +116,16 @@ PROG_LOAD_ATTR = AttrLayout("BPF_PROG_LOAD", (
 
 MAP_ELEM_ATTR = AttrLayout("BPF_MAP_*_ELEM", (
     ("map_fd", 0, "I"), ("key", 8, "Q"), ("value", 16, "Q"), ("flags", 24, "Q")))
+
+GET_FD_BY_ID_ATTR = AttrLayout("BPF_*_GET_FD_BY_ID", (
+    ("id", 0, "I"), ("next_id", 4, "I"), ("open_flags", 8, "I")))
+
+OBJ_INFO_ATTR = AttrLayout("BPF_OBJ_GET_INFO_BY_FD", (
+    ("bpf_fd", 0, "I"), ("info_len", 4, "I"), ("info", 8, "Q")))
+
+# struct bpf_map_info, the fields we read: type@0, id@4, key_size@8, value_size@12,
+# max_entries@16, map_flags@20, name@24 (16 bytes)
+MAP_INFO_SIZE = 40
 
 
 def object_name(name: str) -> bytes:
@@ -195,6 +209,19 @@ def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
             return None
         raise
     return nbuf.raw
+
+
+def map_id(fd: int) -> int:
+    """The kernel-wide id of a map (stable while the map lives, unlike an fd)."""
+    info = ctypes.create_string_buffer(MAP_INFO_SIZE)
+    bpf(BPF_OBJ_GET_INFO_BY_FD, OBJ_INFO_ATTR.pack(bpf_fd=fd, info_len=MAP_INFO_SIZE,
+                                                   info=_address(info)))
+    return int(struct.unpack_from("<I", info.raw, 4)[0])
+
+
+def map_fd_by_id(map_id: int) -> int:
+    """A new fd of the map with this id (needs CAP_SYS_ADMIN); ENOENT once it is gone."""
+    return bpf(BPF_MAP_GET_FD_BY_ID, GET_FD_BY_ID_ATTR.pack(id=map_id))
 
 
 def map_items(fd: int, key_size: int, value_size: int, limit: int = 4096

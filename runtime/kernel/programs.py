@@ -31,8 +31,33 @@ class KernelLoadError(FdslError):
 
 @dataclass
 class KernelMap:
+    """A map in the kernel, with the interface of `fdsl.vm.maps` maps that userspace
+    rules (`userspace.TableMaps`) and stats use, so both reach the kernel's entries."""
+
     spec: MapSpec
     fd: int
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def key_size(self) -> int:
+        return self.spec.key_size
+
+    @property
+    def value_size(self) -> int:
+        return self.spec.value_size
+
+    def lookup_value(self, key: bytes) -> bytes | None:
+        return bpf.map_lookup(self.fd, key, self.spec.value_size)
+
+    def update(self, key: bytes, value: bytes, flags: int = abi.BPF_ANY) -> int:
+        try:
+            bpf.map_update(self.fd, key, value, flags)
+        except bpf.BpfError as err:
+            return -err.errno
+        return 0
 
     def items(self, limit: int = 4096) -> list[tuple[bytes, bytes]]:
         return bpf.map_items(self.fd, self.spec.key_size, self.spec.value_size, limit)
@@ -51,6 +76,9 @@ class KernelObject:
     maps: list[KernelMap] = field(default_factory=list)
     programs: dict[str, KernelProgram] = field(default_factory=dict)
     rejected: dict[str, bpf.ProgLoadError] = field(default_factory=dict)
+
+    def by_name(self, name: str) -> KernelMap | None:
+        return next((m for m in self.maps if m.spec.name == name), None)
 
     def prog_fd(self, section: str | None) -> int | None:
         prog = self.programs.get(section) if section else None
