@@ -378,7 +378,8 @@ def build_plan(policy: ast.Policy) -> Plan:
         plan = ScopePlan(scope.path, scope.kind, section, symbol, scope.backing,
                          scope.parent.path if scope.parent else None, default)
         if scope.kind != "passthrough":
-            plan.entries = _scope_entries(scope, analysed, default)
+            attaches = any(_inside(s, scope) for s in scopes)
+            plan.entries = _scope_entries(scope, analysed, default, attaches)
         plans.append(plan)
     _warn_split(plans, warnings)
     return Plan(policy, plans, _collect_maps(policy), policy_default, warnings)
@@ -394,23 +395,38 @@ def _chain(scope: _Scope) -> list[ast.Rule]:
     return rules
 
 
-def _scope_entries(scope: _Scope, analysed: dict[int, RulePlan], default: ast.Stmt) -> list[OpPlan]:
+def _inside(scope: _Scope, ancestor: _Scope) -> bool:
+    current = scope.parent
+    while current is not None:
+        if current is ancestor:
+            return True
+        current = current.parent
+    return False
+
+
+def _scope_entries(scope: _Scope, analysed: dict[int, RulePlan], default: ast.Stmt,
+                   attaches: bool = False) -> list[OpPlan]:
+    """`attaches`: scopes lie below this one.  Its lookups then end with a userspace
+    postfilter, so that in a fuse-bpf kernel the daemon sees them and can attach the
+    scopes' programs with the lookup reply's fuse_entry_bpf_out (spec 3.2)."""
     chain = _chain(scope)
     entries: list[OpPlan] = []
     for op in sorted(abi.OPS, key=lambda o: abi.OPS[o].number):
         per_phase = {ph: [analysed[id(r)] for r in chain if r.phase == ph and op in rule_ops(r)]
                      for ph in PHASES}
-        if not per_phase["pre"] and not per_phase["post"]:
+        attach = attaches and op == "lookup"
+        if not per_phase["pre"] and not per_phase["post"] and not attach:
             continue
         number = abi.OPS[op].number
         pre_bits = abi.BACKING
-        if per_phase["post"]:
+        if per_phase["post"] or attach:
             pre_bits |= abi.POST_FILTER
         if any(r.userspace for r in per_phase["pre"]):
             pre_bits |= abi.USER_FILTER
         entries.append(OpPlan(op, "pre", number | abi.PREFILTER, per_phase["pre"], pre_bits, default))
-        if per_phase["post"]:
-            post_bits = abi.USER_FILTER if any(r.userspace for r in per_phase["post"]) else 0
+        if per_phase["post"] or attach:
+            post_bits = abi.USER_FILTER if attach or any(r.userspace for r in per_phase["post"]) \
+                else 0
             # The op was admitted in PRE; an undecided POST keeps the result.
             entries.append(OpPlan(op, "post", number | abi.POSTFILTER, per_phase["post"],
                                   post_bits, ast.Allow(default.span)))
