@@ -176,18 +176,22 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int,
         max_entries=max_entries, map_name=object_name(name)))
 
 
-def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
-    """The value stored under `key`, or None when there is none."""
-    kbuf = ctypes.create_string_buffer(key, len(key))
-    vbuf = ctypes.create_string_buffer(value_size)
+def _element_query(command: int, fd: int, key: bytes | None, out_size: int) -> bytes | None:
+    """LOOKUP_ELEM / GET_NEXT_KEY: the bytes the kernel wrote, None for ENOENT."""
+    kbuf = ctypes.create_string_buffer(key, len(key)) if key is not None else None
+    out = ctypes.create_string_buffer(out_size)
     try:
-        bpf(BPF_MAP_LOOKUP_ELEM, MAP_ELEM_ATTR.pack(map_fd=fd, key=_address(kbuf),
-                                                    value=_address(vbuf)))
+        bpf(command, MAP_ELEM_ATTR.pack(map_fd=fd, key=_address(kbuf), value=_address(out)))
     except BpfError as err:
         if err.errno == errno.ENOENT:
             return None
         raise
-    return vbuf.raw
+    return out.raw
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value stored under `key`, or None when there is none."""
+    return _element_query(BPF_MAP_LOOKUP_ELEM, fd, key, value_size)
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
@@ -199,16 +203,7 @@ def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
 
 def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     """The key after `key` (the first key for None); None at the end."""
-    kbuf = ctypes.create_string_buffer(key, key_size) if key is not None else None
-    nbuf = ctypes.create_string_buffer(key_size)
-    try:
-        bpf(BPF_MAP_GET_NEXT_KEY, MAP_ELEM_ATTR.pack(map_fd=fd, key=_address(kbuf),
-                                                     value=_address(nbuf)))
-    except BpfError as err:
-        if err.errno == errno.ENOENT:
-            return None
-        raise
-    return nbuf.raw
+    return _element_query(BPF_MAP_GET_NEXT_KEY, fd, key, key_size)
 
 
 def map_id(fd: int) -> int:

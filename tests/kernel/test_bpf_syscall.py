@@ -236,3 +236,61 @@ def test_rejection_carries_the_verifier_log_and_names_the_section():
     assert "R0 !read_ok" in message                        # the kernel verifier's own words
     with programs.load(obj, BPF_PROG_TYPE_SOCKET_FILTER, keep_going=True) as kobj:
         assert not kobj.programs and "R0 !read_ok" in kobj.rejected["fuse/bad"].log
+
+
+@needs_bpf
+def test_a_daemonless_mount_finds_its_maps_again_by_id(tmp_path, monkeypatch):
+    """The state file names maps by kernel id; `fdsl stats` reopens them and decodes keys."""
+    from fdsl.runtime.kernel import stats
+
+    obj = load_object(_counting_filter())
+    with programs.load(obj, BPF_PROG_TYPE_SOCKET_FILTER) as kobj:
+        records = stats.map_records(kobj.maps)
+        assert records[0]["id"] > 0 and records[0]["name"] == "counter"
+        kobj.maps[0].update(struct.pack("<I", 0), struct.pack("<Q", 5))
+        mnt = str(tmp_path / "mnt")
+        path = stats.state_path(mnt)
+        stats.write_state(path, {"mode": "kernel, no daemon", "mountpoint": mnt,
+                                 "backing": "/b", "policy": None, "started": 0, "maps": records,
+                                 "metadata": None})
+        try:
+            assert os.stat(path).st_mode & 0o777 == 0o600
+            reply = stats.daemonless_stats(mnt)
+        finally:
+            path.unlink()
+        assert reply["maps"] == [{"name": "counter", "kind": "map", "key": "raw",
+                                  "entries": [("0", 5)]}]
+        assert stats.daemonless_stats(mnt) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
+                    reason="mounting needs root and /dev/fuse")
+def test_the_common_mount_options_and_init_reply_work_on_this_kernel(tmp_path):
+    """fuse-bpf's root_dir/root_bpf do not exist here, but the rest of the data string, the
+    FUSE_INIT answer and the serving loop are the same: a plain FUSE mount proves them."""
+    import threading
+
+    from fdsl.runtime.daemon import MountStats
+    from fdsl.runtime.kernel.mountopts import MountRequest, kernel_mount
+    from fdsl.runtime.kernel.session import _loop, _unmount
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    dev = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    mstats = MountStats()
+    try:
+        kernel_mount(MountRequest(dev, None, None), str(mnt))
+        server = threading.Thread(target=_loop, args=(dev, None, mstats), daemon=True)
+        server.start()
+        try:
+            assert str(mnt) in open("/proc/self/mountinfo").read()
+            with pytest.raises(OSError) as info:
+                os.stat(mnt)                     # GETATTR reaches our loop: ENOSYS
+            assert info.value.errno == errno.ENOSYS
+        finally:
+            _unmount(str(mnt))
+        server.join(5)
+        assert not server.is_alive()             # ENODEV after the unmount ends the loop
+        assert mstats.ops["init"] == 1 and mstats.errors["getattr"] >= 1
+    finally:
+        os.close(dev)
