@@ -110,6 +110,13 @@ class ArgSpec:
     def size(self) -> int:
         return self.struct.size if self.struct else self.capacity
 
+    @property
+    def layout(self) -> CStruct:
+        """The struct of a struct argument; a TypeError for strings and buffers."""
+        if self.struct is None:
+            raise TypeError(f"argument {self.alias!r} is a {self.kind}, not a struct")
+        return self.struct
+
 
 def _s(alias: str, struct: CStruct, **kw) -> ArgSpec:
     return ArgSpec(alias, "struct", struct, struct.size, **kw)
@@ -318,7 +325,7 @@ def _arg_fields(arg: ArgSpec) -> list[tuple[str, int, str, int]]:
     """(path, offset, ctype, size) for every language field of one argument."""
     if arg.kind == "struct":
         return [(f"{arg.alias}.{f.name}", f.offset, f.ctype, f.size)
-                for f in arg.struct.fields if not f.name.startswith(("padding", "unused", "dummy"))]
+                for f in arg.layout.fields if not f.name.startswith(("padding", "unused", "dummy"))]
     return [(arg.alias, 0, arg.kind, arg.capacity)]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno as _errno
 import os as _os
 import struct as _struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # ------------------------------------------------------ §10 struct layouts
 
@@ -43,6 +43,9 @@ class CStruct:
     name: str
     size: int
     fields: tuple[CField, ...]
+    _codec: _struct.Struct = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _zeros: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # The whole layout as one precompiled codec (gaps as pad bytes): packing

@@ -13,7 +13,7 @@ from fdsl.lang import ast
 
 BUILTINS = ("uid", "gid", "pid", "tgid", "nodeid", "error")
 # Bare names of string/buffer arguments ("name", "newname", ...), from the ABI tables.
-ARG_ALIASES = frozenset()
+ARG_ALIASES: frozenset[str] = frozenset()
 
 
 def _arg_aliases() -> frozenset[str]:

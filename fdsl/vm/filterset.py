@@ -105,9 +105,9 @@ class FilterSet:
                 vm = Interpreter(vp.insns, runtime, budget=budget)
             programs[name] = LoadedProgram(name, vp, vm)
         filters = cls(obj, programs, runtime, backend)
-        for name, err in rejected.items():
-            filters.rejected[name] = err
-            filters._runners[name] = _rejected_runner(err)
+        for name, why in rejected.items():
+            filters.rejected[name] = why
+            filters._runners[name] = _rejected_runner(why)
         if backend == "auto" and programs:
             filters._start_jit(budget)
         return filters

@@ -947,14 +947,14 @@ class _ThreadEnv:
 
     def __init__(self) -> None:
         self.words = (ctypes.c_uint64 * ENV_WORDS)()
-        self.words[ENV_HELPER] = _HELPER_CB_ADDR
+        self.words[ENV_HELPER] = _HELPER_CB_ADDR or 0
         self.address = ctypes.addressof(self.words)
         self._table = (ctypes.c_uint64 * 48)()
 
     def set_regions(self, flat: list[int]) -> None:
         if len(flat) > len(self._table):
             self._table = (ctypes.c_uint64 * (2 * len(flat)))()
-        self._table[:len(flat)] = flat
+        self._table[:len(flat)] = flat  # type: ignore[assignment]  # ctypes arrays take ints
         self.words[ENV_REGIONS] = ctypes.addressof(self._table)
         self.words[ENV_NREGIONS] = len(flat) // 3
 

@@ -68,10 +68,18 @@ class HelperCalls:
     helpers: set[int]
     maps: list[Any]
 
-    def fail(self, pc: int, reason: str) -> VerifierError: ...
-    def _read(self, pc: int, st: State, r: int) -> Reg: ...
-    def _check_range(self, pc: int, base: Reg, off: int, size: int) -> None: ...
-    def _map_attr(self, pc: int, index: int, name: str) -> int: ...
+    # provided by the verifier class this is mixed into
+    def fail(self, pc: int, reason: str) -> VerifierError:
+        raise NotImplementedError
+
+    def _read(self, pc: int, st: State, r: int) -> Reg:
+        raise NotImplementedError
+
+    def _check_range(self, pc: int, base: Reg, off: int, size: int) -> None:
+        raise NotImplementedError
+
+    def _map_attr(self, pc: int, index: int, name: str) -> int:
+        raise NotImplementedError
 
     def _call(self, pc: int, insn: Insn, st: State) -> None:
         spec = abi.HELPERS[insn.imm]          # the structural pass refused any other id

@@ -196,14 +196,14 @@ def join(a: State, b: State) -> State:
     spills = {slot: reg for slot, reg in a.spills.items() if b.spills.get(slot) == reg}
     stack: dict[int, int] = {}
     b_stack = b.stack
-    for off, x in a.stack.items():
-        y = b_stack.get(off)
-        if y is None:
+    for off, xb in a.stack.items():
+        yb = b_stack.get(off)
+        if yb is None:
             continue
-        if x == y:
-            if x != SPILL or (off & ~7) in spills:
-                stack[off] = x
-        elif x != SPILL and y != SPILL:
+        if xb == yb:
+            if xb != SPILL or (off & ~7) in spills:
+                stack[off] = xb
+        elif xb != SPILL and yb != SPILL:
             stack[off] = MISC
     return State(regs, stack, spills, ())
 
