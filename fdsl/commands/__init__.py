@@ -1,5 +1,6 @@
 """Subcommand implementations of the fdsl CLI, one module per area."""
 
+import sys
 from typing import Any
 
 
@@ -8,3 +9,53 @@ def add_include_option(parser: Any) -> None:
     parser.add_argument("-I", dest="include_dirs", action="append", default=[], metavar="DIR",
                         help="also look for included files in DIR and allow includes from it "
                         "(by default includes stay under the policy's directory); repeatable")
+
+
+STDIN_NAME = "<stdin>"
+TEXT_NAME = "<-e>"
+
+
+def add_policy_argument(parser: Any) -> None:
+    """POLICY (a file, or - for stdin) or `-e 'policy text'`, plus -I."""
+    parser.add_argument("policy", nargs="?", metavar="POLICY",
+                        help="policy file (.fdsl), or - to read it from stdin")
+    parser.add_argument("-e", dest="policy_text", metavar="TEXT",
+                        help="the policy text itself, for one-liners: -e 'hide name == \".env\"'")
+    add_include_option(parser)
+
+
+def policy_source(args: Any) -> tuple[bytes | None, str]:
+    """(text, name): text is None for a file named `name` (read by the driver)."""
+    from fdsl.errors import UsageError
+
+    if args.policy_text is not None:
+        if args.policy is not None:
+            raise UsageError("give a policy file or -e TEXT, not both")
+        return args.policy_text.encode("utf-8", "surrogateescape"), TEXT_NAME
+    if args.policy is None:
+        raise UsageError("no policy: give a file, - for stdin, or -e TEXT")
+    if args.policy == "-":
+        from fdsl.files import MAX_POLICY_BYTES
+
+        data = sys.stdin.buffer.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise UsageError(f"the policy on stdin is larger than {MAX_POLICY_BYTES} bytes")
+        return data, STDIN_NAME
+    return None, args.policy
+
+
+def compile_args(args: Any, want_asm: bool = False) -> Any:
+    """Compile the policy the command line names (file, stdin or -e)."""
+    from fdsl.compile.driver import compile_file, compile_source
+
+    text, name = policy_source(args)
+    if text is None:
+        return compile_file(name, want_asm=want_asm, include_dirs=args.include_dirs)
+    return compile_source(text, name, want_asm=want_asm, include_dirs=args.include_dirs)
+
+
+def source_name(args: Any) -> str:
+    """How diagnostics and reports name the policy (no reading)."""
+    if args.policy_text is not None:
+        return TEXT_NAME
+    return STDIN_NAME if args.policy == "-" else str(args.policy)

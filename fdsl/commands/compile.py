@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from fdsl.commands import add_include_option
+from fdsl.commands import add_policy_argument, compile_args, policy_source, source_name
 
 EMITS = ("obj", "ir", "asm")
 
@@ -15,16 +15,14 @@ def register(subparsers: Any) -> None:
         "check", help="check a policy and print its diagnostics",
         description="Parse, check and plan a policy (and lower it to BPF) without writing "
         "anything.  Exit 0 if it compiles, 1 on policy errors.")
-    p.add_argument("policy", help="policy file (.fdsl)")
-    add_include_option(p)
+    add_policy_argument(p)
     p.set_defaults(func=run_check)
 
     p = subparsers.add_parser(
         "compile", help="compile a policy to a fuse-bpf object (.bpf.o)",
         description="Compile a policy to one BPF ELF object holding every scope's program, "
         "the maps, the license and the metadata the daemon needs.")
-    p.add_argument("policy", help="policy file (.fdsl)")
-    add_include_option(p)
+    add_policy_argument(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file (default: POLICY with .bpf.o for obj, stdout for ir/asm)")
     p.add_argument("--emit", choices=EMITS, default="obj",
@@ -35,8 +33,7 @@ def register(subparsers: Any) -> None:
         "explain", help="show the decision table of every scope, opcode and phase",
         description="Print, per scope, opcode and phase, the rules in order with their "
         "decisions, which rules run in BPF and which in the daemon, and the return bits.")
-    p.add_argument("policy", help="policy file (.fdsl)")
-    add_include_option(p)
+    add_policy_argument(p)
     p.set_defaults(func=run_explain)
 
 
@@ -46,12 +43,10 @@ def _print_warnings(result: Any) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from fdsl.compile.driver import compile_file
-
-    result = compile_file(args.policy, want_asm=False, include_dirs=args.include_dirs)
+    result = compile_args(args)
     _print_warnings(result)
     scopes = len(result.plan.scopes)
-    print(f"{args.policy}: ok ({scopes} scope{'s' if scopes != 1 else ''}, "
+    print(f"{source_name(args)}: ok ({scopes} scope{'s' if scopes != 1 else ''}, "
           f"{len(result.warnings)} warning{'s' if len(result.warnings) != 1 else ''})")
     return 0
 
@@ -62,13 +57,13 @@ def _default_output(policy: str) -> str:
 
 
 def run_compile(args: argparse.Namespace) -> int:
-    from fdsl.compile.driver import compile_file
     from fdsl.errors import UsageError
 
-    result = compile_file(args.policy, want_asm=args.emit == "asm", include_dirs=args.include_dirs)
+    result = compile_args(args, want_asm=args.emit == "asm")
     _print_warnings(result)
     if args.emit == "obj":
-        output = args.output or _default_output(args.policy)
+        from_file = args.policy_text is None and args.policy != "-"
+        output = args.output or (_default_output(args.policy) if from_file else "-")
         if output == "-":
             if sys.stdout.isatty():
                 raise UsageError("refusing to write a binary object to a terminal; use -o FILE")
@@ -117,10 +112,16 @@ def _write(path: str, data: bytes) -> None:
 
 def run_explain(args: argparse.Namespace) -> int:
     from fdsl.compile.driver import load_checked
+    from fdsl.lang.frontend import load_policy
     from fdsl.compile.explain import explain
     from fdsl.compile.planner import build_plan
 
-    policy, sources, warnings = load_checked(args.policy, args.include_dirs)
+    text, name = policy_source(args)
+    if text is None:
+        policy, sources, warnings = load_checked(name, args.include_dirs)
+    else:
+        policy, sources, warnings = load_policy(text=text, filename=name,
+                                                include_dirs=tuple(args.include_dirs))
     plan = build_plan(policy)
     sys.stdout.write(explain(plan))
     return 0

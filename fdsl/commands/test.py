@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from fdsl.commands import add_include_option
+from fdsl.commands import add_policy_argument, compile_args, source_name
 
 
 def register(subparsers: Any) -> None:
@@ -23,40 +23,45 @@ def register(subparsers: Any) -> None:
         "for them), then check the expectations.",
         epilog="example: fdsl test examples/hide_secrets.fdsl --backend interp -v",
     )
-    p.add_argument("policy", metavar="POLICY.fdsl", help="the policy with test blocks")
-    add_include_option(p)
+    add_policy_argument(p)
     p.add_argument("--backend", choices=("jit", "interp"), default="jit",
                    help="run the programs with the JIT (default) or the interpreter")
     p.add_argument("-k", dest="keyword", metavar="NAME",
                    help="only run tests whose name contains NAME")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="show each request's result, rewritten fields, userspace verdict and logs")
+    p.add_argument("--json", action="store_true",
+                   help="print the results as one JSON document instead of lines")
+    p.add_argument("--junit", metavar="FILE",
+                   help="also write the results as JUnit XML to FILE (what CI systems read)")
     p.set_defaults(func=cmd_test)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    import time
+
     from fdsl import testing
-    from fdsl.compile.driver import compile_file
     from fdsl.errors import FdslError
 
+    name = source_name(args)
     try:
-        result = compile_file(args.policy, want_asm=False, include_dirs=args.include_dirs)
+        result = compile_args(args)
     except FdslError:
         raise   # policy diagnostics / usage errors: printed by the CLI, exit 1 (2 for usage)
     except Exception as err:  # a compiler bug: one clean line instead of a traceback
-        print(f"fdsl test: internal error while compiling {args.policy}: "
+        print(f"fdsl test: internal error while compiling {name}: "
               f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1
     if result.warnings:
         print(result.rendered_warnings(), file=sys.stderr)
     tests = testing.policy_tests(result.plan.policy)
     if not tests:
-        print(f"{args.policy}: no tests (add `test \"...\" {{ ... }}` blocks to the policy)")
+        print(f"{name}: no tests (add `test \"...\" {{ ... }}` blocks to the policy)")
         return 1
     if args.keyword:
         tests = [t for t in tests if args.keyword in t.name]
         if not tests:
-            print(f"{args.policy}: no tests match -k {args.keyword!r}")
+            print(f"{name}: no tests match -k {args.keyword!r}")
             return 1
     try:
         runner = testing.Runner(result.obj, backend=args.backend)
@@ -66,8 +71,18 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(f"fdsl test: internal error while loading the object: {type(err).__name__}: {err}",
               file=sys.stderr)
         return 1
-    results = testing.run_tests(tests, runner, result.sources)
-    for r in results:
+    timed = []
+    for test in tests:
+        start = time.perf_counter()
+        [r] = testing.run_tests([test], runner, result.sources)
+        timed.append((r, time.perf_counter() - start))
+    failed = sum(not r.passed for r, _ in timed)
+    if args.junit:
+        _write_junit(args.junit, name, args.backend, timed)
+    if args.json:
+        print(_json(name, args.backend, timed, args.verbose))
+        return 1 if failed else 0
+    for r, _ in timed:
         if r.passed:
             print(f"ok   {r.location}: {r.name}")
         else:
@@ -75,9 +90,48 @@ def cmd_test(args: argparse.Namespace) -> int:
         if args.verbose and r.outcome is not None:
             for line in details(r.outcome):
                 print(f"       {line}")
-    failed = sum(not r.passed for r in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
+    print(f"{len(timed) - failed} passed, {failed} failed")
     return 1 if failed else 0
+
+
+def _json(policy: str, backend: str, timed: list, verbose: bool) -> str:
+    import json
+
+    failed = sum(not r.passed for r, _ in timed)
+    return json.dumps({
+        "policy": policy, "backend": backend, "passed": len(timed) - failed, "failed": failed,
+        "tests": [{"name": r.name, "location": r.location, "passed": r.passed,
+                   "failures": list(r.failures), "seconds": round(seconds, 6),
+                   **({"details": details(r.outcome)} if verbose and r.outcome is not None
+                      else {})}
+                  for r, seconds in timed],
+    }, indent=2)
+
+
+def _write_junit(path: str, policy: str, backend: str, timed: list) -> None:
+    """JUnit XML as CI systems read it: one <testsuite> for the policy, one <testcase> per
+    test block, a <failure> with every failed expectation."""
+    import xml.etree.ElementTree as ET
+
+    from fdsl.commands.compile import _write
+
+    failed = sum(not r.passed for r, _ in timed)
+    total = sum(seconds for _, seconds in timed)
+    suites = ET.Element("testsuites", tests=str(len(timed)), failures=str(failed),
+                        errors="0", time=f"{total:.6f}")
+    suite = ET.SubElement(suites, "testsuite", name=policy, tests=str(len(timed)),
+                          failures=str(failed), errors="0", skipped="0", time=f"{total:.6f}")
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="backend", value=backend)
+    for r, seconds in timed:
+        file, _, line = r.location.rpartition(":")
+        case = ET.SubElement(suite, "testcase", classname=policy, name=r.name,
+                             file=file or r.location, line=line, time=f"{seconds:.6f}")
+        if not r.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(r.failures),
+                                    type="expectation")
+            failure.text = "\n".join(r.failures)
+    ET.indent(suites)
+    _write(path, ET.tostring(suites, encoding="utf-8", xml_declaration=True) + b"\n")
 
 
 def details(o: Any) -> list[str]:
