@@ -13,9 +13,10 @@ In kernel mode the programs run in the kernel; what reaches the daemon is
 
 The daemon names the nodes it sees (`fuse_entry_out.nodeid`), so later
 filter requests tell it which scope a node is in; a nodeid a BPF postfilter
-already set is kept.  `handle(request) -> Reply` is transport independent:
-bytes in, bytes out, plus the fds to close once the reply has been written
-(the kernel takes its own references during the write, spec §3.2).
+already set is kept.  `handle(request)` is transport independent: request
+bytes in, reply bytes out (None: no reply).  The directory fds `backing`
+scopes put into replies are opened once and kept until `close()` (the
+kernel takes its own references during the write, spec §3.2).
 
 Security (the fd-in-reply confused deputy, spec §0/§13): the kernel resolves
 the fds of a reply in the *writer's* fd table.  The daemon only ever puts
@@ -30,7 +31,7 @@ import errno
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, cast
 
 from fdsl import abi
@@ -49,12 +50,6 @@ READDIR = abi.OPS["readdir"].number
 
 
 @dataclass
-class Reply:
-    data: bytes | None                     # None: the request takes no reply (FORGET)
-    close_after: list[int] = field(default_factory=list)
-
-
-@dataclass
 class KernelNode:
     """What the daemon knows of a kernel inode: its place in the scope trie and program."""
 
@@ -70,7 +65,7 @@ class AttachError(OSError):
 
 class FilterServer:
     def __init__(self, policy: FilterPolicy, prog_fd: Callable[[str], int | None],
-                 backing_root: str, classic: Callable[[bytes], Reply] | None = None) -> None:
+                 backing_root: str, classic: Callable[[bytes], bytes | None] | None = None) -> None:
         self.policy = policy
         self.prog_fd = prog_fd
         self.backing_root = os.path.realpath(backing_root)
@@ -81,10 +76,16 @@ class FilterServer:
         self.by_name: dict[tuple[int, bytes], int] = {}
         self.next_id = abi.FUSE_ROOT_ID + 1
         self.lock = threading.Lock()
+        self.backing_fds: dict[str, int] = {}
+
+    def close(self) -> None:
+        for fd in self.backing_fds.values():
+            os.close(fd)
+        self.backing_fds.clear()
 
     # ------------------------------------------------------------ dispatch
 
-    def handle(self, request: bytes) -> Reply:
+    def handle(self, request: bytes) -> bytes | None:
         header = protocol.parse_header(request)
         if header.phase is None:
             return self._classic(header, request)
@@ -92,30 +93,34 @@ class FilterServer:
             req = protocol.parse_filter_request(request)
         except protocol.ProtocolError as err:
             log.error("malformed filter request %#x: %s", header.opcode, err)
-            return Reply(protocol.reply(header.unique, error=errno.EIO))
+            if header.opcode == READDIR | abi.POSTFILTER:   # data even now: end the listing
+                offset = abi.FUSE_READ_IN.unpack(request[protocol.IN_HEADER.size:])["offset"]
+                return protocol.reply(header.unique, bytes(abi.FUSE_READ_OUT.pack(
+                    {"offset": offset, "again": 0})))
+            return protocol.reply(header.unique, error=errno.EIO)
         if req.op.number == READDIR and req.phase == "post":
-            return Reply(self._readdir_post(req))
+            return self._readdir_post(req)
         try:
             if req.op.number == LOOKUP and req.phase == "post":
                 return self._lookup_post(req)
-            return Reply(self._filter(req))
+            return self._filter(req)
         except OSError as err:
-            return Reply(protocol.reply(header.unique, error=err.errno or errno.EIO))
+            return protocol.reply(header.unique, error=err.errno or errno.EIO)
 
-    def _classic(self, header: protocol.InHeader, request: bytes) -> Reply:
+    def _classic(self, header: protocol.InHeader, request: bytes) -> bytes | None:
         if header.opcode == FORGET:
             self.forget(header.nodeid, int.from_bytes(request[40:48], "little"))
-            return Reply(None)
+            return None
         if header.opcode == BATCH_FORGET:
             count = int.from_bytes(request[40:44], "little")
             for i in range(count):
                 at = 48 + 16 * i
                 self.forget(int.from_bytes(request[at:at + 8], "little"),
                             int.from_bytes(request[at + 8:at + 16], "little"))
-            return Reply(None)
+            return None
         if self.classic is not None:
             return self.classic(request)
-        return Reply(protocol.reply(header.unique, error=errno.ENOSYS))
+        return protocol.reply(header.unique, error=errno.ENOSYS)
 
     # ------------------------------------------------------------ nodes
 
@@ -195,7 +200,7 @@ class FilterServer:
 
     # ------------------------------------------------------------ lookup
 
-    def _lookup_post(self, req: FilterRequest) -> Reply:
+    def _lookup_post(self, req: FilterRequest) -> bytes:
         """User rules, then the scope table's verdict in the reply's fuse_entry_bpf_out."""
         parent = self.node(req.header.nodeid)
         name = _decode(req.op.inputs[0], req.inputs[0])
@@ -208,39 +213,39 @@ class FilterServer:
                                           req.header.nodeid, req.error_in)
             entry = outs[0]
         if req.error_in:          # a negative dentry: nothing to attach
-            return Reply(protocol.lookup_reply(req.header.unique,
-                                               bytes(abi.FUSE_ENTRY_OUT.pack(entry)), block))
-        block, scope, program, close_after = self.attachment(parent, name, block)
+            return protocol.lookup_reply(req.header.unique, bytes(abi.FUSE_ENTRY_OUT.pack(entry)),
+                                         block)
+        block, scope, program = self.attachment(parent, name, block)
         entry["nodeid"] = self._name_child(parent.nodeid, name, entry.get("nodeid", 0),
                                            scope, program)
-        return Reply(protocol.lookup_reply(req.header.unique, bytes(abi.FUSE_ENTRY_OUT.pack(entry)),
-                                           block), close_after)
+        return protocol.lookup_reply(req.header.unique, bytes(abi.FUSE_ENTRY_OUT.pack(entry)), block)
 
     def attachment(self, parent: KernelNode, name: bytes, block: EntryBpfOut
-                   ) -> tuple[EntryBpfOut, NodeScope, str | None, list[int]]:
-        """(block, child scope, child program, fds to close after the write) for parent/name."""
+                   ) -> tuple[EntryBpfOut, NodeScope, str | None]:
+        """(block, child scope, child program) for parent/name."""
         if block.backing_action == abi.ACTION_REPLACE or block.bpf_action == abi.ACTION_REPLACE:
             raise AttachError(errno.EINVAL, "a BPF postfilter cannot REPLACE (spec 3.2)")
         inherited = parent.program if block.bpf_action == abi.ACTION_KEEP else None
         decided = self.policy.child_attachment(cast(Any, parent), name)
         if decided is None:
-            return block, NodeScope(None, parent.scope.rules_scope), inherited, []
+            return block, NodeScope(None, parent.scope.rules_scope), inherited
         action, scope, program, backing_dir = decided
         if action == "inherit":
-            return block, scope, inherited, []
+            return block, scope, inherited
         if action == "passthrough":
-            return (EntryBpfOut(block.backing_action, 0, abi.ACTION_REMOVE, 0), scope, None, [])
+            return EntryBpfOut(block.backing_action, 0, abi.ACTION_REMOVE, 0), scope, None
         bpf_fd = self._program_fd(program) if program and program != parent.program else None
         bpf_action = abi.ACTION_REPLACE if bpf_fd is not None else block.bpf_action
         if action == "rules":
-            return (EntryBpfOut(block.backing_action, 0, bpf_action, bpf_fd or 0), scope,
-                    program, [])
+            return EntryBpfOut(block.backing_action, 0, bpf_action, bpf_fd or 0), scope, program
         if action == "backing" and backing_dir is not None:
             declared = scope.trie.backing if scope.trie and scope.trie.backing else backing_dir
-            dir_fd = self.open_backing_dir(backing_dir, declared)
+            dir_fd = self.backing_fds.get(backing_dir)
+            if dir_fd is None:
+                dir_fd = self.backing_fds[backing_dir] = self.open_backing_dir(backing_dir, declared)
             return (EntryBpfOut(abi.ACTION_REPLACE, dir_fd, bpf_action, bpf_fd or 0), scope,
-                    program or inherited, [dir_fd])
-        return block, scope, inherited, []
+                    program or inherited)
+        return block, scope, inherited
 
     def _program_fd(self, section: str) -> int:
         fd = self.prog_fd(section)

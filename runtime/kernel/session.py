@@ -145,7 +145,11 @@ def _mount_loaded(cfg: Any, obj: Any, obj_bytes: bytes | None, kobj: programs.Ke
             return 0
         server = filters.FilterServer(policy, kobj.prog_fd, cfg.backing) if policy is not None \
             else None
-        return _serve(cfg, dev_fd, server, kobj, policy, ready, sock_path, state_path)
+        try:
+            return _serve(cfg, dev_fd, server, kobj, policy, ready, sock_path, state_path)
+        finally:
+            if server is not None:
+                server.close()
     finally:
         os.close(root_fd)
         os.close(dev_fd)
@@ -214,25 +218,22 @@ def _loop(dev_fd: int, server: filters.FilterServer | None, mstats: Any) -> None
         name = abi.opcode_name(header.opcode)
         mstats.ops[name] += 1
         if header.opcode == INIT:
-            out: filters.Reply = filters.Reply(init_reply(request))
+            out: bytes | None = init_reply(request)
         elif header.opcode in (DESTROY, INTERRUPT):
-            out = filters.Reply(protocol.reply(header.unique) if header.opcode == DESTROY else None)
+            out = protocol.reply(header.unique) if header.opcode == DESTROY else None
         elif server is not None:
             out = server.handle(request)
         else:
-            out = filters.Reply(protocol.reply(header.unique, error=errno.ENOSYS))
+            out = protocol.reply(header.unique, error=errno.ENOSYS)
+        if out is None:
+            continue
+        if struct.unpack_from("<i", out, 4)[0]:
+            mstats.errors[name] += 1
         try:
-            if out.data is not None:
-                if struct.unpack_from("<i", out.data, 4)[0]:
-                    mstats.errors[name] += 1
-                try:
-                    os.write(dev_fd, out.data)
-                except OSError as err:   # the request was interrupted meanwhile
-                    if err.errno != errno.ENOENT:
-                        raise
-        finally:
-            for fd in out.close_after:   # the kernel holds its own references now
-                os.close(fd)
+            os.write(dev_fd, out)
+        except OSError as err:   # the request was interrupted meanwhile
+            if err.errno != errno.ENOENT:
+                raise
 
 
 def _unmount(target: str) -> None:
