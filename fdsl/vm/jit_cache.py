@@ -301,6 +301,10 @@ def _refuse(directory: str, why: str) -> None:
 def _code_identity() -> tuple:
     """What makes object code from this process reusable: our code generator and the
     LLVM that compiled it, for this CPU."""
-    source = hashlib.sha256(Path(__file__).with_name("jit.py").read_bytes()).hexdigest()
+    here = Path(__file__).parent
+    digest = hashlib.sha256()
+    for name in ("jit.py", "jit_ir.py"):          # the code generator, both halves
+        digest.update((here / name).read_bytes())
+    source = digest.hexdigest()
     return (source, STACK_SIZE, abi.CTX_SIZE, llvm.llvm_version_info, llvm.get_process_triple(), llvm.get_host_cpu_name(),
             llvm.get_host_cpu_features().flatten())
