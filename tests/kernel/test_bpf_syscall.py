@@ -294,3 +294,79 @@ def test_the_common_mount_options_and_init_reply_work_on_this_kernel(tmp_path):
         assert mstats.ops["init"] == 1 and mstats.errors["getattr"] >= 1
     finally:
         os.close(dev)
+
+
+def _printing_filter() -> bytes:
+    """A socket filter calling bpf_trace_printk("fdsl-k\\n") with its format on the stack."""
+    from elf_builder import ElfBuilder
+
+    lo, hi = isa.ld_imm64(1, int.from_bytes(b"fdsl-k\n\0", "little"))
+    code = [lo, hi,
+            isa.Insn(0x7B, 10, 1, -8, 0),          # *(u64 *)(r10 - 8) = r1
+            isa.Insn(0xBF, 1, 10),                 # r1 = r10
+            isa.Insn(0x07, 1, 0, 0, -8),           # r1 += -8
+            isa.Insn(0xB7, 2, 0, 0, 8),            # r2 = 8
+            isa.Insn(0x85, 0, 0, 0, 6),            # call trace_printk
+            isa.Insn(0xB7, 0, 0, 0, 0), isa.Insn(0x95)]
+    elf = ElfBuilder()
+    elf.program("fuse/root", isa.encode(code))
+    elf.section(abi.LICENSE_SECTION, b"GPL\0")
+    return elf.build()
+
+
+@needs_bpf
+def test_log_lines_come_from_trace_pipe():
+    """What bpf_trace_printk writes is what read_trace returns (tracefs mounted for the
+    test if it is not, and unmounted again)."""
+    from fdsl.runtime.kernel import features, stats
+    from fdsl.runtime.kernel.session import _unmount
+
+    tracing = "/sys/kernel/tracing"
+    mounted_here = False
+    if features.trace_pipe() is None:
+        if subprocess.run(["mount", "-t", "tracefs", "none", tracing]).returncode != 0:
+            pytest.skip("tracefs cannot be mounted here")
+        mounted_here = True
+    try:
+        stats.read_trace(limit=10_000)                      # drain what others left
+        with programs.load(load_object(_printing_filter()), BPF_PROG_TYPE_SOCKET_FILTER) as kobj:
+            packet = ctypes.create_string_buffer(64)
+            bpf.bpf(BPF_PROG_TEST_RUN, TEST_RUN_ATTR.pack(
+                prog_fd=kobj.prog_fd("fuse/root"), data_size_in=64,
+                data_in=ctypes.addressof(packet), repeat=1))
+        lines = stats.read_trace(wait=2.0)
+        assert any(line.endswith("fdsl-k") for line in lines), lines
+    finally:
+        if mounted_here:
+            _unmount(tracing)
+
+
+@needs_bpf
+def test_kernel_mode_daemon_answers_stats_from_the_kernel_maps(tmp_path):
+    """The control socket of a kernel-mode daemon: same protocol as emulation's, counters
+    read from the kernel's maps by fd."""
+    import json
+    import socket
+    from types import SimpleNamespace
+
+    from fdsl.runtime.daemon import MountStats
+    from fdsl.runtime.kernel.session import _control_thread, _EngineView, _PolicyView
+
+    obj = load_object(_counting_filter())
+    with programs.load(obj, BPF_PROG_TYPE_SOCKET_FILTER) as kobj:
+        kobj.maps[0].update(struct.pack("<I", 0), struct.pack("<Q", 9))
+        cfg = SimpleNamespace(mountpoint="/m", backing="/b", policy="p.bpf.o", log_file=None)
+        path = tmp_path / "k.sock"
+        listener = _control_thread(path, cfg, _EngineView({1: None}, {}),
+                                   _PolicyView(kobj, None), MountStats())
+        assert listener is not None
+        try:
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(path))
+                conn.sendall(b'{"cmd": "stats"}\n')
+                reply = json.loads(conn.makefile().readline())
+        finally:
+            listener.close()
+        assert reply["mode"] == "kernel" and reply["nodes"] == 1
+        assert reply["maps"] == [{"name": "counter", "kind": "map", "key": "raw",
+                                  "entries": [["0", 9]]}]
