@@ -432,7 +432,24 @@ _EXPR_START = {"INT", "STRING", "NAME", "LPAR"}
 def _lark() -> Lark:
     text = importlib.resources.files("fdsl.grammar").joinpath("fdsl.lark").read_text(encoding="utf-8")
     return Lark(text, parser="lalr", lexer="basic", keep_all_tokens=True,
-                maybe_placeholders=False, postlex=_PostLexer(), transformer=_BUILDER)
+                maybe_placeholders=False, postlex=_PostLexer(), transformer=_BUILDER,
+                cache=_table_cache(text))
+
+
+def _table_cache(grammar: str) -> str | bool:
+    """Where Lark keeps the analysed grammar (it checks the grammar's hash on load):
+    building the LALR tables is most of a cold parse.  False: no trusted cache dir."""
+    import hashlib
+
+    import lark
+
+    from fdsl import cache
+
+    directory = cache.private_dir("parser")
+    if directory is None:
+        return False
+    digest = hashlib.sha256(grammar.encode()).hexdigest()[:20]
+    return str(directory / f"fdsl-{digest}-lark-{lark.__version__}.tables")
 
 
 def _describe_terminal(name: str) -> str:
