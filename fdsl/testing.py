@@ -22,7 +22,7 @@ from fdsl import abi
 from fdsl.lang import ast as A
 from fdsl.compile import userspace as rules
 from fdsl.vm import simulate, userspace
-from fdsl.lang.checker import const_str
+from fdsl.lang.passes.common import const_str
 from fdsl.lang.diagnostics import Sources
 from fdsl.compile.metadata import Metadata, ScopeMeta
 

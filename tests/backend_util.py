@@ -13,9 +13,14 @@ OBJDUMP = shutil.which("llvm-objdump")
 
 
 def compile_text(text: str, filename: str = "t.fdsl", want_asm: bool = False) -> CompileResult:
-    """Parse (no checker needed) and compile."""
+    """Parse, check (the code generator reads what the checker binds) and compile."""
+    from fdsl.lang.checker import check
+    from fdsl.lang.diagnostics import Severity
+
     policy, sources, diags = parser.parse_source(text, filename)
     assert not diags, diags
+    errors = [d.message for d in check(policy, sources) if d.severity is Severity.ERROR]
+    assert not errors, errors
     return compile_policy(policy, sources, want_asm=want_asm)
 
 

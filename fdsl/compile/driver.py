@@ -49,16 +49,12 @@ def _decision_json(d: ast.Stmt) -> dict:
 
 
 def _const(e: ast.Expr) -> int | None:
-    from fdsl.compile.userspace import ident_meaning
-
     if isinstance(e, ast.IntLit):
         return e.value
-    if isinstance(e, ast.Ident):
-        kind, payload = ident_meaning(e)
-        if kind == "int":
-            return payload
-        if kind == "const":
-            return _const(payload.value)
+    if isinstance(e, ast.Ident) and isinstance(e.ref, (ast.ErrnoRef, ast.AbiConstRef)):
+        return e.ref.value
+    if isinstance(e, ast.Ident) and isinstance(e.ref, ast.ConstRef):
+        return _const(e.ref.decl.value)
     if isinstance(e, ast.Unary) and e.op == "-":
         inner = _const(e.operand)
         return None if inner is None else -inner

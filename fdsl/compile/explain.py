@@ -9,7 +9,6 @@ from __future__ import annotations
 from fdsl import abi
 from fdsl.lang import ast
 from fdsl.compile.planner import OpPlan, Plan, RulePlan, ScopePlan, return_bits_text
-from fdsl.compile.userspace import ident_meaning
 
 MAX_RULE_TEXT = 96
 
@@ -103,9 +102,9 @@ def decision_bits(d: ast.Stmt, allow_bits: int) -> str:
         return return_bits_text(allow_bits)
     if isinstance(d, ast.Deny):
         value = d.errno.const_value
-        if value is None and isinstance(d.errno, ast.Ident):
-            kind, payload = ident_meaning(d.errno)
-            value = payload if kind == "int" else None
+        if value is None and isinstance(d.errno, ast.Ident) and isinstance(
+                d.errno.ref, (ast.ErrnoRef, ast.AbiConstRef)):
+            value = d.errno.ref.value
         return f"-{abi.errno_name(value)}" if isinstance(value, int) else f"-({fmt_expr(d.errno)})"
     if isinstance(d, ast.Return):
         return f"raw {fmt_expr(d.value)}"

@@ -8,12 +8,12 @@ docs/architecture.md).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from fdsl import abi
 from fdsl.lang import ast
 from fdsl.lang.diagnostics import Diagnostic, Severity, Span
-from fdsl.compile.userspace import ident_meaning
+from fdsl.lang.passes.patterns import simple_glob
+from fdsl.lang.passes.visitor import reachable_nodes as walk_exprs
 
 PHASES = ("pre", "post")
 IDENTITY_BUILTINS = frozenset({"uid", "gid", "pid", "tgid"})
@@ -189,48 +189,9 @@ def rule_ops(rule: ast.Rule) -> list[str]:
     return ops
 
 
-def walk_exprs(node: object) -> Iterator[ast.Node]:
-    """Every statement and expression below `node`, entering predicate bodies."""
-    seen: set[int] = set()
-
-    def visit(n: object) -> Iterator[ast.Node]:
-        if isinstance(n, list):
-            for x in n:
-                yield from visit(x)
-            return
-        if not isinstance(n, ast.Node):
-            return
-        yield n
-        for name in getattr(n, "__dataclass_fields__", {}):
-            if name in ("span", "ty", "ref"):
-                continue
-            yield from visit(getattr(n, name))
-        if isinstance(n, ast.Call):
-            pred = n.ref[1] if isinstance(n.ref, tuple) else n.ref
-            if isinstance(pred, ast.PredDecl) and id(pred) not in seen:
-                seen.add(id(pred))
-                yield from visit(pred.body)
-        if isinstance(n, ast.Ident):
-            kind, payload = ident_meaning(n)
-            if kind in ("const", "set", "let") and id(payload) not in seen:
-                seen.add(id(payload))
-                yield from visit(getattr(payload, "value", None) or getattr(payload, "members", None))
-            # A parameterless predicate used as a bare name (`if not trusted`)
-            # is an Ident, not a Call: its body counts as read here too.
-            if kind == "pred" and isinstance(payload, ast.PredDecl) and id(payload) not in seen:
-                seen.add(id(payload))
-                yield from visit(payload.body)
-
-    yield from visit(node)
-
-
 def reads_identity(rule: ast.Rule) -> bool:
-    for n in walk_exprs(rule.body):
-        if isinstance(n, ast.Ident):
-            kind, payload = ident_meaning(n)
-            if kind == "builtin" and payload in IDENTITY_BUILTINS:
-                return True
-    return False
+    return any(isinstance(n, ast.Ident) and isinstance(n.ref, ast.BuiltinRef)
+               and n.ref.name in IDENTITY_BUILTINS for n in walk_exprs(rule.body))
 
 
 def has_side_effects(rule: ast.Rule) -> bool:
@@ -245,85 +206,9 @@ def reads_maps(rule: ast.Rule) -> bool:
     return any(isinstance(n, ast.MapRead) for n in walk_exprs(rule.body))
 
 
-def simple_glob(pattern: str) -> bool:
-    """Globs the BPF code can match: at most one '*', any '?', nothing else special."""
-    return pattern.count("*") <= 1 and not any(c in pattern for c in "[]\\")
-
-
-def _patterns(e: ast.Expr) -> list[str] | None:
-    """Constant patterns of a StrTest / string set, or None if not constant."""
-    if isinstance(e, ast.StrLit):
-        return [e.value]
-    if isinstance(e, ast.SetLit):
-        found = [_patterns(m) for m in e.members]
-        return None if any(f is None for f in found) else [p for f in found for p in f]
-    if isinstance(e, ast.Ident):
-        kind, payload = ident_meaning(e)
-        if kind == "set":
-            return _patterns(ast.SetLit(payload.span, payload.members))
-        if kind == "const":
-            return _patterns(payload.value)
-    return None
-
-
-# Bound on the BPF code one rule's suffix tests may unroll to.  The verifier
-# allows constant buffer offsets only, so `endswith`/`*suffix` tests become a
-# compare per possible name size; long suffixes times many patterns would give
-# programs LLVM cannot encode (16-bit branch offsets) and that are slow to JIT.
-# Beyond this bound the rule is matched in the daemon, like a regex.
-SUFFIX_CODE_BUDGET = 24576   # three quarters of the 32767-slot branch range
-
-
-def suffix_code_cost(kind: str, patterns: list[str]) -> int:
-    """Rough BPF instructions for the per-size compare chains of suffix tests."""
-    cost = 0
-    for pattern in patterns:
-        if kind == "endswith":
-            suffix = pattern
-        elif kind == "glob" and "*" in pattern:
-            suffix = pattern.rsplit("*", 1)[1]
-        else:
-            continue
-        width = len(suffix.encode())
-        sizes = abi.NAME_MAX + 1 - width
-        cost += sizes * (2 * -(-width // 4) + 2)    # loads + compares per size, + size test
-    return cost
-
-
 def bpf_blocker(rule: ast.Rule) -> str | None:
-    """Why a rule cannot run in BPF, or None if it can."""
-    if rule.userspace:
-        reasons = getattr(rule, "userspace_reasons", None)
-        return "; ".join(str(r) for r in reasons) if reasons else "marked userspace by the checker"
-    ops = rule_ops(rule)
-    suffix_cost = 0
-    for n in walk_exprs(rule.body):
-        if isinstance(n, ast.DropEntries):
-            return "readdir entry filtering needs the daemon"
-        if isinstance(n, ast.StrTest):
-            pats = _patterns(n.pattern)
-            if n.kind == "regex":
-                return "regular expression match"
-            if pats is None:
-                return "string pattern is not a constant"
-            if n.kind == "glob" and not all(simple_glob(p) for p in pats):
-                return "glob with more than one '*' or a character class"
-            if any(len(p.encode()) > 255 for p in pats):
-                return "string constant longer than a name"
-            suffix_cost += suffix_code_cost(n.kind, pats)
-            if suffix_cost > SUFFIX_CODE_BUDGET:
-                return (f"name suffix tests would unroll to about {suffix_cost} BPF instructions "
-                        f"(bound {SUFFIX_CODE_BUDGET})")
-        path = n.path if isinstance(n, ast.FieldRef) else None
-        if isinstance(n, ast.Ident) and ident_meaning(n)[0] == "field":
-            payload = ident_meaning(n)[1]
-            path = tuple(payload.split(".")) if isinstance(payload, str) else payload
-        if path is not None:
-            for op in ops:
-                loc = abi.resolve_field(op, rule.phase, path)
-                if loc is not None and loc.ctype == "buffer":
-                    return f"reads the buffer '{'.'.join(path)}'"
-    return None
+    """Why a rule runs in userspace (the placement pass decided), or None for BPF."""
+    return "; ".join(rule.userspace_reasons) if rule.userspace else None
 
 
 def _decision_text(d: ast.Stmt) -> str:
@@ -336,32 +221,8 @@ def _decision_text(d: ast.Stmt) -> str:
 
 # ------------------------------------------------------------------ planning
 
-def _fill_missing_refs(policy: ast.Policy) -> None:
-    """Bind names the checker left unresolved to top-level declarations.
-
-    The checker normally sets every `ref`; this keeps hand-built ASTs (tests)
-    and partially checked trees usable without changing resolved ones."""
-    decls: dict[str, ast.Item] = {}
-
-    def collect(items: list[ast.Item]) -> None:
-        for item in items:
-            if isinstance(item, (ast.ConstDecl, ast.SetDecl, ast.PredDecl)):
-                decls.setdefault(item.name, item)
-            elif isinstance(item, ast.Under):
-                collect(item.items)
-
-    collect(policy.items)
-    kinds = {ast.ConstDecl: "const", ast.SetDecl: "set", ast.PredDecl: "pred"}
-    for node in walk_exprs(policy.items):
-        if isinstance(node, ast.Call) and node.ref is None and node.func in decls:
-            node.ref = ("pred", decls[node.func])
-        elif isinstance(node, ast.Ident) and node.ref is None and node.name in decls:
-            node.ref = (kinds[type(decls[node.name])], decls[node.name])
-
-
 def build_plan(policy: ast.Policy) -> Plan:
-    """Compute the decision tables of every scope."""
-    _fill_missing_refs(policy)
+    """Compute the decision tables of every scope (of a checked policy)."""
     scopes = _collect_scopes(policy)
     policy_default = scopes[0].default() or ast.Allow(policy.span)
     warnings: list[Diagnostic] = []

@@ -7,18 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fdsl import abi
 from fdsl.lang import ast
-
-
-BUILTINS = ("uid", "gid", "pid", "tgid", "nodeid", "error")
-# Bare names of string/buffer arguments ("name", "newname", ...), from the ABI tables.
-ARG_ALIASES: frozenset[str] = frozenset()
-
-
-def _arg_aliases() -> frozenset[str]:
-    return frozenset(a.alias for op in abi.OPS.values() for a in (*op.inputs, *op.outputs)
-                     if a.kind != "struct")
 
 
 # ---------------------------------------------------------------- serialization
@@ -28,38 +17,26 @@ class NotSerializable(Exception):
 
 
 def ident_meaning(ident: ast.Ident) -> tuple[str, Any]:
-    """Normalize `Ident.ref` (set by the checker) with fallbacks for bare names."""
+    """A (kind, payload) view of the name the binder bound: ("int", value) for
+    errno and ABI constants, ("const"|"let"|"set"|"pred", decl), ("param"|"builtin",
+    name), ("var", name) when unbound.  For the code generator, which still
+    reads names this way; new code should match on the `ast.NameRef` classes."""
     ref = ident.ref
-    if isinstance(ref, tuple) and len(ref) == 2:
-        kind, payload = ref
-        if isinstance(payload, bool):
-            return ("int", int(payload))
-        if isinstance(payload, int) and kind not in ("param",):
-            return ("int", payload)
-        return (kind, payload)
-    if isinstance(ref, ast.ConstDecl):
-        return ("const", ref)
-    if isinstance(ref, ast.Let):
-        return ("let", ref)
-    if isinstance(ref, ast.SetDecl):
-        return ("set", ref)
-    if isinstance(ref, ast.PredDecl):
-        return ("pred", ref)
-    if isinstance(ref, int):
-        return ("int", ref)
-    name = ident.name
-    global ARG_ALIASES
-    if not ARG_ALIASES:
-        ARG_ALIASES = _arg_aliases()
-    if name in ARG_ALIASES:
-        return ("field", name)
-    if name in BUILTINS:
-        return ("builtin", name)
-    if name in abi.ERRNOS:
-        return ("int", abi.ERRNOS[name])
-    if name in abi.NAMED_CONSTANTS:
-        return ("int", abi.NAMED_CONSTANTS[name])
-    return ("var", name)
+    if isinstance(ref, (ast.ErrnoRef, ast.AbiConstRef)):
+        return ("int", ref.value)
+    if isinstance(ref, ast.ConstRef):
+        return ("const", ref.decl)
+    if isinstance(ref, ast.LetRef):
+        return ("let", ref.decl)
+    if isinstance(ref, ast.SetRef):
+        return ("set", ref.decl)
+    if isinstance(ref, ast.PredRef):
+        return ("pred", ref.decl)
+    if isinstance(ref, ast.ParamRef):
+        return ("param", ref.name)
+    if isinstance(ref, ast.BuiltinRef):
+        return ("builtin", ref.name)
+    return ("var", ident.name)
 
 
 class Serializer:
@@ -128,42 +105,35 @@ class Serializer:
     def set_members(self, e: ast.Expr) -> list[dict]:
         if isinstance(e, ast.SetLit):
             return [self.expr(m) for m in e.members]
-        if isinstance(e, ast.Ident):
-            kind, payload = ident_meaning(e)
-            if kind == "set":
-                return [self.expr(m) for m in payload.members]
-            if kind == "const":
-                return self.set_members(payload.value)
+        if isinstance(e, ast.Ident) and isinstance(e.ref, ast.SetRef):
+            return [self.expr(m) for m in e.ref.decl.members]
+        if isinstance(e, ast.Ident) and isinstance(e.ref, ast.ConstRef):
+            return self.set_members(e.ref.decl.value)
         return [self.expr(e)]
 
     def ident(self, e: ast.Ident) -> dict:
-        kind, payload = ident_meaning(e)
-        if kind == "int":
-            return {"e": "int", "v": payload}
-        if kind == "const":
-            return self.expr(payload.value)
-        if kind == "builtin":
-            return {"e": "builtin", "name": payload}
-        if kind == "field":
-            path = payload if isinstance(payload, str) else ".".join(getattr(payload, "path", payload))
-            return {"e": "field", "path": path}
-        if kind == "param" or (kind == "var" and self.params and e.name in self.params[-1]):
-            return self.params[-1][e.name]
-        if kind == "let":
+        ref = e.ref
+        if isinstance(ref, (ast.ErrnoRef, ast.AbiConstRef)):
+            return {"e": "int", "v": ref.value}
+        if isinstance(ref, ast.ConstRef):
+            return self.expr(ref.decl.value)
+        if isinstance(ref, ast.BuiltinRef):
+            return {"e": "builtin", "name": ref.name}
+        if isinstance(ref, ast.ParamRef):
+            return self.params[-1][ref.name]
+        if isinstance(ref, ast.LetRef):
             return {"e": "var", "name": e.name}
-        if kind == "pred":
+        if isinstance(ref, ast.PredRef):
             self.params.append({})
             try:
-                return self.expr(payload.body)
+                return self.expr(ref.decl.body)
             finally:
                 self.params.pop()
-        if kind == "set":
-            raise NotSerializable("set used as a value")
-        return {"e": "var", "name": e.name}
+        raise NotSerializable(f"name '{e.name}' ({type(ref).__name__})")
 
     def call(self, e: ast.Call) -> dict:
-        pred = e.ref[1] if isinstance(e.ref, tuple) else e.ref
-        if not isinstance(pred, ast.PredDecl):
+        pred = e.ref
+        if pred is None:
             raise NotSerializable(f"call of unknown predicate {e.func}")
         bound = {p: self.expr(a) for p, a in zip(pred.params, e.args)}
         self.params.append(bound)

@@ -1,14 +1,15 @@
 """The fdsl abstract syntax tree, shared by every compiler pass.
 
-The parser builds it, the checker resolves names and fills `ty` / `ref`
-(and desugars `readonly`, `hide`, `perms`, `force_*` into plain `Rule`s), the
-planner and code generator read it.  Passes never build a second tree: they
-annotate this one, like bpftrace's passes over one AST.
+The parser builds it, the passes of `fdsl/lang/passes/` annotate it (the
+binder fills `ref`, the type pass `ty` / `const_value`, desugaring replaces
+`readonly`, `hide`, `perms`, `force_*` by plain `Rule`s, placement sets
+`Rule.userspace`), the planner and code generator read it.  Passes never build a
+second tree: they annotate this one, like bpftrace's passes over one AST.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Union
 
 from fdsl.lang.diagnostics import Span
 
@@ -67,17 +68,14 @@ class BoolLit(Expr):
 
 @dataclass
 class Ident(Expr):
-    """A bare name.  The checker sets `ref` to what it denotes:
-    ("const", ConstDecl) | ("let", Let) | ("set", SetDecl) | ("pred", PredDecl)
-    | ("builtin", "uid"|"gid"|"pid"|"tgid"|"nodeid"|"error"|"op")
-    | ("errno", int) | ("abi", int) (O_*, S_*, BACKING, ... from abi.NAMED_CONSTANTS)
-    | ("param", name).
+    """A bare name.  The binder sets `ref` to what it denotes (a `NameRef`).
+
     Bare request fields (`name`, `newname`, `target`) never stay Idents: the
-    checker replaces them with a `FieldRef`.  `op == "mkdir"` has its string
+    binder replaces them with a `FieldRef`.  `op == "mkdir"` has its string
     replaced by an `IntLit` of the opcode number."""
 
     name: str
-    ref: Any = field(default=None, kw_only=True)
+    ref: "NameRef | None" = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -132,20 +130,23 @@ class StrTest(Expr):
 class MapRead(Expr):
     """`NAME[key]` as a value: the map's value for `key`, 0 when the key has no entry.
 
-    The checker sets `ref` to the `MapDecl`."""
+    The binder sets `ref` to the `MapDecl`."""
 
     map: str
     key: Expr
-    ref: Any = field(default=None, kw_only=True)
+    ref: "MapDecl | None" = field(default=None, kw_only=True)
 
 
 @dataclass
 class Call(Expr):
-    """A call of a named predicate with arguments: `secret(name)`."""
+    """A call of a named predicate with arguments: `secret(name)`.
+
+    The binder sets `ref` to the `PredDecl` (None when unknown, called with the
+    wrong number of arguments, or recursive: such calls are never inlined)."""
 
     func: str
     args: list[Expr]
-    ref: Any = field(default=None, kw_only=True)
+    ref: "PredDecl | None" = field(default=None, kw_only=True)
 
 
 # ------------------------------------------------------------------ statements
@@ -197,6 +198,7 @@ class Count(Stmt):
     map: str
     key: Expr | None = None
     by: Expr | None = None
+    ref: "MapDecl | None" = field(default=None, kw_only=True)   # binder: the counter
 
 
 @dataclass
@@ -210,6 +212,7 @@ class MapStore(Stmt):
     value: Expr
     op: str = "="
     map_span: Span | None = field(default=None, kw_only=True)
+    ref: "MapDecl | None" = field(default=None, kw_only=True)   # binder: the map
 
 
 @dataclass
@@ -357,3 +360,57 @@ class Policy(Node):
     files: list[str] = field(default_factory=list)   # every file read, in include order
 
 
+# ------------------------------------------------------------ name meanings
+# What an `Ident` denotes, set once by the binder (fdsl/lang/passes/binder.py).
+# Refs to declarations compare by identity (eq=False): two refs are equal only
+# when they name the same declaration.
+
+@dataclass(frozen=True, eq=False)
+class ConstRef:
+    decl: ConstDecl
+
+
+@dataclass(frozen=True, eq=False)
+class LetRef:
+    decl: Let
+
+
+@dataclass(frozen=True, eq=False)
+class SetRef:
+    decl: SetDecl
+
+
+@dataclass(frozen=True, eq=False)
+class PredRef:
+    """A parameterless predicate used as a bare name (`if trusted`)."""
+
+    decl: PredDecl
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A predicate parameter; it stands for the call's argument expression."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class BuiltinRef:
+    """A request value: uid gid pid tgid nodeid error op."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class ErrnoRef:
+    value: int
+
+
+@dataclass(frozen=True)
+class AbiConstRef:
+    """O_*, S_*, BACKING, ... (abi.NAMED_CONSTANTS)."""
+
+    value: int
+
+
+NameRef = Union[ConstRef, LetRef, SetRef, PredRef, ParamRef, BuiltinRef, ErrnoRef, AbiConstRef]

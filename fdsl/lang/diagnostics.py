@@ -80,3 +80,46 @@ def render(diag: Diagnostic, sources: Sources) -> str:
 
 def render_all(diags: list[Diagnostic], sources: Sources) -> str:
     return "\n".join(render(d, sources) for d in diags)
+
+
+class Diagnostics:
+    """The one collector every checker pass reports into.
+
+    A problem found twice (the same message at the same place, for instance in
+    a predicate inlined at two calls) is kept once; `ordered` sorts by position
+    so the output does not depend on which pass found what first."""
+
+    def __init__(self) -> None:
+        self.items: list[Diagnostic] = []
+        self._seen: set[tuple[Severity, str, Span]] = set()
+
+    def report(self, severity: Severity, message: str, span: Span, hint: str | None = None,
+               notes: list[tuple[str, Span | None]] | None = None) -> None:
+        key = (severity, message, span)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.items.append(Diagnostic(severity, message, span, hint, notes or []))
+
+    def error(self, message: str, span: Span, hint: str | None = None,
+              notes: list[tuple[str, Span | None]] | None = None) -> None:
+        self.report(Severity.ERROR, message, span, hint, notes)
+
+    def warn(self, message: str, span: Span, hint: str | None = None) -> None:
+        self.report(Severity.WARNING, message, span, hint)
+
+    def error_count(self) -> int:
+        return sum(1 for d in self.items if d.severity is Severity.ERROR)
+
+    def has_error_within(self, span: Span) -> bool:
+        """Whether some error was reported inside `span` (by any pass)."""
+        return any(d.severity is Severity.ERROR and d.span.file == span.file
+                   and (d.span.line, d.span.col) >= (span.line, span.col)
+                   and (d.span.end_line, d.span.end_col) <= (span.end_line, span.end_col)
+                   for d in self.items)
+
+    def ordered(self, files: list[str]) -> list[Diagnostic]:
+        """By file (in include order), line and column; stable for equal positions."""
+        order = {f: i for i, f in enumerate(files)}
+        return sorted(self.items, key=lambda d: (order.get(d.span.file, len(order)),
+                                                 d.span.line, d.span.col))

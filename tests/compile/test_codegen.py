@@ -140,8 +140,14 @@ on lookup pre { if name matches "^x" and uid != 0 { deny EACCES } }
 def test_codegen_error_is_policy_error():
     from fdsl.errors import PolicyError
 
+    from fdsl.compile.driver import compile_policy
+    from fdsl.lang.parser import parse_source
+
+    # The checker rejects this first; the code generator's own guard must still
+    # give a PolicyError (with position), not a traceback, for an unchecked tree.
+    policy, sources, _ = parse_source('on lookup pre { log "a %d %d %d %d", 1, 2, 3, 4 }', "t.fdsl")
     with pytest.raises(PolicyError) as info:
-        compile_text('on lookup pre { log "a %d %d %d %d", 1, 2, 3, 4 }')
+        compile_policy(policy, sources)
     assert "at most 3" in str(info.value)
 
 

@@ -7,7 +7,8 @@ import pytest
 
 from fdsl import abi
 from fdsl.lang import ast as A
-from fdsl.lang.checker import check, fields_table, parse_perms
+from fdsl.lang.checker import check, fields_table
+from fdsl.lang.passes.desugar import parse_perms
 from fdsl.lang.diagnostics import Span
 from fdsl.errors import PolicyError
 from fdsl.lang.frontend import load_policy
@@ -55,13 +56,13 @@ on lookup pre { if secret(name) { deny ENOENT } }
     assert diags == []
     write, lookup = rules(policy)
     let, if_ = write.body
-    assert let.value.ty == A.BOOL and let.value.right.ref[0] == "const"
+    assert let.value.ty == A.BOOL and isinstance(let.value.right.ref, A.ConstRef)
     assert let.value.right.const_value == 4096
-    assert if_.cond.left.ref[0] == "let"
-    assert if_.cond.right.left.ref == ("builtin", "uid")
-    assert if_.then[0].errno.ref == ("errno", abi.ERRNOS["EFBIG"])
+    assert isinstance(if_.cond.left.ref, A.LetRef) and if_.cond.left.ref.decl is let
+    assert if_.cond.right.left.ref == A.BuiltinRef("uid")
+    assert if_.then[0].errno.ref == A.ErrnoRef(abi.ERRNOS["EFBIG"])
     call = lookup.body[0].cond
-    assert call.ref[0] == "pred" and isinstance(call.args[0], A.FieldRef)
+    assert isinstance(call.ref, A.PredDecl) and isinstance(call.args[0], A.FieldRef)
     assert call.args[0].path == ("name",) and call.args[0].ty == A.STRING
 
 
@@ -71,7 +72,7 @@ def test_constant_folding_and_abi_constants() -> None:
     assert policy.items[0].value.const_value == 19
     cond = rules(policy)[0].body[0].cond
     assert cond.right.const_value == abi.NAMED_CONSTANTS["O_RDONLY"]
-    assert cond.left.right.ref == ("abi", abi.NAMED_CONSTANTS["O_ACCMODE"])
+    assert cond.left.right.ref == A.AbiConstRef(abi.NAMED_CONSTANTS["O_ACCMODE"])
 
 
 def test_op_compares_with_opcode_names() -> None:
