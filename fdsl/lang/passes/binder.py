@@ -98,9 +98,9 @@ class Binder(Visitor):
             rule.body = self.block(rule.body)
         self.cut_recursion(policy)
 
-    def bind(self, e: A.Expr) -> A.Expr:
-        """Bind one expression outside any rule (test request values, expectations)."""
-        return self.visit(e)
+    def bind(self, node: A.Node) -> A.Node:
+        """Bind names outside any rule (test request values, decisions, expectations)."""
+        return self.visit(node)
 
     # ------------------------------------------------------------ statements
     def block(self, body: list[A.Stmt]) -> list[A.Stmt]:

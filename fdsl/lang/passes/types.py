@@ -267,12 +267,8 @@ class Types(InliningVisitor):
         e.const_value = e.ref.body.const_value
         return e
 
-    def inline(self, decl: A.PredDecl, args: list[A.Expr]) -> None:
-        self.args.append(dict(zip(decl.params, args)))
-        try:
-            decl.body = self.cond(decl.body)
-        finally:
-            self.args.pop()
+    def visit_body(self, body: A.Expr) -> A.Expr:
+        return self.cond(body)
 
     def visit_MapRead(self, e: A.MapRead) -> A.Expr:
         e.key = self.int_expr(e.key, "a map key")

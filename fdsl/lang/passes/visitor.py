@@ -73,9 +73,13 @@ class InliningVisitor(Visitor):
     def inline(self, decl: A.PredDecl, args: list[A.Expr]) -> None:
         self.args.append(dict(zip(decl.params, args)))
         try:
-            decl.body = self.visit(decl.body)
+            decl.body = self.visit_body(decl.body)
         finally:
             self.args.pop()
+
+    def visit_body(self, body: A.Expr) -> A.Expr:
+        """How a predicate body is visited (the type pass checks it as a condition)."""
+        return self.visit(body)
 
     def argument(self, name: str) -> A.Expr | None:
         """The expression a parameter stands for at the current call."""
