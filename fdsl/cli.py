@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "fdsl.commands.run",       # run (one simulated request)
     "fdsl.commands.test",      # test (a policy's own test blocks)
     "fdsl.commands.mount",     # mount, umount, stats
+    "fdsl.commands.fmt",       # fmt
     "fdsl.commands.load",      # load (check an object against the kernel's fuse-bpf)
 )
 
