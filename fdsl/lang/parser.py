@@ -54,8 +54,18 @@ _SET_AFTER = {"EQUAL", "IN", "LPAR", "COMMA", "COMP_OP", "OR", "AND", "WHERE",
               "STRTEST_STARTSWITH", "STRTEST_ENDSWITH", "STRTEST_LIKE", "STRTEST_MATCHES"}
 
 
+# Tokens before which a newline cannot end a statement: `else`, and `and`/`or`
+# starting a continuation line.
+_CONTINUE_BEFORE = {"ELSE", "AND", "OR"}
+# Tokens that may follow a block's `}` on the same line without a separator.
+_AFTER_BLOCK = {"ELSE", "RBRACE", "_NL"}
+
+
 class _PostLexer:
-    """Turns raw newlines into statement separators where they mean one."""
+    """Turns raw newlines into statement separators where they mean one.
+
+    A block's closing `}` also ends its statement or item, so what follows it
+    on the same line needs no `;` (`if x { deny EIO } allow`)."""
 
     always_accept = ()
 
@@ -63,6 +73,7 @@ class _PostLexer:
         stack: list[str] = []          # "p" (...)/[...], "s" set literal, "b" block
         prev: str | None = None
         pending: Token | None = None
+        block_closed = False
         for tok in stream:
             kind = tok.type
             if kind == "_NL":
@@ -70,9 +81,12 @@ class _PostLexer:
                     continue
                 pending = pending or tok
                 continue
-            if pending is not None and kind != "ELSE":
+            if pending is not None and kind not in _CONTINUE_BEFORE:
                 yield pending
+            elif pending is None and block_closed and kind not in _AFTER_BLOCK:
+                yield Token.new_borrow_pos("_NL", ";", tok)
             pending = None
+            block_closed = kind == "RBRACE" and bool(stack) and stack[-1] == "b"
             if kind == "LBRACE":
                 if prev in _SET_AFTER:
                     tok = Token.new_borrow_pos("SET_OPEN", tok.value, tok)
