@@ -297,6 +297,7 @@ class Rule(Item):
     userspace: bool = field(default=False, kw_only=True)  # checker/planner: cannot run in BPF
     origin: str | None = field(default=None, kw_only=True)  # sugar it came from ("readonly", "hide", ...)
     userspace_reasons: list[str] = field(default_factory=list, kw_only=True)  # checker: why userspace
+    in_userspace_block: bool = field(default=False, kw_only=True)  # written inside `userspace { }`
 
 
 @dataclass
@@ -333,6 +334,15 @@ class Under(Item):
     mode: str                  # "rules" | "passthrough" | "backing"
     items: list[Item] = field(default_factory=list)
     backing: str | None = None
+
+
+@dataclass
+class UserspaceBlock(Item):
+    """`userspace { rules }`: the rules (and rule sugar) inside run in the daemon.
+
+    Desugaring splices the rules in place, with `Rule.in_userspace_block` set."""
+
+    items: list[Item] = field(default_factory=list)
 
 
 @dataclass

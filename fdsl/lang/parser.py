@@ -33,7 +33,7 @@ _SUFFIX = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _STRTEST_KIND = {"startswith": "startswith", "endswith": "endswith", "like": "glob", "matches": "regex"}
 ITEM_KEYWORDS = (
     "include", "const", "set", "predicate", "counter", "map", "default", "readonly", "hide",
-    "perms", "force_user", "force_group", "on", "under", "test",
+    "perms", "force_user", "force_group", "on", "under", "userspace", "test",
 )
 
 
@@ -231,6 +231,9 @@ class _Builder(Transformer):
 
     def under_backing(self, ch: list) -> A.Under:
         return A.Under(self.whole(ch), self.string(ch[1]), "backing", backing=self.string(ch[3]))
+
+    def userspace(self, ch: list) -> A.UserspaceBlock:
+        return A.UserspaceBlock(self.whole(ch), ch[1].items)
 
     def item_block(self, ch: list) -> _Seq:
         return _Seq(self.whole(ch), self.nodes(ch, A.Item))

@@ -1,5 +1,8 @@
 """Pass 2, desugaring: `readonly`, `hide`, `perms`, `force_user`, `force_group` become rules.
 
+`userspace { ... }` is spliced too: its rules take its place, marked
+`Rule.in_userspace_block` for the placement pass.
+
 Each is replaced, in place (so it keeps its position in source order), by
 ordinary `Rule`s with `Rule.origin` set; later passes check them like any rule
 written by hand.  Desugared nodes are fresh and unbound: binding comes after.
@@ -29,6 +32,13 @@ def _desugar_items(items: list[A.Item], diags: Diagnostics) -> list[A.Item]:
     for item in items:
         if isinstance(item, (A.Readonly, A.Hide, A.Perms, A.ForceOwner)):
             out += desugar(item, diags)
+            continue
+        if isinstance(item, A.UserspaceBlock):
+            inner = _desugar_items(item.items, diags)
+            for rule in inner:
+                if isinstance(rule, A.Rule):
+                    rule.in_userspace_block = True
+            out += inner
             continue
         if isinstance(item, A.Under):
             item.items = _desugar_items(item.items, diags)

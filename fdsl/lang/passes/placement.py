@@ -5,7 +5,8 @@ when it contains something fuse-bpf programs cannot do (ABI spec section 4.1:
 constant offsets only, so no variable-length walks and no backtracking):
 `drop entries`, a regex, a glob with more than one `*` or a class, a pattern
 that is not a constant or is longer than a name, or name-suffix tests that
-would unroll to more code than a BPF branch can span.  The planner, `explain`
+would unroll to more code than a BPF branch can span; or when the policy puts
+it in a `userspace { }` block.  The planner, `explain`
 and the metadata read the result; nobody decides it again.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ SUFFIX_CODE_BUDGET = 24576   # three quarters of the 32767-slot branch range
 DROP_REASON = "drop entries: BPF cannot walk the dirent buffer"
 REGEX_REASON = "regex 'matches' runs in userspace"
 GLOB_REASON = "glob with more than one '*' or a [...] class runs in userspace"
+POLICY_REASON = "placed in userspace by the policy ('userspace { }')"
 
 
 def run(unit: Unit) -> None:
@@ -34,7 +36,7 @@ def run(unit: Unit) -> None:
 
 
 def place(rule: A.Rule) -> None:
-    reasons = sorted(set(_language_reasons(rule)))
+    reasons = sorted(set(_language_reasons(rule) + ([POLICY_REASON] if rule.in_userspace_block else [])))
     if not reasons:
         limit = _limit_reason(rule)
         reasons = [limit] if limit else []

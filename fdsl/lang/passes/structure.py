@@ -40,8 +40,28 @@ def _placed(items: list[A.Item], diags: Diagnostics, top: bool) -> list[A.Item]:
             continue
         if isinstance(item, A.Under):
             _under(item, diags)
+        elif isinstance(item, A.UserspaceBlock):
+            item.items = _rules_only(item.items, diags)
         out.append(item)
     return out
+
+
+RULE_ITEMS = (A.Rule, A.Readonly, A.Hide, A.Perms, A.ForceOwner, A.UserspaceBlock)
+
+
+def _rules_only(items: list[A.Item], diags: Diagnostics) -> list[A.Item]:
+    """The contents of `userspace { }`: rules and rule sugar."""
+    kept: list[A.Item] = []
+    for item in items:
+        if isinstance(item, RULE_ITEMS):
+            if isinstance(item, A.UserspaceBlock):
+                item.items = _rules_only(item.items, diags)
+            kept.append(item)
+        else:
+            kind = type(item).__name__.replace("Decl", "").lower()
+            diags.error(f"'{kind}' cannot be placed in 'userspace {{ }}': only rules can", item.span,
+                        "declare it outside the block")
+    return kept
 
 
 def _under(under: A.Under, diags: Diagnostics) -> None:
