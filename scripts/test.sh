@@ -8,6 +8,7 @@ bash scripts/setup.sh || exit 1
 # Shipped policies are in the canonical layout (fdsl fmt) and the man pages are current.
 .venv/bin/fdsl fmt --check examples/*.fdsl bench/policies/*.fdsl || {
     echo "test.sh: run '.venv/bin/fdsl fmt' on the files above" >&2; exit 1; }
+.venv/bin/python -m fdsl.manpage --check || exit 1
 echo "test.sh: type check (mypy, config in pyproject.toml)"
 .venv/bin/python -m mypy || { echo "test.sh: mypy found type errors: failing" >&2; exit 1; }
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
