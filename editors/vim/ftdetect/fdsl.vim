@@ -1,0 +1,2 @@
+" fdsl policies
+autocmd BufNewFile,BufRead *.fdsl setfiletype fdsl
