@@ -97,9 +97,9 @@ def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = ()) -
         return data
     if not data.strip():
         return None  # empty policy file: pure passthrough
-    from fdsl.compile import driver as compiler  # heavy (llvmlite); only when a .fdsl is given
+    from fdsl.compile.cache import compile_cached  # compiles (llvmlite) only on a cache miss
 
-    return compiler.compile_source(data, policy, want_asm=False, include_dirs=include_dirs).obj
+    return compile_cached(data, policy, include_dirs)[0]
 
 
 # ----------------------------------------------------------------- serving

@@ -46,3 +46,36 @@ def test_parser_tables_are_cached_and_reused(trusted):
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     [tables] = (trusted / "c" / "parser").iterdir()
     assert tables.name.endswith(".tables") and tables.stat().st_size > 1000
+
+
+# ---- compiled objects of .fdsl policies (fdsl.compile.cache), used by fdsl mount
+
+def test_compiled_object_is_reused_until_an_include_changes(trusted, monkeypatch):
+    from fdsl.compile import cache as objects
+
+    monkeypatch.setenv("FDSL_CACHE", str(trusted / "c"))
+    policy_dir = trusted / "policy"
+    policy_dir.mkdir()
+    (policy_dir / "names.fdsl").write_text('set secrets = {".env"}\n')
+    main = policy_dir / "main.fdsl"
+    main.write_text('include "names.fdsl"\nhide name in secrets\n')
+    data = main.read_bytes()
+    first, hit = objects.compile_cached(data, str(main))
+    assert not hit and first.startswith(b"\x7fELF")
+    again, hit = objects.compile_cached(data, str(main))
+    assert hit and again == first
+    (policy_dir / "names.fdsl").write_text('set secrets = {".env", ".git", ".ssh"}\n')
+    changed, hit = objects.compile_cached(data, str(main))
+    assert not hit and changed != first
+
+
+def test_an_entry_others_could_write_is_ignored(trusted, monkeypatch):
+    from fdsl.compile import cache as objects
+
+    monkeypatch.setenv("FDSL_CACHE", str(trusted / "c"))
+    policy = trusted / "p.fdsl"
+    policy.write_text("readonly\n")
+    objects.compile_cached(policy.read_bytes(), str(policy))
+    [entry] = (trusted / "c" / "objects").glob("*.o")
+    os.chmod(entry, 0o666)
+    assert objects.lookup(policy.read_bytes(), str(policy)) is None
