@@ -105,8 +105,9 @@ class Diagnostics:
               notes: list[tuple[str, Span | None]] | None = None) -> None:
         self.report(Severity.ERROR, message, span, hint, notes)
 
-    def warn(self, message: str, span: Span, hint: str | None = None) -> None:
-        self.report(Severity.WARNING, message, span, hint)
+    def warn(self, message: str, span: Span, hint: str | None = None,
+             notes: list[tuple[str, Span | None]] | None = None) -> None:
+        self.report(Severity.WARNING, message, span, hint, notes)
 
     def error_count(self) -> int:
         return sum(1 for d in self.items if d.severity is Severity.ERROR)

@@ -4,12 +4,12 @@ from __future__ import annotations
 from fdsl.lang import ast as A
 from fdsl.lang.diagnostics import Diagnostics, Severity, Span
 from fdsl.lang.parser import parse_source
-from fdsl.lang.passes import (binder, desugar, fields, placement, reachability, structure,
-                              testblocks, types)
+from fdsl.lang.passes import (binder, desugar, fields, placement, postfilter, reachability,
+                              structure, testblocks, types)
 from fdsl.lang.passes.visitor import Unit, Visitor, reachable_nodes
 
 ORDER = ["structure", "desugar", "binder", "fields", "types", "reachability", "placement",
-         "testblocks"]
+         "postfilter", "testblocks"]
 
 
 def run_until(text: str, last: str) -> tuple[A.Policy, list[str]]:
@@ -31,7 +31,7 @@ def run_until(text: str, last: str) -> tuple[A.Policy, list[str]]:
             testblocks.run(unit, symbols)
         else:
             {"fields": fields, "types": types, "reachability": reachability,
-             "placement": placement}[name].run(unit)
+             "placement": placement, "postfilter": postfilter}[name].run(unit)
     return policy, [d.message for d in unit.diags.ordered(policy.files)]
 
 
@@ -168,6 +168,15 @@ def test_placement_decides_once_with_reasons() -> None:
     assert regex.userspace and regex.userspace_reasons == [placement.REGEX_REASON]
     assert not glob.userspace and glob.userspace_reasons == []
     assert suffixes.userspace and "unroll" in suffixes.userspace_reasons[0]
+
+
+def test_postfilter_warns_once_per_allow_with_the_ops_of_every_scope() -> None:
+    _, messages = run_until('on lookup, mkdir pre { if uid == 0 { allow } }\n'
+                            'on lookup, mkdir pre { return BACKING }\n'
+                            'under "a" { on mkdir post { allow } }\n'
+                            'on lookup post { if error != 0 { deny EIO } }', "postfilter")
+    assert messages == ["this 'allow' also asks for the post phase of lookup, mkdir "
+                        "(BACKING | POST_FILTER): post rules exist for them"]
 
 
 def test_testblocks_check_requests_and_dirents() -> None:

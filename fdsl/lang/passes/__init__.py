@@ -10,14 +10,15 @@
 5. types      — types, constant folding, operators, decisions, log formats, patterns
 6. reachability — statements after a decision
 7. placement  — BPF or userspace, per rule, decided once
-8. testblocks — `test` requests and expectations
+8. postfilter — PRE `allow`s that gain POST_FILTER from post rules of their opcodes
+9. testblocks — `test` requests and expectations
 """
 from __future__ import annotations
 
 from fdsl.lang import ast as A
 from fdsl.lang.diagnostics import Diagnostic, Diagnostics, Severity, Sources
-from fdsl.lang.passes import (binder, desugar, fields, placement, reachability, structure,
-                              testblocks, types)
+from fdsl.lang.passes import (binder, desugar, fields, placement, postfilter, reachability,
+                              structure, testblocks, types)
 from fdsl.lang.passes.visitor import Unit
 
 
@@ -33,6 +34,7 @@ def check(policy: A.Policy, sources: Sources) -> list[Diagnostic]:
         types.run(unit)
         reachability.run(unit)
         placement.run(unit)
+        postfilter.run(unit)
         testblocks.run(unit, symbols)
     except RecursionError:
         return [Diagnostic(Severity.ERROR, "policy is nested too deeply to check", policy.span)]

@@ -1,4 +1,4 @@
-"""Pass 8, test blocks: the request a `test` describes and what it expects.
+"""Pass 9, test blocks: the request a `test` describes and what it expects.
 
 A test's values are constants (no request exists while they are written); its
 `expect` conditions read the request after the filter ran.  Expressions go
