@@ -235,7 +235,27 @@ def check(test: A.TestBlock, outcome: Outcome, sources: Sources | None = None) -
             message = check_condition(x.check, outcome, sources)
             if message:
                 failures.append(message)
+        if x.log is not None and x.log not in all_logs(outcome):
+            shown = ", ".join(f'"{line}"' for line in all_logs(outcome)) or "no log lines"
+            failures.append(f'expected log "{x.log}", got {shown}')
+        if x.error is not None:
+            want, got = x.error.const_value or 0, final_errno(outcome)
+            if got != want:
+                failures.append(f"expected error {abi.errno_name(want)}, got "
+                                + (f"error {abi.errno_name(got)}" if got else "no error"))
     return failures
+
+
+def all_logs(outcome: Outcome) -> list[str]:
+    """Trace lines the request printed: BPF's trace_printk lines, then the daemon's."""
+    return outcome.logs + (outcome.user.logs if outcome.user is not None else [])
+
+
+def final_errno(outcome: Outcome) -> int:
+    """The errno the operation ends with: a deny's, else (POST) the backing error kept."""
+    if outcome.ret < 0:
+        return -outcome.ret
+    return outcome.error if outcome.phase == "post" else 0
 
 
 def expected_decision(d: A.Stmt) -> str:

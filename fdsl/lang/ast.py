@@ -347,10 +347,14 @@ class UserspaceBlock(Item):
 
 @dataclass
 class Expect(Node):
-    """In a test block: `expect allow`, `expect deny ENOENT`, `expect FIELD == EXPR`."""
+    """In a test block: `expect allow`, `expect deny ENOENT`, `expect FIELD == EXPR`,
+    `expect log "line"` (a trace line the request printed), `expect error ENOENT`
+    (the operation's final errno, such as a backing error a post rule kept)."""
 
     decision: Stmt | None = None
     check: Expr | None = None
+    log: str | None = None
+    error: Expr | None = None
 
 
 @dataclass

@@ -258,6 +258,18 @@ class _Builder(Transformer):
     def expect_decision(self, ch: list) -> A.Expect:
         return A.Expect(self.whole(ch), decision=ch[1])
 
+    def expect_log(self, ch: list) -> A.Expect:
+        return A.Expect(self.whole(ch), log=self.string(ch[2]))
+
+    def expect_error(self, ch: list) -> A.Expect:
+        word, value = ch[1], ch[2]
+        if str(word) != "error":
+            self.diags.append(_error(f"unexpected '{word}' after 'expect'", self.span(word),
+                                     "expect allow, deny E, error E, log \"...\" or a condition"))
+        errno: A.Expr = (A.IntLit(self.span(value), parse_int(str(value), self.span(value), self.diags))
+                         if value.type == "INT" else A.Ident(self.span(value), str(value)))
+        return A.Expect(self.whole(ch), error=errno)
+
     def expect_check(self, ch: list) -> A.Expect:
         return A.Expect(self.whole(ch), check=ch[1])
 

@@ -72,3 +72,32 @@ def test_userspace_block_places_rules_in_the_daemon(backend: str) -> None:
     report = explain(compiled.plan)
     assert report.count("runs in the daemon: placed in userspace by the policy ('userspace { }')") >= 2
     assert 'bpf: if name == "kernel"' in report
+
+
+EXPECTATIONS = '''
+on mkdir post { if error == EEXIST { deny EPERM } }
+on lookup pre { log "lookup by %d", uid }
+userspace { on getattr pre { log "daemon saw %d", uid } }
+test "backing error kept" { mkdir post { name = "d"; error = ENOENT } expect error ENOENT }
+test "backing error replaced" { mkdir post { name = "d"; error = EEXIST } expect error EPERM }
+test "success has no error" { mkdir post { name = "d" } expect allow }
+test "bpf log line" { lookup pre { name = "x"; uid = 1000 } expect log "lookup by 1000" }
+test "daemon log line" { getattr pre { uid = 7 } expect log "daemon saw 7" }
+'''
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_expect_error_and_expect_log(backend: str) -> None:
+    assert_all_pass(EXPECTATIONS, backend)
+
+
+def test_expect_error_and_log_report_what_happened() -> None:
+    text = ('on lookup pre { log "n %d", nodeid }\n'
+            'test "e" { mkdir post { name = "d"; error = ENOENT } expect error EEXIST }\n'
+            'test "ok" { mkdir post { name = "d" } expect error ENOENT }\n'
+            'test "l" { lookup pre { name = "x"; nodeid = 3 } expect log "n 4" }\n')
+    assert run_blocks(text, "interp") == {
+        "e": ["expected error EEXIST, got error ENOENT"],
+        "ok": ["expected error ENOENT, got no error"],
+        "l": ['expected log "n 4", got "n 3"'],
+    }

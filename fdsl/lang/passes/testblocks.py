@@ -63,6 +63,18 @@ class TestChecker:
                 x.decision = self.types.visit(self.fields.check(self.binder.bind(x.decision), VALUES))
             if x.check is not None:
                 x.check = self.expectation(x.check, t, request)
+            if x.error is not None:
+                x.error = self.expected_errno(x.error)
+
+    def expected_errno(self, e: A.Expr) -> A.Expr:
+        """`expect error E`: an errno name or number, 1..4095."""
+        e = self.expr(e, VALUES)
+        value = e.const_value
+        if e.ty is not None and (not is_int(e.ty) or value is None):
+            self.diags.error("'expect error' needs an errno such as ENOENT", e.span)
+        elif value is not None and not 1 <= value <= 4095:
+            self.diags.error(f"errno {value} is out of range (1..4095)", e.span)
+        return e
 
     def setup(self, a: A.Assign, t: A.TestBlock, request: Request) -> None:
         a.value = self.expr(a.value, VALUES)
