@@ -24,11 +24,10 @@ def run(unit: Unit) -> None:
         for rule in chain:
             ops = [op for op in rule.resolved_ops if op in post] if rule.phase == "pre" else []
             for allow in (plain_allows(rule.body) if ops else []):
-                _, seen, _ = found.setdefault(id(allow), (allow, set(), post[ops[0]]))
-                seen.update(ops)
-    for allow, ops, post_rule in found.values():
+                found.setdefault(id(allow), (allow, set(), post[ops[0]]))[1].update(ops)
+    for allow, gaining, post_rule in found.values():
         unit.diags.warn(
-            f"this 'allow' also asks for the post phase of {op_list(ops_in_order(ops))} "
+            f"this 'allow' also asks for the post phase of {op_list(ops_in_order(gaining))} "
             "(BACKING | POST_FILTER): post rules exist for them", allow.span,
             "write 'return BACKING' to let the operation through without its post rules",
             notes=[("a post rule that causes it", post_rule.span)])
