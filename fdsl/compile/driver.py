@@ -18,9 +18,10 @@ from fdsl.compile.codegen import CodegenError, ModuleInfo, add_section, generate
 from fdsl.lang.diagnostics import Diagnostic, Severity, Sources, Span, render_all
 from fdsl.errors import PolicyError
 from fdsl.compile.metadata import (CachingHints, LogFormat, MapMeta, Metadata, ScopeMeta, UserRule)
-from fdsl.compile.objfile import ProgramTooLarge, build
+from fdsl.compile.objfile import MAX_PROGRAM_SLOTS, ProgramTooLarge, build
 from fdsl.compile.planner import Plan, build_plan
 from fdsl.compile.userspace import serialize_body
+from fdsl.lang.passes.placement import name_test_cost
 from fdsl.vm.maps import MapLimitError, check_budget
 
 
@@ -131,6 +132,20 @@ def _check_map_memory(plan: Plan, sources: Sources, fallback: str) -> None:
         raise _error(str(err), decl, sources, fallback) from None
 
 
+def _check_program_size(plan: Plan, sources: Sources, fallback: str) -> None:
+    """Fail in milliseconds, not after minutes of LLVM, when a scope's name tests alone
+    (sets, suffix chains: `placement.name_test_cost`) cannot fit one BPF program."""
+    for scope in plan.scopes:
+        costs = [(name_test_cost(r.rule), r.rule) for e in scope.entries for r in e.bpf_rules]
+        total = sum(cost for cost, _ in costs)
+        if total > MAX_PROGRAM_SLOTS:
+            biggest = max(costs, key=lambda c: c[0])[1]
+            raise _error(f"the program for {scope.section} would be more than {total} BPF "
+                         f"instructions (its name sets and suffix tests alone); BPF branches span "
+                         f"at most {MAX_PROGRAM_SLOTS}: merge the sets into one, or split the "
+                         "policy into `under` scopes", biggest, sources, fallback)
+
+
 def compile_policy(policy: ast.Policy, sources: Sources | None = None,
                    warnings: list[Diagnostic] | None = None, want_asm: bool = True) -> CompileResult:
     """Checked AST -> object.  Raises PolicyError for constructs BPF cannot express."""
@@ -138,6 +153,7 @@ def compile_policy(policy: ast.Policy, sources: Sources | None = None,
     files = policy.files or list(sources.texts)
     plan = build_plan(policy)
     _check_map_memory(plan, sources, policy.span.file)
+    _check_program_size(plan, sources, policy.span.file)
     try:
         module, info = generate(plan)
     except CodegenError as err:

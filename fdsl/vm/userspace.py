@@ -272,7 +272,11 @@ class Evaluator:
             return self.binary(e, env)
         if kind == "in":
             x = self.eval(e["x"], env)
-            found = any(x == self.eval(m, env) for m in e["set"])
+            constants = _constant_set(e["set"])
+            if constants is not None:
+                found = x in constants
+            else:
+                found = any(x == self.eval(m, env) for m in e["set"])
             return found != e["neg"]
         if kind == "strtest":
             x = self.eval(e["x"], env)
@@ -308,6 +312,27 @@ def _arith(op: str, a: int, b: int) -> int:
     }[op]()
     result &= MASK64
     return result - (1 << 64) if result >= 1 << 63 and (a < 0 or b < 0) else result
+
+
+_CONSTANT_SETS: dict[int, tuple[list, frozenset | None]] = {}
+_CONSTANT_SETS_MAX = 4096
+_constant_sets_lock = threading.Lock()
+
+
+def _constant_set(members: list) -> frozenset | None:
+    """The members of a set of literals as a frozenset (one hash lookup per test, what a
+    big deny list needs), or None when a member is not a literal.  Cached per member list
+    (the entry keeps the list alive, so its id stays its own)."""
+    hit = _CONSTANT_SETS.get(id(members))
+    if hit is not None and hit[0] is members:
+        return hit[1]
+    literal = all(isinstance(m, dict) and m.get("e") in ("str", "int") for m in members)
+    values = frozenset(m["v"] for m in members) if literal else None
+    with _constant_sets_lock:
+        if len(_CONSTANT_SETS) >= _CONSTANT_SETS_MAX:
+            _CONSTANT_SETS.clear()
+        _CONSTANT_SETS[id(members)] = (members, values)
+    return values
 
 
 def _strtest(kind: str, subject: str, pattern: str) -> bool:

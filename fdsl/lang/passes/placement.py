@@ -4,8 +4,9 @@ A whole rule moves to userspace (`Rule.userspace`, with `Rule.userspace_reasons`
 when it contains something fuse-bpf programs cannot do (ABI spec section 4.1:
 constant offsets only, so no variable-length walks and no backtracking):
 `drop entries`, a regex, a glob with more than one `*` or a class, a pattern
-that is not a constant or is longer than a name, or name-suffix tests that
-would unroll to more code than a BPF branch can span; or when the policy puts
+that is not a constant or is longer than a name, name-suffix tests that
+would unroll to more code than a BPF branch can span, or a name set too big to
+compare member by member (`SET_CODE_BUDGET`: the daemon does one hash lookup); or when the policy puts
 it in a `userspace { }` block.  The planner, `explain`
 and the metadata read the result; nobody decides it again.
 """
@@ -23,6 +24,12 @@ from fdsl.lang.passes.visitor import Unit, reachable_nodes
 # programs LLVM cannot encode (16-bit branch offsets) and that are slow to JIT.
 # Beyond this bound the rule is matched in the daemon, like a regex.
 SUFFIX_CODE_BUDGET = 24576   # three quarters of the 32767-slot branch range
+
+# Bound on one rule's name-set membership code: `name in {...}` compares the name
+# with every member, once per opcode the rule runs for.  A bigger set is matched in
+# the daemon with one hash lookup (compiling it took minutes and gigabytes of LLVM
+# and still overflowed the branch range: issue 11).
+SET_CODE_BUDGET = 4096
 
 DROP_REASON = "drop entries: BPF cannot walk the dirent buffer"
 REGEX_REASON = "regex 'matches' runs in userspace"
@@ -62,6 +69,13 @@ def _limit_reason(rule: A.Rule) -> str | None:
     """Patterns BPF could express in principle but not within its limits."""
     suffix_cost = 0
     for n in reachable_nodes(rule.body):
+        if isinstance(n, A.InSet):
+            names = constant_patterns(n.members) or []
+            cost = set_code_cost(names, len(rule.resolved_ops or ()) or 1)
+            if cost > SET_CODE_BUDGET:
+                return (f"a set of {len(names)} names would compile to about {cost} BPF "
+                        f"instructions (bound {SET_CODE_BUDGET}); the daemon matches it with one "
+                        "hash lookup")
         if not isinstance(n, A.StrTest):
             continue
         pats = constant_patterns(n.pattern)
@@ -105,4 +119,21 @@ def suffix_code_cost(kind: str, patterns: list[str]) -> int:
         width = len(suffix.encode())
         sizes = abi.NAME_MAX + 1 - width
         cost += sizes * (2 * -(-width // 4) + 2)    # loads + compares per size, + size test
+    return cost
+
+
+def set_code_cost(members: list[str], ops: int) -> int:
+    """Rough BPF instructions for comparing a name with every member, over `ops` opcodes."""
+    return ops * sum(2 + 3 * -(-len(m.encode()) // 4) for m in members)
+
+
+def name_test_cost(rule: A.Rule) -> int:
+    """Rough BPF instructions of one rule's name sets and suffix tests for one opcode
+    (a lower bound of its code: the driver fails fast when a scope's sum cannot fit)."""
+    cost = 0
+    for n in reachable_nodes(rule.body):
+        if isinstance(n, A.InSet):
+            cost += set_code_cost(constant_patterns(n.members) or [], 1)
+        elif isinstance(n, A.StrTest) and n.kind != "regex":
+            cost += suffix_code_cost(n.kind, constant_patterns(n.pattern) or [])
     return cost

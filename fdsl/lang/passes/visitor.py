@@ -125,5 +125,7 @@ def _declared_value(decl: A.Node) -> object:
     if isinstance(decl, A.PredDecl):
         return decl.body
     if isinstance(decl, A.SetDecl):
-        return decl.members
+        # literal members evaluate nothing; skipping them keeps a 20,000-name deny
+        # list from being walked once per rule and per question asked of it
+        return [m for m in decl.members if not isinstance(m, (A.StrLit, A.IntLit, A.BoolLit))]
     return getattr(decl, "value", None)
