@@ -115,6 +115,15 @@ def setup_values(test: A.TestBlock) -> tuple[dict[str, Any], list[str] | None]:
     return fields, entries
 
 
+def argument_sizes(prepared: simulate.Prepared) -> dict[str, int]:
+    """in_args[i].size of every whole argument (names, data buffers), for `sizeof`."""
+    ctx, sizes = prepared.context, {}
+    for loc in abi.fields_of(prepared.op, prepared.phase):
+        if loc.ctype in ("string", "buffer") and loc.read_slot < len(ctx.in_args):
+            sizes[loc.path] = ctx.in_args[loc.read_slot].length
+    return sizes
+
+
 def read_fields(prepared: simulate.Prepared) -> dict[str, Any]:
     """Every readable field's current value (what the daemon decodes from the payload)."""
     ctx = prepared.context
@@ -178,7 +187,8 @@ class Runner:
         error = -prepared.error_in
         caller = prepared.caller
         request = {"op": test.op, "uid": caller.uid, "gid": caller.gid, "pid": caller.pid,
-                   "tgid": caller.tgid, "nodeid": int(fields.get("nodeid", 0))}
+                   "tgid": caller.tgid, "nodeid": int(fields.get("nodeid", 0)),
+                   "sizes": argument_sizes(prepared)}
         self.logs.clear()
         self.preset(test)
         if section is None:   # no program: plain backing access (spec 3: like returning BACKING)
@@ -218,7 +228,8 @@ def user_request(outcome: Outcome, entries: list[str] | None) -> userspace.Reque
     return userspace.Request(r["op"], outcome.phase, dict(outcome.fields), uid=r["uid"],
                              gid=r["gid"], pid=r["pid"], tgid=r["tgid"], nodeid=r["nodeid"],
                              error=outcome.error,
-                             entries=list(entries) if entries is not None else None)
+                             entries=list(entries) if entries is not None else None,
+                             sizes=dict(r.get("sizes", {})))
 
 
 # ------------------------------------------------------------------ expectations

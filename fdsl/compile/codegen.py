@@ -352,10 +352,7 @@ class ScopeGen:
         """`m[key]`: map_lookup_elem, then the value, or 0 when the lookup returns NULL."""
         decl = self.map_decl(e.map, e)
         value_ty = _INT_TYPES[map_sizes(decl)[1]]
-        key = self.value(e.key, env)
-        self.info.map_keys.setdefault(e.map, key_meaning(e.key))
-        found = self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR,
-                            [self.maps[e.map], self.map_key(decl, key)])
+        found = self.map_lookup(e, env)
         hit = self.fn.append_basic_block("read.hit")
         done = self.fn.append_basic_block("read.done")
         miss = self.b.block
@@ -369,6 +366,14 @@ class ScopeGen:
         phi.add_incoming(c64(0), miss)
         phi.add_incoming(loaded, hit)
         return phi
+
+    def map_lookup(self, e: ast.MapRead | ast.MapHas, env: Env) -> ir.Value:
+        """map_lookup_elem(m, &key): the value's address, or NULL without an entry."""
+        decl = self.map_decl(e.map, e)
+        key = self.value(e.key, env)
+        self.info.map_keys.setdefault(e.map, key_meaning(e.key))
+        return self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR,
+                           [self.maps[e.map], self.map_key(decl, key)])
 
     def emit_log(self, s: ast.Log, env: Env) -> None:
         if len(s.args) > 3:
@@ -434,6 +439,10 @@ class ScopeGen:
         elif isinstance(e, ast.InSet):
             yes, no = (f, t) if e.negated else (t, f)
             self.in_set(e, yes, no, env)
+        elif isinstance(e, ast.MapHas):
+            yes, no = (f, t) if e.negated else (t, f)
+            found = self.map_lookup(e, env)
+            self.b.cbranch(self.b.icmp_unsigned("!=", found, ir.Constant(PTR, None)), yes, no)
         elif isinstance(e, ast.StrTest):
             kind = {"startswith": "prefix", "endswith": "suffix", "glob": "glob"}.get(e.kind)
             if kind is None:
@@ -684,10 +693,13 @@ class ScopeGen:
                 return self.bool_value(e, env)
             signed = self.signed(e.left) or self.signed(e.right)
             return self.arith(e.op, self.value(e.left, env), self.value(e.right, env), signed)
-        if isinstance(e, (ast.InSet, ast.StrTest, ast.Call)):
+        if isinstance(e, (ast.InSet, ast.StrTest, ast.Call, ast.MapHas)):
             return self.bool_value(e, env)
         if isinstance(e, ast.MapRead):
             return self.map_read(e, env)
+        if isinstance(e, ast.ArgSize):    # in_args[i].size of the whole argument
+            slot = self.field(e.arg.path, e).read_slot
+            return self.b.zext(self.ctx_load(abi.in_arg_offset(slot) + abi.ARG_SIZE, I32, "size"), I64)
         raise CodegenError(f"'{type(e).__name__}' has no value in BPF", e)
 
     def ident_value(self, e: ast.Ident, env: Env) -> ir.Value:
@@ -811,7 +823,9 @@ class ScopeGen:
     def builtin(self, name: str) -> ir.Value:
         if name == "nodeid":
             return self.ctx_load(abi.CTX_NODEID, I64, "nodeid")
-        if name in ("op", "opcode"):
+        if name == "opcode":    # the context's full opcode, phase bit included
+            return self.b.zext(self.ctx_load(abi.CTX_OPCODE, I32, "opcode"), I64)
+        if name == "op":
             # Each dispatch entry is compiled for one opcode, so this is a constant.
             return c64(abi.OPS[self.op].number if self.op else 0)
         if name == "error":

@@ -203,7 +203,7 @@ def has_side_effects(rule: ast.Rule) -> bool:
 def reads_maps(rule: ast.Rule) -> bool:
     """True if the rule reads a map: its outcome can change between two identical
     requests (another request stored something), so it must not be cached."""
-    return any(isinstance(n, ast.MapRead) for n in walk_exprs(rule.body))
+    return any(isinstance(n, (ast.MapRead, ast.MapHas)) for n in walk_exprs(rule.body))
 
 
 def bpf_blocker(rule: ast.Rule) -> str | None:

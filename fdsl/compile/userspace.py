@@ -98,6 +98,10 @@ class Serializer:
             return self.call(e)
         if isinstance(e, ast.MapRead):
             return {"e": "mapget", "map": e.map, "key": self.expr(e.key)}
+        if isinstance(e, ast.MapHas):
+            return {"e": "maphas", "map": e.map, "key": self.expr(e.key), "neg": e.negated}
+        if isinstance(e, ast.ArgSize):
+            return {"e": "argsize", "path": ".".join(e.arg.path)}
         if isinstance(e, ast.SetLit):
             raise NotSerializable("set literal outside 'in'")
         raise NotSerializable(type(e).__name__)

@@ -138,6 +138,30 @@ class MapRead(Expr):
 
 
 @dataclass
+class MapHas(Expr):
+    """`key in NAME` / `key not in NAME`: does the map have an entry for `key`?
+
+    Unlike `NAME[key]`, which reads 0 for a missing key, this tells "never
+    stored" from "stored 0" (C's NULL check of bpf_map_lookup_elem).  The
+    binder makes it from an `in` whose right side names a map."""
+
+    map: str
+    key: Expr
+    negated: bool = False
+    ref: "MapDecl | None" = field(default=None, kw_only=True)
+
+
+@dataclass
+class ArgSize(Expr):
+    """`sizeof(value)`: the byte size of a whole request argument (`in_args[i].size`).
+
+    For a name that is its length plus the terminating NUL, as the kernel
+    passes it.  The binder makes it from a call of `sizeof`."""
+
+    arg: FieldRef
+
+
+@dataclass
 class Call(Expr):
     """A call of a named predicate with arguments: `secret(name)`.
 

@@ -11,6 +11,8 @@ returned `USER_FILTER`.  Node shapes:
                  {"e": "bin", "op": "+", "l": E, "r": E}
                  {"e": "in", "x": E, "set": [E...], "neg": bool}
                  {"e": "mapget", "map": m, "key": E}           (`m[key]`, 0 if absent)
+                 {"e": "maphas", "map": m, "key": E, "neg": bool}   (`key in m`)
+                 {"e": "argsize", "path": "value"}   (`sizeof(value)`: bytes, a name's NUL included)
                  {"e": "strtest", "kind": "glob"|"regex"|"startswith"|"endswith",
                   "x": E, "pats": [str...]}
     statements   {"s": "allow"} {"s": "deny", "errno": E} {"s": "return", "v": E}
@@ -53,6 +55,8 @@ class MapAccess(Protocol):
 
     def add(self, name: str, key: Any, by: int) -> None: ...
 
+    def has(self, name: str, key: Any) -> bool: ...
+
 
 def encode_int(value: Any, size: int) -> bytes:
     """A key or value as the BPF code stores it: little endian, cut to `size` bytes
@@ -81,6 +85,10 @@ class TableMaps:
         raw = m.lookup_value(encode_int(key, m.key_size))
         return int.from_bytes(raw, "little") if raw else 0
 
+    def has(self, name: str, key: Any) -> bool:
+        m = self._map(name)
+        return m.lookup_value(encode_int(key, m.key_size)) is not None
+
     def store(self, name: str, key: Any, value: int) -> None:
         m = self._map(name)
         # Like the BPF code, a failed update (full hash map, array index too big) is ignored.
@@ -102,6 +110,9 @@ class LocalMaps:
 
     def load(self, name: str, key: Any) -> int:
         return self.data.get(name, {}).get(key, 0)
+
+    def has(self, name: str, key: Any) -> bool:
+        return key in self.data.get(name, {})
 
     def store(self, name: str, key: Any, value: int) -> None:
         self.data.setdefault(name, {})[key] = int(value)
@@ -126,6 +137,7 @@ class Request:
     nodeid: int = 0
     error: int = 0                     # positive errno of the backing op (POST), 0 = success
     entries: list[str] | None = None   # readdir POST: entry names, in order
+    sizes: dict[str, int] = field(default_factory=dict)   # argument byte sizes ("value": 12)
 
 
 @dataclass
@@ -252,6 +264,14 @@ class Evaluator:
             raise KeyError(f"field {path!r} not in the {self.req.op} {self.req.phase} request")
         return self.req.fields[path]
 
+    def arg_size(self, path: str, env: dict[str, Any]) -> int:
+        """An argument's size as in_args[i].size: given by the daemon, else a name's bytes + NUL."""
+        if path in self.req.sizes:
+            return self.req.sizes[path]
+        value = self.field(path, env)
+        data = value.encode() if isinstance(value, str) else bytes(value)
+        return len(data) + (1 if isinstance(value, str) else 0)
+
     def eval(self, e: dict, env: dict[str, Any]) -> Any:
         kind = e["e"]
         if kind in ("int", "str", "bool"):
@@ -261,6 +281,9 @@ class Evaluator:
         if kind == "builtin":
             if e["name"] == "op":   # the checker compares `op` with opcode numbers
                 return abi.OPS[self.req.op].number
+            if e["name"] == "opcode":   # with the phase bit, as the context holds it
+                phase = abi.PREFILTER if self.req.phase == "pre" else abi.POSTFILTER
+                return abi.OPS[self.req.op].number | phase
             return getattr(self.req, e["name"])
         if kind == "var":
             return env[e["name"]]
@@ -283,6 +306,10 @@ class Evaluator:
             return any(_strtest(e["kind"], str(x), p) for p in e["pats"])
         if kind == "mapget":
             return self.maps.load(e["map"], self.eval(e["key"], env))
+        if kind == "maphas":
+            return self.maps.has(e["map"], self.eval(e["key"], env)) != e["neg"]
+        if kind == "argsize":
+            return self.arg_size(e["path"], env)
         raise ValueError(f"unknown userspace expression {kind!r}")
 
     def binary(self, e: dict, env: dict[str, Any]) -> Any:

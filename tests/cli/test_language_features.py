@@ -101,3 +101,71 @@ def test_expect_error_and_log_report_what_happened() -> None:
         "ok": ["expected error ENOENT, got no error"],
         "l": ['expected log "n 4", got "n 3"'],
     }
+
+
+
+MAP_MEMBERSHIP = '''
+on lookup pre {
+    if nodeid in seen { deny EEXIST }
+    if nodeid not in seen { seen[nodeid] = 0 }
+}
+'''
+
+MEMBERSHIP_TESTS = '''
+test "stored zero is an entry" { lookup pre { name = "a"; nodeid = 5; seen[5] = 0 } expect deny EEXIST }
+test "missing key is not" { lookup pre { name = "a"; nodeid = 6; seen[5] = 0 } expect allow }
+test "the store made one" { lookup pre { name = "a"; nodeid = 6 } expect seen[6] == 0 }
+'''
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("side", ["bpf", "userspace"])
+def test_map_membership_tells_missing_from_zero(backend: str, side: str) -> None:
+    rules = MAP_MEMBERSHIP
+    text = ("map seen[u64] -> u32\n" + (rules if side == "bpf" else f"userspace {{\n{rules}\n}}")
+            + MEMBERSHIP_TESTS)
+    assert_all_pass(text, backend)
+
+
+SIZES = '''
+on setxattr pre { if sizeof(value) > 8 { deny E2BIG } }
+on lookup pre { log "name %s has %d bytes", name, sizeof(name) }
+'''
+SIZE_TESTS = '''
+test "big value" { setxattr pre { name = "user.a"; value = "123456789"; in.size = 9 } expect deny E2BIG }
+test "small value" { setxattr pre { name = "user.a"; value = "12345678"; in.size = 8 } expect allow }
+test "name size counts the NUL" { lookup pre { name = "abc" } expect log "name abc has 4 bytes" }
+'''
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("side", ["bpf", "userspace"])
+def test_sizeof_of_an_argument(backend: str, side: str) -> None:
+    text = (SIZES if side == "bpf" else f"userspace {{\n{SIZES}\n}}") + SIZE_TESTS
+    assert_all_pass(text, backend)
+
+
+OPCODES = '''
+on lookup, mkdir pre { log "pre %x", opcode }
+on mkdir post { log "post %x", opcode }
+'''
+OPCODE_TESTS = '''
+test "pre lookup" { lookup pre { name = "a" } expect log "pre 10001" }
+test "pre mkdir" { mkdir pre { name = "a" } expect log "pre 10009" }
+test "post mkdir" { mkdir post { name = "a" } expect log "post 20009" }
+'''
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("side", ["bpf", "userspace"])
+def test_opcode_has_the_phase_bits(backend: str, side: str) -> None:
+    text = (OPCODES if side == "bpf" else f"userspace {{\n{OPCODES}\n}}") + OPCODE_TESTS
+    assert_all_pass(text, backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_prints_names_with_percent_s(backend: str) -> None:
+    assert_all_pass('''
+on rename pre { log "%s -> %s by %d", name, newname, uid }
+test "r" { rename pre { name = "a"; newname = "bb"; uid = 7 } expect log "a -> bb by 7" }
+''', backend)

@@ -216,8 +216,29 @@ class Binder(Visitor):
         self.diags.error(f"unknown opcode '{side.value}'", side.span, similar(side.value, abi.OPS))
         return A.IntLit(side.span, 0)
 
-    def visit_Call(self, e: A.Call) -> A.Call:
+    def visit_InSet(self, e: A.InSet) -> A.Expr:
+        e.subject = self.visit(e.subject)
+        members = e.members
+        decl = self.symbols.decls.get(members.name) if isinstance(members, A.Ident) else None
+        if isinstance(members, A.Ident) and isinstance(decl, A.MapDecl) and not self.shadowed(members.name):
+            has = A.MapHas(e.span, decl.name, e.subject, e.negated)
+            if decl.key_type is None and decl.key_type_name is None:
+                self.diags.error(f"counter '{decl.name}' has a single slot and has no keys to look for",
+                                 members.span, f"declare it as 'counter {decl.name}[u32]' to count per key")
+            else:
+                has.ref = decl
+            return has
+        e.members = self.visit(members)
+        return e
+
+    def shadowed(self, name: str) -> bool:
+        """Whether a let or a parameter hides the top-level declaration `name`."""
+        return any(name in scope for scope in self.lets) or name in (self.params or [])
+
+    def visit_Call(self, e: A.Call) -> A.Expr:
         e.args = self.visit_all(e.args)
+        if e.func == "sizeof":
+            return self.sizeof(e)
         decl = self.symbols.decls.get(e.func)
         if not isinstance(decl, A.PredDecl):
             if decl is None:
@@ -229,6 +250,14 @@ class Binder(Visitor):
             e.ref = decl
             self.note_call(e, decl)
         return e
+
+    def sizeof(self, e: A.Call) -> A.Expr:
+        """`sizeof(ARG)`: the size of a whole argument (a name or a data buffer)."""
+        if len(e.args) == 1 and isinstance(e.args[0], A.FieldRef) and len(e.args[0].path) == 1:
+            return A.ArgSize(e.span, e.args[0])
+        self.diags.error("sizeof takes one argument name, such as sizeof(value) or sizeof(name)",
+                         e.span, "struct fields have fixed sizes; the sizes of data arguments vary")
+        return A.IntLit(e.span, 0)
 
     def arity_ok(self, decl: A.PredDecl, count: int, span: Span) -> bool:
         if count == len(decl.params):

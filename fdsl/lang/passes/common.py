@@ -16,7 +16,7 @@ from fdsl.lang import ast as A
 BUILTIN_TYPES: dict[str, A.Type] = {
     "uid": A.Type("int", 32), "gid": A.Type("int", 32), "pid": A.Type("int", 32),
     "tgid": A.Type("int", 32), "nodeid": A.Type("int", 64), "error": A.Type("int", 32),
-    "op": A.Type("int", 32),
+    "op": A.Type("int", 32), "opcode": A.Type("int", 32),
 }
 TEST_SETUP_BUILTINS = ("uid", "gid", "pid", "tgid", "nodeid", "error")
 STRING_FIELDS = ("name", "newname", "target")
@@ -135,6 +135,8 @@ def reserved(name: str) -> str | None:
         return "a builtin request value"
     if name in STRING_FIELDS:
         return "a request field"
+    if name == "sizeof":
+        return "a builtin function"
     if name in abi.ERRNOS:
         return "an errno name"
     if name in abi.NAMED_CONSTANTS:

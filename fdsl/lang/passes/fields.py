@@ -106,6 +106,19 @@ class Fields(InliningVisitor):
                              "map contents exist only while requests run")
         return e
 
+    def visit_MapHas(self, e: A.MapHas) -> A.Expr:
+        e.key = self.visit(e.key)
+        if e.ref is not None and self.request.phase is None:
+            self.diags.error(f"map '{e.map}' cannot be read in {self.request.where}", e.span,
+                             "map contents exist only while requests run")
+        return e
+
+    def visit_ArgSize(self, e: A.ArgSize) -> A.Expr:
+        locs = self.locations(e.arg)
+        if locs is not None:
+            e.ty = A.Type("int", 32)
+        return e
+
     def visit_DropEntries(self, s: A.DropEntries) -> A.DropEntries:
         req = self.request
         if req.phase != "post" or any(op != "readdir" for op in req.ops):

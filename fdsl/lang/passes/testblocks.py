@@ -84,8 +84,8 @@ class TestChecker:
                 self.diags.error("'error' can only be set for post requests", a.target.span)
             want = A.INT
             a.target.ty = BUILTIN_TYPES[dotted]
-        elif dotted == "op":
-            self.diags.error("'op' is given by the request line, not set", a.target.span)
+        elif dotted in ("op", "opcode"):
+            self.diags.error(f"'{dotted}' is given by the request line, not set", a.target.span)
             return
         else:
             self.fields.request = request
@@ -103,8 +103,10 @@ class TestChecker:
         if want.kind == "string":
             if const_str(a.value) is None:
                 self.diags.error(f"'{dotted}' needs a string", a.value.span)
-        elif want.kind == "buffer":
-            self.diags.error(f"'{dotted}' is a data buffer and cannot be set", a.target.span)
+        elif want.kind == "buffer":        # its bytes, written as a string
+            if const_str(a.value) is None:
+                self.diags.error(f"'{dotted}' is a data buffer: give its bytes as a string",
+                                 a.value.span)
         elif not is_int(a.value.ty) or a.value.const_value is None:
             self.diags.error(f"'{dotted}' needs a constant number", a.value.span)
 

@@ -278,6 +278,16 @@ class Types(InliningVisitor):
             self.check_width(e.key, e.ref.key_type, f"key of map '{e.map}'")
         return e
 
+    def visit_MapHas(self, e: A.MapHas) -> A.Expr:
+        e.key = self.int_expr(e.key, "a map key")
+        e.ty = A.BOOL
+        if e.ref is not None:
+            self.check_width(e.key, e.ref.key_type, f"key of map '{e.map}'")
+        return e
+
+    def visit_ArgSize(self, e: A.ArgSize) -> A.Expr:
+        return e                                    # typed by the fields pass
+
     def visit_Unary(self, e: A.Unary) -> A.Expr:
         e.operand = self.visit(e.operand)
         ty, value = e.operand.ty, e.operand.const_value
