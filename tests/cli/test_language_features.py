@@ -25,6 +25,11 @@ def run_blocks(text: str, backend: str) -> dict[str, list[str]]:
     return {r.name: r.failures for r in testing.run_tests(tests, runner, compiled.sources)}
 
 
+def placed(rules: str, side: str) -> str:
+    """The rules as written (BPF), or inside a `userspace` block (the daemon's evaluator)."""
+    return rules if side == "bpf" else f"userspace {{\n{rules}\n}}\n"
+
+
 def assert_all_pass(text: str, backend: str) -> None:
     failures = {name: f for name, f in run_blocks(text, backend).items() if f}
     assert failures == {}
@@ -121,10 +126,7 @@ test "the store made one" { lookup pre { name = "a"; nodeid = 6 } expect seen[6]
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("side", ["bpf", "userspace"])
 def test_map_membership_tells_missing_from_zero(backend: str, side: str) -> None:
-    rules = MAP_MEMBERSHIP
-    text = ("map seen[u64] -> u32\n" + (rules if side == "bpf" else f"userspace {{\n{rules}\n}}")
-            + MEMBERSHIP_TESTS)
-    assert_all_pass(text, backend)
+    assert_all_pass("map seen[u64] -> u32\n" + placed(MAP_MEMBERSHIP, side) + MEMBERSHIP_TESTS, backend)
 
 
 SIZES = '''
@@ -141,8 +143,7 @@ test "name size counts the NUL" { lookup pre { name = "abc" } expect log "name a
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("side", ["bpf", "userspace"])
 def test_sizeof_of_an_argument(backend: str, side: str) -> None:
-    text = (SIZES if side == "bpf" else f"userspace {{\n{SIZES}\n}}") + SIZE_TESTS
-    assert_all_pass(text, backend)
+    assert_all_pass(placed(SIZES, side) + SIZE_TESTS, backend)
 
 
 OPCODES = '''
@@ -159,8 +160,7 @@ test "post mkdir" { mkdir post { name = "a" } expect log "post 20009" }
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("side", ["bpf", "userspace"])
 def test_opcode_has_the_phase_bits(backend: str, side: str) -> None:
-    text = (OPCODES if side == "bpf" else f"userspace {{\n{OPCODES}\n}}") + OPCODE_TESTS
-    assert_all_pass(text, backend)
+    assert_all_pass(placed(OPCODES, side) + OPCODE_TESTS, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

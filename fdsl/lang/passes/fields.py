@@ -99,19 +99,14 @@ class Fields(InliningVisitor):
             e.ty = BUILTIN_TYPES[e.name]
         return e
 
-    def visit_MapRead(self, e: A.MapRead) -> A.Expr:
+    def visit_MapRead(self, e: A.MapRead | A.MapHas) -> A.Expr:
         e.key = self.visit(e.key)
         if e.ref is not None and self.request.phase is None:
             self.diags.error(f"map '{e.map}' cannot be read in {self.request.where}", e.span,
                              "map contents exist only while requests run")
         return e
 
-    def visit_MapHas(self, e: A.MapHas) -> A.Expr:
-        e.key = self.visit(e.key)
-        if e.ref is not None and self.request.phase is None:
-            self.diags.error(f"map '{e.map}' cannot be read in {self.request.where}", e.span,
-                             "map contents exist only while requests run")
-        return e
+    visit_MapHas = visit_MapRead
 
     def visit_ArgSize(self, e: A.ArgSize) -> A.Expr:
         locs = self.locations(e.arg)
