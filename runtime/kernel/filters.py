@@ -65,11 +65,10 @@ class AttachError(OSError):
 
 class FilterServer:
     def __init__(self, policy: FilterPolicy, prog_fd: Callable[[str], int | None],
-                 backing_root: str, classic: Callable[[bytes], bytes | None] | None = None) -> None:
+                 backing_root: str) -> None:
         self.policy = policy
         self.prog_fd = prog_fd
         self.backing_root = os.path.realpath(backing_root)
-        self.classic = classic
         section, scope = policy.root_attachment()
         self.nodes: dict[int, KernelNode] = {abi.FUSE_ROOT_ID: KernelNode(
             abi.FUSE_ROOT_ID, scope, section, lookups=1 << 62)}
@@ -118,8 +117,8 @@ class FilterServer:
                 self.forget(int.from_bytes(request[at:at + 8], "little"),
                             int.from_bytes(request[at + 8:at + 16], "little"))
             return None
-        if self.classic is not None:
-            return self.classic(request)
+        # Classic requests reach the daemon only for nodes without backing or programs
+        # returning 0 in PRE; fdsl's programs make neither (root_dir backs every node).
         return protocol.reply(header.unique, error=errno.ENOSYS)
 
     # ------------------------------------------------------------ nodes
