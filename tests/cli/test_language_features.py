@@ -169,3 +169,21 @@ def test_log_prints_names_with_percent_s(backend: str) -> None:
 on rename pre { log "%s -> %s by %d", name, newname, uid }
 test "r" { rename pre { name = "a"; newname = "bb"; uid = 7 } expect log "a -> bb by 7" }
 ''', backend)
+
+
+def test_opcode_and_sizeof_print_what_the_c_program_prints(bpf_c_object) -> None:
+    """tests/c/xattr_size.c (clang) and its fdsl equivalent log the same line."""
+    from fdsl.vm import simulate
+    from fdsl.vm.filterset import FilterSet
+
+    fdsl_obj = compile_source('on setxattr pre { log "op %x size %u", opcode, sizeof(value) }',
+                              "t.fdsl").obj
+    lines = {}
+    for name, obj in (("c", bpf_c_object("xattr_size")), ("fdsl", fdsl_obj)):
+        seen: list[str] = []
+        filters = FilterSet.load(obj, backend="interp", log_callback=seen.append)
+        prepared = simulate.prepare("setxattr", "pre", {"name": "user.k", "value": b"12345",
+                                                        "in.size": 5})
+        filters.run("fuse/root", prepared.context, prepared.caller)
+        lines[name] = seen
+    assert lines["c"] == lines["fdsl"] == ["op 10015 size 5"]
