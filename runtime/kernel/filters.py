@@ -85,41 +85,47 @@ class FilterServer:
     # ------------------------------------------------------------ dispatch
 
     def handle(self, request: bytes) -> bytes | None:
+        """One request's reply bytes (None: the request takes no reply)."""
         header = protocol.parse_header(request)
-        if header.phase is None:
-            return self._classic(header, request)
         try:
-            req = protocol.parse_filter_request(request)
+            body = self.answer(header, request[protocol.IN_HEADER.size:])
+        except OSError as err:
+            return protocol.reply(header.unique, error=err.errno or errno.EIO)
+        return None if body is None else protocol.reply(header.unique, body)
+
+    def answer(self, header: protocol.InHeader, payload: bytes) -> bytes | None:
+        """The reply body (None: no reply); an OSError is an error reply.  Transport
+        independent: a /dev/fuse dispatcher calls this with the header it decoded."""
+        if header.phase is None:
+            return self._classic(header, payload)
+        try:
+            req = protocol.parse_filter(header, payload)
         except protocol.ProtocolError as err:
             log.error("malformed filter request %#x: %s", header.opcode, err)
             if header.opcode == READDIR | abi.POSTFILTER:   # data even now: end the listing
-                offset = abi.FUSE_READ_IN.unpack(request[protocol.IN_HEADER.size:])["offset"]
-                return protocol.reply(header.unique, bytes(abi.FUSE_READ_OUT.pack(
-                    {"offset": offset, "again": 0})))
-            return protocol.reply(header.unique, error=errno.EIO)
+                offset = abi.FUSE_READ_IN.unpack(payload)["offset"]
+                return bytes(abi.FUSE_READ_OUT.pack({"offset": offset, "again": 0}))
+            raise OSError(errno.EIO, str(err)) from None
         if req.op.number == READDIR and req.phase == "post":
             return self._readdir_post(req)
-        try:
-            if req.op.number == LOOKUP and req.phase == "post":
-                return self._lookup_post(req)
-            return self._filter(req)
-        except OSError as err:
-            return protocol.reply(header.unique, error=err.errno or errno.EIO)
+        if req.op.number == LOOKUP and req.phase == "post":
+            return self._lookup_post(req)
+        return self._filter(req)
 
-    def _classic(self, header: protocol.InHeader, request: bytes) -> bytes | None:
+    def _classic(self, header: protocol.InHeader, payload: bytes) -> bytes | None:
         if header.opcode == FORGET:
-            self.forget(header.nodeid, int.from_bytes(request[40:48], "little"))
+            self.forget(header.nodeid, int.from_bytes(payload[:8], "little"))
             return None
         if header.opcode == BATCH_FORGET:
-            count = int.from_bytes(request[40:44], "little")
+            count = int.from_bytes(payload[:4], "little")
             for i in range(count):
-                at = 48 + 16 * i
-                self.forget(int.from_bytes(request[at:at + 8], "little"),
-                            int.from_bytes(request[at + 8:at + 16], "little"))
+                at = 8 + 16 * i
+                self.forget(int.from_bytes(payload[at:at + 8], "little"),
+                            int.from_bytes(payload[at + 8:at + 16], "little"))
             return None
         # Classic requests reach the daemon only for nodes without backing or programs
         # returning 0 in PRE; fdsl's programs make neither (root_dir backs every node).
-        return protocol.reply(header.unique, error=errno.ENOSYS)
+        raise OSError(errno.ENOSYS, "classic FUSE request in kernel mode")
 
     # ------------------------------------------------------------ nodes
 
@@ -166,12 +172,12 @@ class FilterServer:
         ins = [_decode(a, raw) for a, raw in zip(req.op.inputs, req.inputs)]
         if req.phase == "pre":
             new = self.policy._user_pre(scope, req.op, ins, self._caller(req), req.header.nodeid)
-            return protocol.filter_reply(req, _encode_like(req.op.inputs, new, req.inputs))
+            return protocol.filter_body(_encode_like(req.op.inputs, new, req.inputs))
         out_specs = req.output_specs
         outs = [_decode(a, raw) for a, raw in zip(out_specs, req.outputs)]
         new = self.policy._user_post(scope, req.op, ins, outs, self._caller(req),
                                      req.header.nodeid, req.error_in)
-        return protocol.filter_reply(req, _encode_like(out_specs, new, req.outputs))
+        return protocol.filter_body(_encode_like(out_specs, new, req.outputs))
 
     def _readdir_post(self, req: FilterRequest) -> bytes:
         """Always data (spec §7.2: an error reply would list hidden names and never end).
@@ -188,14 +194,14 @@ class FilterServer:
         except (OSError, protocol.ProtocolError) as err:
             log.warning("readdir postfilter on node %d failed (%s): listing ended",
                         req.header.nodeid, err)
-            return protocol.filter_reply(req, [bytes(abi.FUSE_READ_OUT.pack(
+            return protocol.filter_body([bytes(abi.FUSE_READ_OUT.pack(
                 {"offset": read_out["offset"], "again": 0}))])
         kept = b"".join(e.pack() for i, e in enumerate(entries) if i not in dropped)
         # A page whose every name is hidden must not end the listing: ask the kernel to
         # read on from fuse_read_out.offset (allowed because the backing step found entries).
         again = 1 if entries and not kept else 0
         head = abi.FUSE_READ_OUT.pack({"offset": read_out["offset"], "again": again})
-        return protocol.filter_reply(req, [bytes(head), kept])
+        return protocol.filter_body([bytes(head), kept])
 
     # ------------------------------------------------------------ lookup
 
@@ -212,12 +218,11 @@ class FilterServer:
                                           req.header.nodeid, req.error_in)
             entry = outs[0]
         if req.error_in:          # a negative dentry: nothing to attach
-            return protocol.lookup_reply(req.header.unique, bytes(abi.FUSE_ENTRY_OUT.pack(entry)),
-                                         block)
+            return protocol.lookup_body(bytes(abi.FUSE_ENTRY_OUT.pack(entry)), block)
         block, scope, program = self.attachment(parent, name, block)
         entry["nodeid"] = self._name_child(parent.nodeid, name, entry.get("nodeid", 0),
                                            scope, program)
-        return protocol.lookup_reply(req.header.unique, bytes(abi.FUSE_ENTRY_OUT.pack(entry)), block)
+        return protocol.lookup_body(bytes(abi.FUSE_ENTRY_OUT.pack(entry)), block)
 
     def attachment(self, parent: KernelNode, name: bytes, block: EntryBpfOut
                    ) -> tuple[EntryBpfOut, NodeScope, str | None]:

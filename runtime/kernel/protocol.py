@@ -90,12 +90,12 @@ class EntryBpfOut:
         return cls(v["backing_action"], v["backing_fd"], v["bpf_action"], v["bpf_fd"])
 
 
-def lookup_reply(unique: int, entry_out: bytes, block: EntryBpfOut | None) -> bytes:
-    """A LOOKUP (or LOOKUP|POSTFILTER) reply: 128 bytes of fuse_entry_out, then exactly
-    32 of fuse_entry_bpf_out when there is a block (128 alone = no extension)."""
+def lookup_body(entry_out: bytes, block: EntryBpfOut | None) -> bytes:
+    """A LOOKUP (or LOOKUP|POSTFILTER) reply's body: 128 bytes of fuse_entry_out, then
+    exactly 32 of fuse_entry_bpf_out when there is a block (128 alone = no extension)."""
     if len(entry_out) != ENTRY_OUT_SIZE:
         raise ValueError(f"fuse_entry_out must be {ENTRY_OUT_SIZE} bytes, not {len(entry_out)}")
-    return reply(unique, bytes(entry_out) + (block.pack() if block is not None else b""))
+    return bytes(entry_out) + (block.pack() if block is not None else b"")
 
 
 # ------------------------------------------------------- §7 filter requests
@@ -164,8 +164,8 @@ def split_args(op: abi.OpSpec, phase: str, payload: bytes
     return values[:n_in], values[n_in:], outs
 
 
-def parse_filter_request(request: bytes) -> FilterRequest:
-    header = parse_header(request)
+def parse_filter(header: InHeader, payload: bytes) -> FilterRequest:
+    """A filter request from its decoded header and payload (what a transport hands over)."""
     phase = header.phase
     if phase is None:
         raise ProtocolError(f"opcode {header.opcode:#x} is not a filter request")
@@ -174,13 +174,17 @@ def parse_filter_request(request: bytes) -> FilterRequest:
     op = abi.OPS_BY_NUMBER.get(header.plain_opcode)
     if op is None:
         raise ProtocolError(f"filter request for unknown opcode {header.plain_opcode}")
-    inputs, outputs, specs = split_args(op, phase, bytes(request[IN_HEADER.size:]))
+    inputs, outputs, specs = split_args(op, phase, bytes(payload))
     return FilterRequest(header, op, phase, inputs, outputs, specs)
 
 
-def filter_reply(req: FilterRequest, args: list[bytes]) -> bytes:
+def parse_filter_request(request: bytes) -> FilterRequest:
+    return parse_filter(parse_header(request), bytes(request[IN_HEADER.size:]))
+
+
+def filter_body(args: list[bytes]) -> bytes:
     """PRE: the (possibly changed) inputs; POST: the outputs, in order, at their sizes."""
-    return reply(req.header.unique, b"".join(bytes(a) for a in args))
+    return b"".join(bytes(a) for a in args)
 
 
 # ------------------------------------------------------- dirent records

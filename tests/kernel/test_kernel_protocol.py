@@ -18,7 +18,7 @@ from fdsl.runtime.kernel.session import init_reply
 
 def test_lookup_reply_is_header_entry_out_and_exactly_32_bytes_of_block():
     block = protocol.EntryBpfOut(backing_action=2, backing_fd=11, bpf_action=2, bpf_fd=12)
-    raw = protocol.lookup_reply(77, entry_out(nodeid=5), block)
+    raw = protocol.reply(77, protocol.lookup_body(entry_out(nodeid=5), block))
     length, error, unique, body = parse_reply(raw)
     assert (length, error, unique) == (16 + 128 + 32, 0, 77)
     assert body[:128] == entry_out(nodeid=5)
@@ -26,9 +26,9 @@ def test_lookup_reply_is_header_entry_out_and_exactly_32_bytes_of_block():
 
 
 def test_lookup_reply_without_block_is_128_bytes():
-    assert parse_reply(protocol.lookup_reply(1, entry_out(), None))[0] == 16 + 128
+    assert parse_reply(protocol.reply(1, protocol.lookup_body(entry_out(), None)))[0] == 16 + 128
     with pytest.raises(ValueError):
-        protocol.lookup_reply(1, b"short", None)
+        protocol.lookup_body(b"short", None)
 
 
 def test_error_reply_has_no_body_and_a_negative_errno():
@@ -95,7 +95,7 @@ def test_header_length_must_match_what_was_read():
 
 def test_filter_reply_concatenates_arguments():
     req = protocol.parse_filter_request(request(READDIR | PRE, read_in()))
-    assert parse_reply(protocol.filter_reply(req, [read_in()]))[3] == read_in()
+    assert protocol.filter_body([read_in(), b"xy"]) == read_in() + b"xy"
 
 
 # ------------------------------------------------------------ mount options
