@@ -23,12 +23,14 @@ context itself (read-only), each argument buffer (writable in PRE, since
 
 Cost: the daemon builds one context per FUSE request, so the layout of a
 request shape (op, phase, argument lengths, flags, arena) is computed once
-and cached in the `Arena` as a `_Layout`: a ready-made image of the header
-plus zeroed windows (one memcpy; the previous run may have written anywhere
-in its writable windows, so they are re-zeroed by that copy), the offsets to
-copy the arguments to, and the region/argument lists.  Per call there is one
-image copy, one copy per argument, one `pack_into` for nodeid/opcode/error_in
-and a small `Context`.  An Arena is reused by every build on its thread, so a
+and cached in the `Arena` as a `_Layout`: a ready-made image of the header,
+the offsets to copy the arguments to, and the region/argument lists.  Per
+call there is one header copy, one copy from the arena's zero block over the
+windows (the previous run may have written anywhere in its writable windows),
+one copy per argument, one `pack_into` for nodeid/opcode/error_in and a small
+`Context`.  Memory is bounded: a layout holds only its ~224-byte header (not
+a zeroed copy of its windows, which made every distinct name length or write
+size cost 8-16 KiB per thread), and at most `MAX_LAYOUTS` are kept per arena.  An Arena is reused by every build on its thread, so a
 `Context` stays valid until the next `build_context` on the same thread (pass
 your own `Arena()` to keep several alive).
 """
@@ -49,7 +51,7 @@ _HEAD = struct.Struct("<QII")       # nodeid, opcode, error_in: the per-request 
 assert _CTX_STRUCT.size == abi.CTX_SIZE
 assert abi.in_arg_offset(0) == 32 and abi.out_arg_offset(0) == 152 and abi.ARG_VALUE == 8
 assert (abi.CTX_NODEID, abi.CTX_OPCODE, abi.CTX_ERROR_IN) == (0, 8, 12)
-MAX_LAYOUTS = 4096                  # per arena; the cache is dropped when it grows past this
+MAX_LAYOUTS = 1024                  # per arena; the cache is dropped when it grows past this
 
 
 def _round(n: int, to: int = 64) -> int:
@@ -67,6 +69,7 @@ class Arena:
         self._buf = (ctypes.c_ubyte * capacity)()
         self.address = ctypes.addressof(self._buf)
         self.view = memoryview(self._buf).cast("B")
+        self.zeros = memoryview(bytes(capacity))   # source of the per-build window reset
         # request shape -> _Layout; layouts hold absolute addresses, so a new block drops them
         self.layouts: dict[tuple, _Layout] = {}
 
@@ -113,7 +116,7 @@ class _Layout:
         self.flags = flags
         self.opcode = spec.number | abi.PHASE_BITS[phase]
         self.total = total
-        self.image = image              # header + zeroed windows, copied in by every build
+        self.image = image              # the header (_CTX_AREA bytes), copied in by every build
         self.in_copies = in_copies      # (input index, start, end) of each buffer-backed input
         self.out_copies = out_copies
         self.args = args                # [(kind, address, size, length, window)] inputs then outputs
@@ -298,7 +301,8 @@ def build_context(op, phase: str, inputs, outputs=None, *,
     if layout is None:
         layout = _new_layout(arena, key, spec, phase, inputs, outputs, flags, sizes)
     view = arena.view
-    view[:layout.total] = layout.image
+    view[:_CTX_AREA] = layout.image
+    view[_CTX_AREA:layout.total] = arena.zeros[_CTX_AREA:layout.total]
     for i, start, end in layout.in_copies:
         view[start:end] = inputs[i]
     for j, start, end in layout.out_copies:
@@ -350,7 +354,7 @@ def _new_layout(arena: Arena, key: tuple, spec: abi.OpSpec, phase: str, inputs, 
     for a in ctx_out:
         values += (a[2] & 0xFFFFFFFF, a[1], 0)
     values += _ZEROS[:3 * (abi.MAX_OUT_ARGS - len(ctx_out))]
-    image = bytearray(total)
+    image = bytearray(_CTX_AREA)
     _CTX_STRUCT.pack_into(image, 0, *values)
     layout = _Layout(arena, spec, phase, flags, total, bytes(image), tuple(copies["in"]),
                      tuple(copies["out"]), built)

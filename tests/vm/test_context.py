@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from fdsl import abi
-from fdsl.vm.context import BUFFER_WINDOW, Arena, build_context
+from fdsl.vm.context import BUFFER_WINDOW, MAX_LAYOUTS, Arena, build_context
 from fdsl.vm.simulate import RequestError, parse_errno, prepare, request_args
 
 
@@ -99,6 +99,39 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         build_context("create", "post", [bytes(16), b"a\0", bytes(128), bytes(16), bytes(8)],
                       [bytes(128), bytes(16)])
+
+
+def test_layout_cache_memory_is_bounded_whatever_the_request_shapes():
+    """Issue 11 item 13: every distinct name length or write size was a new layout holding
+    a zeroed copy of all its windows (8-16 KiB), up to 4096 per thread: a daemon's RSS
+    grew by ~90 MB under load.  Layouts now hold their header only, at most MAX_LAYOUTS."""
+    import tracemalloc
+
+    arena = Arena()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(1, 2500):
+            build_context("write", "post", [bytes(40), n], [bytes(8)], arena=arena)
+            build_context("lookup", "pre", [b"n" * (n % 250 + 1) + b"\0"], arena=arena)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(arena.layouts) <= MAX_LAYOUTS
+    assert held < MAX_LAYOUTS * 2048, f"{held} bytes held by {len(arena.layouts)} layouts"
+
+
+def test_windows_are_zero_again_after_a_program_wrote_into_them():
+    arena = Arena()
+    ctx = build_context("lookup", "post", [b"a\0"], [bytes(128), bytes(32)], arena=arena)
+    for buf in ctx.out_args:
+        ctypes.memset(buf.address, 0xAB, buf.window)
+    again = build_context("lookup", "post", [b"a\0"], [bytes(128), bytes(32)], arena=arena)
+    other = build_context("lookup", "pre", [b"bb\0"], arena=arena)
+    for c in (again, other):
+        for buf in c.in_args + c.out_args:
+            tail = ctypes.string_at(buf.address + buf.length, buf.window - buf.length)
+            assert tail == bytes(len(tail))
 
 
 def test_build_cost_is_small():
