@@ -358,6 +358,7 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
             "policy": cfg.policy,
             "uptime": round(time.time() - stats.started, 1),
             "nodes": len(engine.nodes),
+            "node_fds": engine.nodes.open_fds(),
             "open_handles": len(engine.files),
             "ops": dict(stats.ops),
             "errors": dict(stats.errors),

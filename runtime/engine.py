@@ -28,6 +28,7 @@ where they depend on the caller or count/log.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 import threading
@@ -240,6 +241,9 @@ class Engine:
 
     def _new_fh(self, obj: OpenFile | OpenDir) -> int:
         with self._fh_lock:
+            if len(self.files) >= self.nodes.budget.max_handles:
+                os.close(obj.fd)  # the rest of the fd table is the daemon's reserve
+                raise OSError(errno.ENFILE, "too many open files in this mount")
             fh = self._next_fh
             self._next_fh += 1
             self.files[fh] = obj
@@ -928,6 +932,27 @@ class Engine:
                 except OSError:
                     pass
         self.nodes.close_all()
+
+
+def _in_node_operation(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run an engine entry point as one node-table operation: the node fds it takes
+    stay open until it returns (nodes.NodeTable.operation)."""
+    @functools.wraps(method)
+    def entry_point(self: "Engine", *args: Any, **kwargs: Any) -> Any:
+        state = self.nodes.thread_state()
+        state.depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            state.depth -= 1
+            if not state.depth:
+                self.nodes.end_operation(state)
+    return entry_point
+
+
+for _name, _method in list(vars(Engine).items()):
+    if not _name.startswith("_") and callable(_method) and _name != "close":
+        setattr(Engine, _name, _in_node_operation(_method))
 
 
 def _linkat_empty(src_fd: int, dst_dir_fd: int, new_name: bytes) -> None:

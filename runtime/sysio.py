@@ -121,3 +121,36 @@ def proc_fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
+# --------------------------------------------------------------- file handles
+
+MAX_HANDLE_SZ = 128
+_HANDLE_HEAD = 8                    # struct file_handle: u32 handle_bytes, i32 handle_type
+_libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
+                                    ctypes.POINTER(ctypes.c_int), ctypes.c_int]
+_libc.open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+
+
+def name_to_handle(fd: int) -> tuple[bytes, int]:
+    """(struct file_handle bytes, mount id) of the inode `fd` refers to (O_PATH is fine).
+
+    Raises OSError (EOPNOTSUPP, EOVERFLOW, ...) where the filesystem cannot
+    export handles.  Needs no privilege.
+    """
+    buf = ctypes.create_string_buffer(_HANDLE_HEAD + MAX_HANDLE_SZ)
+    ctypes.c_uint32.from_buffer(buf).value = MAX_HANDLE_SZ
+    mount_id = ctypes.c_int()
+    _check(_libc.name_to_handle_at(fd, b"", buf, ctypes.byref(mount_id), AT_EMPTY_PATH),
+           "name_to_handle_at")
+    size = ctypes.c_uint32.from_buffer(buf).value
+    return buf.raw[:_HANDLE_HEAD + size], mount_id.value
+
+
+def open_by_handle(mount_fd: int, handle: bytes, flags: int) -> int:
+    """open_by_handle_at(2): needs CAP_DAC_READ_SEARCH, so a thread whose fsuid is
+    not 0 (fs capabilities dropped) must switch back to fsuid 0 around it."""
+    return _check(_libc.open_by_handle_at(mount_fd, handle, flags), "open_by_handle_at")
+
+
+def swap_fsuid(uid: int) -> int:
+    """setfsuid returning the previous fsuid (so a caller can put it back)."""
+    return int(_libc.syscall(_NR["setfsuid"], ctypes.c_uint(uid)))

@@ -144,7 +144,8 @@ def mounter():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = ()) -> subprocess.CompletedProcess:
+def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = (),
+           timeout: float = 30) -> subprocess.CompletedProcess:
     """Run Python `code` as uid/gid; it prints its result as JSON on stdout."""
     def demote() -> None:
         os.setgroups(list(groups))
@@ -152,7 +153,7 @@ def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = ()) -> subpr
         os.setuid(uid)
 
     return subprocess.run([USER_PYTHON, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=30, preexec_fn=demote, cwd="/")
+                          text=True, timeout=timeout, preexec_fn=demote, cwd="/")
 
 
 def errno_as(uid: int, gid: int, code: str) -> object:
