@@ -153,4 +153,4 @@ def open_by_handle(mount_fd: int, handle: bytes, flags: int) -> int:
 
 def swap_fsuid(uid: int) -> int:
     """setfsuid returning the previous fsuid (so a caller can put it back)."""
-    return int(_libc.syscall(_NR["setfsuid"], ctypes.c_uint(uid)))
+    return int(_libc.setfsuid(uid))
