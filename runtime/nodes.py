@@ -304,6 +304,9 @@ class NodeTable:
         with self.lock:
             nodeid = self.by_key.get(key)
             node = self.nodes.get(nodeid) if nodeid is not None else None
+            if node is not None and self._reused(node, fd):
+                del self.by_key[key]            # the old node stays until its FORGET
+                node = None
             if node is not None:
                 os.close(fd)
                 if node.program != program and node.nodeid != ROOT_ID:
@@ -320,6 +323,19 @@ class NodeTable:
             self.by_key[key] = node.nodeid
             self._evict()
             return node
+
+    def _reused(self, node: Node, fd: int) -> bool:
+        """Is `fd` a new inode that got the inode number of a deleted one we know?
+
+        While a node's fd is open it keeps its inode (and so its number) alive;
+        an evicted node does not, and the backing fs may give its number to a
+        new file: same (st_dev, st_ino), another file handle (generation)."""
+        if node._fd >= 0 or node.handle is None:
+            return False
+        try:
+            return sysio.name_to_handle(fd)[0] != node.handle
+        except OSError:
+            return False
 
     def forget(self, nodeid: int, count: int) -> None:
         with self.lock:

@@ -96,3 +96,31 @@ def test_budget_leaves_a_reserve():
         assert b.node_cache + b.max_handles + b.reserve <= limit
         assert b.reserve == min(256, limit // 4)
         assert 16 <= b.node_cache <= 16384 and b.max_handles >= 16
+
+
+def test_a_new_inode_with_a_deleted_nodes_inode_number_gets_its_own_node(tree):
+    """An evicted node does not keep its inode alive: the backing fs may give the
+    number to a new file (same st_ino, other generation).  That file must not be
+    taken for the old node, whose handle is stale (ESTALE for every operation)."""
+    table = table_with_root(tree, cache=1)
+    root = table.get(1)
+    old = attach(table, root, "f0")
+    attach(table, root, "f1")                   # evicts f0's fd
+    assert old._fd < 0
+    os.unlink(tree / "f0")
+    for i in range(200):
+        (tree / f"new{i}").write_text("new")
+        if os.stat(tree / f"new{i}").st_ino == old.key[1]:
+            break
+    else:
+        pytest.skip("the filesystem did not reuse the inode number")
+    new = attach(table, root, f"new{i}")
+    assert new is not old and new.key == old.key
+    with table.operation():
+        assert os.fstat(new.fd).st_ino == old.key[1]
+        with pytest.raises(OSError) as stale:
+            old.fd
+    assert stale.value.errno == errno.ESTALE
+    table.forget(old.nodeid, 1)                 # the old node's FORGET leaves the new one
+    assert table.find_key(new.key) is new
+    table.close_all()
