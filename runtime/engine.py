@@ -187,9 +187,9 @@ class PassthroughPolicy:
             backing: Callable[[list], list], caller: Caller, ctx_nodeid: int | None = None) -> list:
         return backing(ins)
 
-    def filter_dirents(self, node: Node, names: list[bytes], offset: int,
-                       caller: Caller) -> list[bytes]:
-        return names
+    def filter_dirents(self, node: Node, listing: list[bytes] | list[tuple[bytes, int, int]],
+                       offset: int, caller: Caller) -> list[bytes]:
+        return [e[0] if isinstance(e, tuple) else e for e in listing]
 
     def has_program(self, node: Node) -> bool:
         return False
@@ -802,8 +802,7 @@ class Engine:
             index = offset - 2
             while index < len(names) and len(out) < limit:
                 chunk = names[index:index + limit]
-                visible = set(self.policy.filter_dirents(
-                    d.node, [n for n, _, _ in chunk], index, caller))
+                visible = set(self.policy.filter_dirents(d.node, chunk, index, caller))
                 for name, ino, dtype in chunk:
                     index += 1
                     if name not in visible:

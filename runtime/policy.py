@@ -86,6 +86,14 @@ def _decode_arg(arg: abi.ArgSpec, raw: bytes | None, original: Any) -> Any:
     return raw
 
 
+def entry_of(entry: bytes | tuple[bytes, int, int]) -> userspace.Dirent:
+    """A listing entry as userspace rules see it: name, ino and d_type when known."""
+    if isinstance(entry, tuple):
+        name, ino, dtype = entry
+        return userspace.Dirent(os.fsdecode(name), ino or 0, dtype or 0)
+    return userspace.Dirent(os.fsdecode(entry))
+
+
 def pack_dirents(names: list[bytes], first_offset: int, capacity: int = abi.DIRENT_BUFFER
                  ) -> tuple[bytes, int]:
     """fuse_dirent records for as many names as fit; returns (bytes, count)."""
@@ -234,7 +242,7 @@ class FilterPolicy:
 
     def run(self, node: Node, op: str, ins: list, outs: list,
             backing: Callable[[list], list], caller: Caller,
-            ctx_nodeid: int | None = None, entries: list[bytes] | None = None,
+            ctx_nodeid: int | None = None, entries: list[tuple[bytes, int, int]] | None = None,
             dropped: set[int] | None = None) -> list:
         """Run one operation through the section 6 sequence; returns the final outputs.
 
@@ -361,19 +369,22 @@ class FilterPolicy:
         return self._apply_writes(spec.inputs, ins, outcome.writes)
 
     def _user_post(self, scope: str, spec: abi.OpSpec, ins: list, outs: list, caller: Caller,
-                   nodeid: int, error_in: int, entries: list[bytes] | None = None,
+                   nodeid: int, error_in: int, entries: list[tuple[bytes, int, int]] | None = None,
                    dropped: set[int] | None = None) -> list:
-        names = [os.fsdecode(n) for n in entries] if entries is not None else None
+        names = [entry_of(n) for n in entries] if entries is not None else None
         fields = self._fields(spec, ins, outs if names is None else outs[:1])
         outcome = self._evaluate(scope, spec, "post", fields, caller, nodeid, error_in, names)
         if dropped is not None:
             dropped.update(outcome.dropped)
         return self._apply_writes(spec.outputs, outs, outcome.writes)
 
-    def filter_dirents(self, node: Node, names: list[bytes], offset: int,
-                       caller: Caller) -> list[bytes]:
+    def filter_dirents(self, node: Node, listing: list[bytes] | list[tuple[bytes, int, int]],
+                       offset: int, caller: Caller) -> list[bytes]:
         """READDIR through the section 6 sequence, one dirent page at a time; the
-        userspace postfilter's `drop` decides which names stay."""
+        userspace postfilter's `drop` decides which names stay.  `listing` holds
+        names, or (name, ino, d_type) triples that `drop entries where` can read."""
+        entries = [e if isinstance(e, tuple) else (e, 0, 0) for e in listing]
+        names = [name for name, _, _ in entries]
         if node.program is None:
             return names
         visible: list[bytes] = []
@@ -382,13 +393,14 @@ class FilterPolicy:
             page, count = pack_dirents(names[start:], offset + start)
             count = max(count, 1)
             chunk = names[start:start + count]
+            described = entries[start:start + count]
             dropped: set[int] = set()
 
             def backing(ins: list, page: bytes = page, chunk: list = chunk) -> list:
                 return [{"offset": offset + start + len(chunk), "again": 0}, page]
 
             self.run(node, "readdir", [{"fh": 0, "offset": offset + start, "size": 4096}],
-                     [{}, b""], backing, caller, entries=chunk, dropped=dropped)
+                     [{}, b""], backing, caller, entries=described, dropped=dropped)
             visible.extend(n for i, n in enumerate(chunk) if i not in dropped)
             start += count
         return visible

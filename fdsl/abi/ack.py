@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fdsl.abi.model import Abi
 
 from fdsl.abi.fuse import (ACCESS_MASK, ACTION_KEEP, ACTION_REMOVE, ACTION_REPLACE, CStruct,
-                           DIRENT_BUFFER, FATTR, FOPEN, FUSE_ACCESS_IN, FUSE_ATTR_OUT,
+                           DIRENT_BUFFER, DIRENT_TYPES, FATTR, FOPEN, FUSE_ACCESS_IN, FUSE_ATTR_OUT,
                            FUSE_COPY_FILE_RANGE_IN, FUSE_CREATE_IN, FUSE_ENTRY_BPF_OUT,
                            FUSE_ENTRY_OUT, FUSE_FALLOCATE_IN, FUSE_FLUSH_IN, FUSE_FSYNC_FDATASYNC,
                            FUSE_FSYNC_IN, FUSE_GETATTR_FH, FUSE_GETATTR_IN, FUSE_GETXATTR_IN,
@@ -404,6 +404,7 @@ HELPER_IDS = {h.name: h.id for h in HELPERS.values()}
 # Every named integer constant a policy may use, in one table.
 NAMED_CONSTANTS: dict[str, int] = {
     **RETURN_BITS, **FATTR, **FOPEN, **OPEN_FLAGS, **MODE_BITS, **ACCESS_MASK, **RENAME_FLAGS,
+    **DIRENT_TYPES,
     "FUSE_FSYNC_FDATASYNC": FUSE_FSYNC_FDATASYNC, "FUSE_GETATTR_FH": FUSE_GETATTR_FH,
     "FUSE_ROOT_ID": FUSE_ROOT_ID, "ACTION_KEEP": ACTION_KEEP,
     "ACTION_REMOVE": ACTION_REMOVE, "ACTION_REPLACE": ACTION_REPLACE,

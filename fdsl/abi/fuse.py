@@ -243,6 +243,9 @@ MODE_BITS = {
     "S_IRWXG": 0o070, "S_IRGRP": 0o040, "S_IWGRP": 0o020, "S_IXGRP": 0o010,
     "S_IRWXO": 0o007, "S_IROTH": 0o004, "S_IWOTH": 0o002, "S_IXOTH": 0o001,
 }
+# struct fuse_dirent `type` (d_type): what a readdir entry is, without a lookup.
+DIRENT_TYPES = {"DT_UNKNOWN": 0, "DT_FIFO": 1, "DT_CHR": 2, "DT_DIR": 4, "DT_BLK": 6, "DT_REG": 8,
+                "DT_LNK": 10, "DT_SOCK": 12, "DT_WHT": 14}
 ACCESS_MASK = {"F_OK": 0, "R_OK": 4, "W_OK": 2, "X_OK": 1}
 RENAME_FLAGS = {"RENAME_NOREPLACE": 1, "RENAME_EXCHANGE": 2, "RENAME_WHITEOUT": 4}
 

@@ -22,7 +22,8 @@ returned `USER_FILTER`.  Node shapes:
                  {"s": "count", "map": m, "key": E|None, "by": E|None}
                  {"s": "store", "map": m, "key": E, "v": E}   (`m[key] = v`, BPF_ANY)
                  {"s": "log", "fmt": f, "args": [E...]}
-                 {"s": "drop", "where": E}   (readdir: drop entries whose name matches)
+                 {"s": "drop", "where": E}   (readdir: drop entries matching E; fields
+                                              "name", "ino", "type" are the entry's)
 
 Predicate calls and constants are inlined at serialization time, so the tree
 is self-contained.
@@ -123,6 +124,15 @@ class LocalMaps:
 
 # ------------------------------------------------------------------ evaluation
 
+@dataclass(frozen=True)
+class Dirent:
+    """One readdir entry as `drop entries where` sees it (struct fuse_dirent)."""
+
+    name: str
+    ino: int = 0
+    type: int = 0              # DT_* (d_type); 0 = DT_UNKNOWN
+
+
 @dataclass
 class Request:
     """One userspace filter request as the daemon sees it (decoded fields)."""
@@ -136,7 +146,7 @@ class Request:
     tgid: int = 0
     nodeid: int = 0
     error: int = 0                     # positive errno of the backing op (POST), 0 = success
-    entries: list[str] | None = None   # readdir POST: entry names, in order
+    entries: list[str | Dirent] | None = None   # readdir POST: the entries, in order
     sizes: dict[str, int] = field(default_factory=dict)   # argument byte sizes ("value": 12)
 
 
@@ -249,17 +259,20 @@ class Evaluator:
         self.out.writes[path] = value
 
     def drop(self, pred: dict, env: dict[str, Any]) -> None:
-        for index, name in enumerate(self.req.entries or []):
+        for index, entry in enumerate(self.req.entries or []):
             if index in self.out.dropped:
                 continue
-            if self.eval(pred, {**env, "\0name": name}):
+            if isinstance(entry, str):
+                entry = Dirent(entry)
+            if self.eval(pred, {**env, "\0name": entry.name, "\0ino": entry.ino,
+                                "\0type": entry.type}):
                 self.out.dropped.append(index)
 
     def field(self, path: str, env: dict[str, Any] | None = None) -> Any:
         if path in self.out.writes:
             return self.out.writes[path]
-        if env and path == "name" and "\0name" in env:
-            return env["\0name"]
+        if env and "\0" + path in env:    # inside `drop entries where`: the entry's name, ino, type
+            return env["\0" + path]
         if path not in self.req.fields:
             raise KeyError(f"field {path!r} not in the {self.req.op} {self.req.phase} request")
         return self.req.fields[path]

@@ -190,7 +190,7 @@ class FilterServer:
             ins = [_decode(req.op.inputs[0], req.inputs[0])]
             self.policy._user_post(node.scope.rules_scope, req.op, ins, [read_out, b""],
                                    self._caller(req), req.header.nodeid, req.error_in,
-                                   [e.name for e in entries], dropped)
+                                   [(e.name, e.ino, e.type) for e in entries], dropped)
         except (OSError, protocol.ProtocolError) as err:
             log.warning("readdir postfilter on node %d failed (%s): listing ended",
                         req.header.nodeid, err)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from fdsl import abi
 from fdsl.lang import ast as A
 from fdsl.lang.diagnostics import Diagnostics, Span
-from fdsl.lang.passes.common import (ARGUMENT_NAMES, BUILTIN_TYPES, EQ_OPS, STRING_FIELDS, all_rules,
+from fdsl.lang.passes.common import (ARGUMENT_NAMES, BUILTIN_TYPES, ENTRY_FIELDS, EQ_OPS, STRING_FIELDS, all_rules,
                                      reserved, similar)
 from fdsl.lang.passes.visitor import Unit, Visitor
 
@@ -77,6 +77,7 @@ class Binder(Visitor):
         self.params: list[str] | None = None            # inside a predicate body
         self.calls: dict[int, list[tuple[A.Ident | A.Call, A.PredDecl]]] = {}
         self.current_pred: A.PredDecl | None = None
+        self.in_entry = False                           # inside `drop entries where`
 
     # ------------------------------------------------------------ driver
     def bind_policy(self, policy: A.Policy) -> None:
@@ -126,6 +127,14 @@ class Binder(Visitor):
             self.diags.error(f"'{s.name}' is already defined in this block", s.span,
                              notes=[("previous definition here", scope[s.name].span)])
         scope[s.name] = s
+        return s
+
+    def visit_DropEntries(self, s: A.DropEntries) -> A.DropEntries:
+        self.in_entry = True
+        try:
+            s.pred = self.visit(s.pred)
+        finally:
+            self.in_entry = False
         return s
 
     def visit_Assign(self, s: A.Assign) -> A.Assign:
@@ -294,7 +303,7 @@ class Binder(Visitor):
             self.diags.error(f"counter '{name}' cannot be used as a value", e.span)
         elif name in BUILTIN_TYPES:
             e.ref = A.BuiltinRef(name)
-        elif name in ARGUMENT_NAMES:
+        elif name in ARGUMENT_NAMES or (self.in_entry and name in ENTRY_FIELDS):
             return A.FieldRef(e.span, (name,))
         elif name in abi.ERRNOS:
             e.ref = A.ErrnoRef(abi.ERRNOS[name])

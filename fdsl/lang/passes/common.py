@@ -24,6 +24,8 @@ STRING_FIELDS = ("name", "newname", "target")
 # (`value`, `data`, ...), which exist for their size (reading the bytes is refused).
 ARGUMENT_NAMES = frozenset(a.alias for op in abi.OPS.values() for a in (*op.inputs, *op.outputs)
                            if a.kind != "struct")
+# Inside `drop entries where`: the entry's attributes besides `name` (struct fuse_dirent).
+ENTRY_FIELDS: dict[str, A.Type] = {"ino": A.Type("int", 64), "type": A.Type("int", 32)}
 MASK64 = (1 << 64) - 1
 ORDER_OPS = {"<", "<=", ">", ">="}
 EQ_OPS = {"==", "!="}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fdsl import abi
 from fdsl.lang import ast as A
-from fdsl.lang.passes.common import (BUILTIN_TYPES, Request, all_rules, field_type, no_request,
+from fdsl.lang.passes.common import (BUILTIN_TYPES, ENTRY_FIELDS, Request, all_rules, field_type, no_request,
                                      op_list, rule_request, similar)
 from fdsl.lang.passes.visitor import InliningVisitor, Unit
 
@@ -72,6 +72,9 @@ class Fields(InliningVisitor):
     def visit_FieldRef(self, ref: A.FieldRef) -> A.Expr:
         if self.request.entry and ref.path == ("name",):
             ref.ty = A.STRING              # the dirent's name, not an argument
+            return ref
+        if self.request.entry and len(ref.path) == 1 and ref.path[0] in ENTRY_FIELDS:
+            ref.ty = ENTRY_FIELDS[ref.path[0]]     # the dirent's ino / type
             return ref
         locs = self.locations(ref)
         if locs is None:
