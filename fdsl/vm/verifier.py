@@ -33,9 +33,18 @@ ACK's (section 4.1 of the ABI spec):
   aligned) are accepted on map values, writable buffers and the stack, because
   clang emits them for `__sync_fetch_and_add` on map counters.
 
-Limits: programs of at most `MAX_PROGRAM_SLOTS` slots, at most
-`MAX_PROCESSED_INSNS` instructions processed over all paths (the kernel's
-1M "processed insns" budget).
+Limits (the kernel's complexity limits, and one for the work pruning itself
+costs here; each rejection names the limit it hit): programs of at most
+`MAX_PROGRAM_SLOTS` slots; at most `MAX_PROCESSED_INSNS` instructions processed
+over all paths (the kernel's 1M "processed insns" budget); at most
+`MAX_PENDING_BRANCHES` branch states waiting to be explored (the kernel's
+8192-jump sequence limit); at most `MAX_TOTAL_STATES` states stored for pruning;
+at most `MAX_WORK` units of work, one per instruction processed and one per
+stored state a new state is compared with (pruning is what explodes: a
+49-instruction program with 2^n distinct valid paths took minutes).  Like the
+kernel (BPF_COMPLEXITY_LIMIT_STATES), a join point keeps at most
+`MAX_STATES_PER_INSN` states; later ones are explored but not stored, so one
+prune costs at most that many comparisons.
 
 Abstract domain (per path): each register is NOT_INIT, a scalar (a known
 64-bit constant or unknown), or a pointer kind with a constant offset (ctx,
@@ -81,9 +90,14 @@ from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, CTX, KIND_NAMES, MAP_PTR, MA
                                     mark_null, similarity, subsumes)
 
 __all__ = ["verify", "verify_object", "VerifiedProgram", "AccessCheck", "PtrKind", "MAX_PROGRAM_SLOTS",
-           "MAX_PROCESSED_INSNS"]
+           "MAX_PROCESSED_INSNS", "MAX_PENDING_BRANCHES", "MAX_TOTAL_STATES", "MAX_STATES_PER_INSN",
+           "MAX_WORK"]
 
 MAX_PROCESSED_INSNS = 1_000_000
+MAX_PENDING_BRANCHES = 8192
+MAX_TOTAL_STATES = 32768
+MAX_STATES_PER_INSN = 64
+MAX_WORK = 500_000
 WIDEN_AFTER = 8
 STACK_SIZE = abi.STACK_SIZE
 MAX_PTR_OFF = 1 << 29          # keep offsets small integers, like the kernel's BPF_MAX_VAR_OFF
@@ -114,6 +128,7 @@ class VerifiedProgram:
     helpers_used: frozenset[int] = field(default_factory=frozenset)
     widenings: int = 0
     rollbacks: int = 0
+    work: int = 0                   # units counted against MAX_WORK
 
 
 # ------------------------------------------------------------------- API
@@ -193,6 +208,7 @@ class _Verifier(HelperCalls):
         self.cur_tags: tuple = ()
         self.widenings = 0
         self.rollbacks = 0
+        self.work = 0
 
     def fail(self, pc: int, reason: str) -> VerifierError:
         return VerifierError(self.section, pc, reason)
@@ -209,7 +225,8 @@ class _Verifier(HelperCalls):
             mem_kinds=kinds, checks={pc: access_check(ks) for pc, ks in kinds.items()},
             dead=dead,
             stack_depth=-self.min_stack, processed=self.processed, states=self.state_count,
-            helpers_used=frozenset(self.helpers), widenings=self.widenings, rollbacks=self.rollbacks)
+            helpers_used=frozenset(self.helpers), widenings=self.widenings, rollbacks=self.rollbacks,
+            work=self.work)
 
     # -------------------------------------------------------- exploration
 
@@ -228,9 +245,19 @@ class _Verifier(HelperCalls):
                     raise
                 self._rollback(self.cur_tags[-1], work)
 
+    def _too_complex(self, pc: int, what: str, limit: int, name: str) -> VerifierError:
+        return self.fail(pc, f"program too complex: more than {limit} {what} ({name})")
+
+    def _spend(self, pc: int, units: int) -> None:
+        self.work += units
+        if self.work > MAX_WORK:
+            raise self._too_complex(pc, "units of verification work (instructions processed plus "
+                                    "state comparisons)", MAX_WORK, "MAX_WORK")
+
     def _rollback(self, origin: Origin, work: list[tuple[int, State]]) -> None:
         """A widened state failed: forget everything derived from it, go precise."""
         self.rollbacks += 1
+        self._spend(origin.pc, len(work) + self.state_count)
         work[:] = [(pc, s) for pc, s in work if origin not in s.tags]
         for pc, entries in self.explored.items():
             entries[:] = [(s, tags) for s, tags in entries if origin not in tags]
@@ -243,7 +270,9 @@ class _Verifier(HelperCalls):
         while True:
             self.processed += 1
             if self.processed > MAX_PROCESSED_INSNS:
-                raise self.fail(pc, f"program too complex: more than {MAX_PROCESSED_INSNS} insns processed")
+                raise self._too_complex(pc, "instructions processed", MAX_PROCESSED_INSNS,
+                                        "MAX_PROCESSED_INSNS")
+            self._spend(pc, 1)
             if pc in prune_points:
                 pruned, st = self._prune(pc, st)
                 if pruned:
@@ -279,6 +308,9 @@ class _Verifier(HelperCalls):
                 taken, fall = self._cond_jump(pc, insn, st)
                 target = insn.jump_target(pc)
                 if taken is not None and fall is not None:
+                    if len(work) >= MAX_PENDING_BRANCHES:
+                        raise self._too_complex(pc, "branches pending exploration",
+                                                MAX_PENDING_BRANCHES, "MAX_PENDING_BRANCHES")
                     work.append((target, taken))
                     st, pc = fall, pc + 1
                 elif taken is not None:
@@ -294,11 +326,13 @@ class _Verifier(HelperCalls):
             if not live >> r & 1 and regs[r].kind != NOT_INIT:
                 regs[r] = UNINIT
         entries = self.explored.setdefault(pc, [])
+        self._spend(pc, len(entries))
         for old, _tags in entries:
             if subsumes(old, st):
                 return True, st
         if len(entries) >= WIDEN_AFTER and pc not in self.no_widen:
             # join with the most similar recent state, so unrelated constants survive
+            self._spend(pc, min(len(entries), 16) + 1)   # similarity to each, then a join
             partner = max(entries[-16:], key=lambda e: similarity(e[0], st))[0]
             wide = join(partner, st)
             self.widenings += 1
@@ -308,6 +342,10 @@ class _Verifier(HelperCalls):
             wide.tags = st.tags + (origin,)
             self.cur_tags = wide.tags
             st = wide
+        if len(entries) >= MAX_STATES_PER_INSN:
+            return False, st          # explored, not stored (the kernel's per-insn cap)
+        if self.state_count >= MAX_TOTAL_STATES:
+            raise self._too_complex(pc, "verifier states stored", MAX_TOTAL_STATES, "MAX_TOTAL_STATES")
         entries.append((st.copy(), st.tags))
         self.state_count += 1
         return False, st
