@@ -123,8 +123,8 @@ class _Builder(Transformer):
 
     # -- helpers
     def span(self, *parts: Any) -> Span:
-        spans = [self._span_of(p) for p in parts if p is not None]
-        spans = [s for s in spans if s is not None]
+        found = [self._span_of(p) for p in parts if p is not None]
+        spans = [s for s in found if s is not None]
         if not spans:
             return Span.unknown(self.file)
         first, last = spans[0], spans[-1]
@@ -132,7 +132,7 @@ class _Builder(Transformer):
 
     def _span_of(self, part: Any) -> Span | None:
         if isinstance(part, Token):
-            if part.line is None:
+            if part.line is None or part.column is None:
                 return None
             return Span(self.file, part.line, part.column, part.end_line or part.line,
                         part.end_column or part.column + 1)
@@ -148,7 +148,7 @@ class _Builder(Transformer):
         return unescape(tok, self.span(tok), self.diags)
 
     @staticmethod
-    def nodes(ch: list, kind: type = A.Node) -> list:
+    def nodes(ch: list, kind: type | tuple[type, ...] = A.Node) -> list:
         return [c for c in ch if isinstance(c, kind)]
 
     # -- top level
@@ -366,7 +366,7 @@ class _Builder(Transformer):
         return A.SetLit(self.whole(ch), self.nodes(ch, A.Expr))
 
 
-def as_field(target: A.Node) -> A.FieldRef:
+def as_field(target: A.Ident | A.FieldRef) -> A.FieldRef:
     """Assignment targets are always fields; a bare name `uid` becomes path ("uid",)."""
     if isinstance(target, A.Ident):
         return A.FieldRef(target.span, (target.name,))
@@ -544,8 +544,9 @@ def _end_span(text: str, file: str) -> Span:
 def _syntax_diag(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
     """One friendly diagnostic for a lark lexing or parsing error."""
     if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if 0 <= err.pos_in_stream < len(text) else "?"
-        span = Span(file, err.line, err.column, err.line, err.column + 1)
+        pos, line, column = err.pos_in_stream or 0, err.line or 1, err.column or 1
+        ch = text[pos] if 0 <= pos < len(text) else "?"
+        span = Span(file, line, column, line, column + 1)
         if ch == '"':
             return _error("unterminated string literal", span, 'close the string with \'"\' on the same line')
         if ch == "'":
@@ -554,10 +555,10 @@ def _syntax_diag(err: UnexpectedInput, text: str, file: str) -> Diagnostic:
         return _error(f"unexpected character '{shown}'", span)
     assert isinstance(err, (UnexpectedToken, UnexpectedEOF))
     tok = err.token if isinstance(err, UnexpectedToken) else Token("$END", "")
-    if tok.type == "$END" or tok.line is None or tok.line < 1:
+    if tok.type == "$END" or tok.line is None or tok.line < 1 or tok.column is None:
         span = _end_span(text, file)
     else:
-        end_col = tok.end_column if tok.end_line == tok.line else tok.column + 1
+        end_col = tok.end_column if tok.end_line == tok.line and tok.end_column else tok.column + 1
         span = Span(file, tok.line, tok.column, tok.line, end_col)
     expected = getattr(err, "expected", None) or getattr(err, "accepts", None) or set()
     message = f"unexpected {_token_text(tok)}"
