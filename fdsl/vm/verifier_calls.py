@@ -3,7 +3,9 @@
 Argument kinds (see `fdsl.abi.ack.HelperSpec`): "map" an ld_imm64 map pointer,
 "key"/"value" initialised memory of that map's key/value size, "scalar", and
 trace_printk's "fmt"/"size"/"any" (a verification-time constant format on the
-stack whose conversions say what r3-r5 must be).  The return kind gives r0.
+stack whose conversions say what r3-r5 must be: a number for every conversion
+but `%s`, whose argument must be a request's argument buffer, so no address or
+spilled pointer byte is ever printed).  The return kind gives r0.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from fdsl import abi
 from fdsl.errors import VerifierError
 from fdsl.vm.isa import Insn
 from fdsl.vm.semantics import sext
-from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL, MEMORY_KINDS,
+from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
                                     NOT_INIT, SCALAR, SPILL, STACK, UNINIT, UNKNOWN, Reg, State)
 
 STACK_SIZE = abi.STACK_SIZE
@@ -162,8 +164,15 @@ class HelperCalls:
             if reg.kind == NOT_INIT:
                 raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is uninitialised")
             if kind == "s":
-                if reg.kind not in MEMORY_KINDS:
-                    raise self.fail(pc, f"trace_printk %s argument r{r} must point to memory, got {reg.describe()}")
-                if reg.off and reg.kind in (BUF_RO, BUF_RW):
+                # only a request's name/data buffer: the stack may hold spilled pointers
+                # whose bytes %s would print
+                if reg.kind not in (BUF_RO, BUF_RW):
+                    raise self.fail(pc, f"trace_printk %s argument r{r} must be an argument buffer "
+                                    f"(a name), got {reg.describe()}")
+                if reg.off:
                     raise self.fail(pc, BUF_OFF_REASON.format(r=r, off=reg.off))
                 self._check_range(pc, reg, reg.off, 1)
+            elif reg.kind != SCALAR:
+                # pointers never leave the program: %llx/%p of one would print an address
+                raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is a pointer "
+                                f"({reg.describe()}); only numbers, and %s of a name, can be printed")

@@ -469,8 +469,20 @@ def fmt_on_stack(text: bytes = FMT) -> list[Insn]:
 
 def test_trace_printk_accepted():
     ok(fmt_on_stack(), mov(2, len(FMT)), mov(3, 42), call(6), EXIT)
-    ok(fmt_on_stack(b"%s\0"), mov(2, 3), ldx(DW, 3, 1, 0), ldx(DW, 3, 1, 0), movr(3, 10),
-       alu(isa.BPF_ADD, 3, -8), mov(2, 3), call(6), EXIT)
+    ok(movr(6, 1), fmt_on_stack(b"%s\0"), mov(2, 3), ldx(DW, 3, 6, IN0), call(6), EXIT)
+
+
+@pytest.mark.parametrize("fmt, setup", [
+    (b"%llx", [movr(3, 6)]),                                    # the context address
+    (b"%p\0", [movr(3, 10)]),                                   # a stack address
+    (b"%d\0", [ldx(DW, 3, 6, IN0)]),                            # a buffer address as a number
+    (b"%lu", [*ld_map(3, 0)]),                                  # a map pointer
+    (b"%s\0", [movr(3, 10), alu(isa.BPF_ADD, 3, -8)]),           # %s of the stack (spills)
+])
+def test_trace_printk_never_prints_a_pointer(fmt, setup):
+    """Pointers never leave the program (issue 11, item 14): %s only of an argument buffer."""
+    err = rejected(movr(6, 1), fmt_on_stack(fmt), *setup, mov(2, len(fmt)), call(6), RET0)
+    assert "pointer" in err.reason or "argument buffer" in err.reason
 
 
 def test_trace_printk_wrong_arguments():
