@@ -52,7 +52,8 @@ read-only buffer, writable buffer, stack, map value, map value-or-NULL with an
 id for the NULL check, map pointer).  The 512-byte stack is tracked per byte:
 uninitialised, initialised-unknown, known value, or part of an 8-byte
 pointer spill.  Known stack bytes let trace_printk formats be parsed, so its
-arguments are checked (count, initialised, `%s` needs a pointer into memory);
+arguments are checked (count, initialised, a number for each conversion but
+`%s`, whose argument must be an argument buffer: no address is ever printed);
 a format that is not a verification-time constant is rejected (the kernel
 accepts it, but then the helper would dereference whatever r3-r5 hold).
 `%s` pointers may still be NULL buffers or lack a NUL inside their region:
