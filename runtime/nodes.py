@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import errno
 import os
 import resource
@@ -64,8 +65,14 @@ class FdBudget:
 
     @classmethod
     def current(cls) -> "FdBudget":
+        """From the soft RLIMIT_NOFILE; $FDSL_NODE_FD_CACHE (if set) sizes the node cache
+        instead (tests run whole mounts with a cache of 1 to exercise reopening)."""
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        return cls.for_limit(1 << 20 if soft == resource.RLIM_INFINITY else soft)
+        budget = cls.for_limit(1 << 20 if soft == resource.RLIM_INFINITY else soft)
+        override = os.environ.get("FDSL_NODE_FD_CACHE", "")
+        if override.isdigit() and int(override) > 0:
+            budget = dataclasses.replace(budget, node_cache=min(int(override), budget.node_cache))
+        return budget
 
 
 @dataclass(eq=False)

@@ -13,6 +13,9 @@ Implementations (parameter of the session fixture `posix_mount`):
 
 * ``fdsl``   -- ``fdsl mount -f -o allow_other EMPTY.fdsl BACKING MNT``; skipped
   with a reason while ``fdsl mount --help`` does not work;
+* ``fdsl-fdcache1`` -- the same with ``FDSL_NODE_FD_CACHE=1``: the daemon keeps
+  one node fd open and reopens every other node by file handle, so every
+  operation runs on reopened (and evicted-while-unused) inodes;
 * ``bindfs`` -- ``bindfs -f -o allow_other BACKING MNT``, a reference that
   validates the tests themselves.  Where bindfs does not meet a POSIX
   expectation the test is marked xfail for bindfs only (``ws.xfail_on``).
@@ -49,7 +52,7 @@ from typing import Any, Callable
 
 import pytest
 
-IMPLS = ("fdsl", "bindfs")
+IMPLS = ("fdsl", "fdsl-fdcache1", "bindfs")
 MOUNT_TIMEOUT = 10.0        # seconds until the mount point must be mounted
 OP_TIMEOUT = 60.0           # seconds one forked operation may take
 
@@ -382,7 +385,8 @@ def posix_base():
 @pytest.fixture(scope="session", params=IMPLS)
 def posix_mount(request, posix_base):
     impl = request.param
-    if impl == "fdsl":
+    env = {**os.environ, "FDSL_NODE_FD_CACHE": "1"} if impl == "fdsl-fdcache1" else None
+    if impl.startswith("fdsl"):
         reason = _fdsl_mount_unavailable()
         if reason:
             pytest.skip(reason)
@@ -396,7 +400,7 @@ def posix_mount(request, posix_base):
         d.mkdir(mode=0o755)
         d.chmod(0o755)
     log = root / "daemon.log"
-    if impl == "fdsl":
+    if impl.startswith("fdsl"):
         policy = root / "empty.fdsl"
         policy.write_text("")
         argv = [str(fdsl_executable()), "mount", "-f", "-o", "allow_other",
@@ -404,7 +408,8 @@ def posix_mount(request, posix_base):
     else:
         argv = ["bindfs", "-f", "-o", "allow_other", str(backing), str(mnt)]
     with open(log, "wb") as logf:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                env=env)
     m = Mount(impl, backing, mnt, proc, log)
     try:
         deadline = time.monotonic() + MOUNT_TIMEOUT
@@ -515,7 +520,7 @@ class Workspace:
 
         `timing`: the deviation depends on a cache timer (e.g. bindfs's 1 s
         attribute cache), so a run may pass: not strict."""
-        assert impl != "fdsl", "fdsl failures are reported, not xfailed"
+        assert not impl.startswith("fdsl"), "fdsl failures are reported, not xfailed"
         if self.impl == impl:
             self._request.applymarker(pytest.mark.xfail(reason=f"{impl}: {reason}",
                                                         strict=not timing))

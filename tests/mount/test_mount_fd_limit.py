@@ -155,3 +155,30 @@ def test_open_files_leave_the_daemon_a_reserve(mounter, posix_users):
     assert sorted(os.listdir(m.mnt)) == ["home"]
     assert m.stats()["open_handles"] == 0
     assert m.alive()
+
+
+def test_operations_on_two_evicted_nodes_with_a_cache_of_one(mounter):
+    """With one cached fd, renaming or linking between two directories reopens both:
+    the first fd must stay open (pinned) while the second is reopened."""
+    backing, mnt = mounter.dirs()
+    for d in ("a", "b", "c"):
+        (backing / d).mkdir()
+    (backing / "a" / "x").write_text("x")
+    (backing / "c" / "y").write_text("y")
+    env = {**os.environ, "FDSL_NODE_FD_CACHE": "1"}
+    proc = subprocess.run([*FDSL, "mount", "-o", "attr_timeout=0,entry_timeout=0", "",
+                           str(backing), str(mnt)], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env=env)
+    m = Mount(backing, mnt)
+    mounter.mounts.append(m)
+    assert proc.returncode == 0, proc.stderr
+    m.pid = m.stats()["pid"]
+    for _ in range(3):
+        os.rename(mnt / "a" / "x", mnt / "b" / "x")
+        os.link(mnt / "c" / "y", mnt / "b" / "y")
+        os.rename(mnt / "b" / "x", mnt / "a" / "x")
+        os.unlink(mnt / "b" / "y")
+    assert (backing / "a" / "x").read_text() == "x" and os.listdir(backing / "b") == []
+    assert sorted(os.listdir(mnt / "c")) == ["y"] and (mnt / "c" / "y").read_text() == "y"
+    assert m.stats()["node_fds"] <= 1 + 1 + 2    # cache + root + mount fd (+ one pinned)
+    assert m.alive()
