@@ -27,6 +27,11 @@ from fdsl.vm.maps import MapTable
 
 BACKENDS = ("jit", "interp", "auto")
 LOG_LINES = 1000
+# Programs above this many slots are served by the interpreter whatever the backend:
+# LLVM's time and memory grow faster than the code (20k slots took minutes and
+# 320 MB here, 100k 326 s and 640 MB), and a program that big is rare (the compiler's
+# hide_secrets example is ~5k).  `jit_skipped` records each one.
+MAX_JIT_SLOTS = 8192
 
 
 
@@ -64,6 +69,9 @@ class FilterSet:
       (`jit_errors`).  `wait_jit()` blocks until the background work is done;
       `backend_of(section)` says which VM serves a program now.
 
+    In every mode a program of more than `MAX_JIT_SLOTS` slots stays on the
+    interpreter (`jit_skipped` says why), so no load waits minutes for LLVM.
+
     `load` only fails for load/verifier errors, in every mode.
     """
 
@@ -75,6 +83,7 @@ class FilterSet:
         self.backend = backend
         self._runners = {name: lp.vm.run for name, lp in programs.items()}
         self.jit_errors: dict[str, Exception] = {}
+        self.jit_skipped: dict[str, str] = {}
         self.rejected: dict[str, VerifierError] = {}
         self._jit_done = threading.Event()
         self._jit_done.set()
@@ -99,12 +108,15 @@ class FilterSet:
         runtime = Runtime(MapTable(obj.maps), LogSink(log_lines, log_callback))
         programs = {}
         for name, vp in verified.items():
-            if backend == "jit":
+            if backend == "jit" and not _too_big_to_jit(vp):
                 vm = _jit_for(vp, runtime, budget)
             else:
                 vm = Interpreter(vp.insns, runtime, budget=budget)
             programs[name] = LoadedProgram(name, vp, vm)
         filters = cls(obj, programs, runtime, backend)
+        if backend != "interp":
+            filters.jit_skipped = {name: why for name, vp in verified.items()
+                                   if (why := _too_big_to_jit(vp))}
         for name, why in rejected.items():
             filters.rejected[name] = why
             filters._runners[name] = _rejected_runner(why)
@@ -123,6 +135,8 @@ class FilterSet:
         atomic for the readers in `run`)."""
         try:
             for name, lp in list(self.programs.items()):
+                if name in self.jit_skipped:
+                    continue
                 try:
                     vm = _jit_for(lp.verified, self.runtime, budget)
                 except Exception as err:   # keep serving with the interpreter
@@ -182,6 +196,14 @@ def _rejected_runner(error: VerifierError) -> Callable[..., int]:
     def run(ctx, caller) -> int:
         raise ProgramRejected(error)
     return run
+
+
+def _too_big_to_jit(vp: verifier.VerifiedProgram) -> str:
+    """Why the interpreter serves this program even under the JIT backends ("" if not)."""
+    if len(vp.insns) > MAX_JIT_SLOTS:
+        return (f"{len(vp.insns)} slots, more than MAX_JIT_SLOTS ({MAX_JIT_SLOTS}): "
+                "served by the interpreter")
+    return ""
 
 
 def _jit_for(vp: verifier.VerifiedProgram, runtime: Runtime, budget: int):
