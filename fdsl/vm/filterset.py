@@ -115,8 +115,8 @@ class FilterSet:
             programs[name] = LoadedProgram(name, vp, vm)
         filters = cls(obj, programs, runtime, backend)
         if backend != "interp":
-            filters.jit_skipped = {name: why for name, vp in verified.items()
-                                   if (why := _too_big_to_jit(vp))}
+            filters.jit_skipped = {name: reason for name, vp in verified.items()
+                                   if (reason := _too_big_to_jit(vp))}
         for name, why in rejected.items():
             filters.rejected[name] = why
             filters._runners[name] = _rejected_runner(why)
