@@ -102,6 +102,18 @@ def ret(*body) -> list[Insn]:
     return prog(*body, EXIT)
 
 
+def explosion(n: int) -> list[Insn]:
+    """The verifier's worst case (issue 11, item 7): n diamonds each write 'a' or 'b' into
+    byte i of a trace_printk format, so every path has a different valid format and a
+    widened (unknown) format is refused: widening rolls back, 2^n precise states meet."""
+    insns = [ldx(W, 6, 1, 8), st(DW, 10, -8, 0)]
+    insns += [st(DW, 10, -16 - 8 * k, 0x2020202020202020) for k in range(8)]
+    for i in range(n):
+        insns += [jmp(isa.BPF_JSET, 6, 1 << (i % 32), 2), st(B, 10, -72 + i, 97), ja(1),
+                  st(B, 10, -72 + i, 98)]
+    return insns + [movr(1, 10), alu(isa.BPF_ADD, 1, -72), mov(2, 72), call(6), mov(0, 0), EXIT]
+
+
 def sample_context():
     """A LOOKUP|PRE context with the name "hello" (in_args[0]) and its regions."""
     return build_context("lookup", "pre", [b"hello\0"], nodeid=5)

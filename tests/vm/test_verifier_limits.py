@@ -11,19 +11,8 @@ from fdsl.vm import isa, verifier
 from fdsl.vm.verifier import verify
 from fdsl.errors import VerifierError
 
-from test_verifier import B, DW, MAPS, RET0, EXIT, W, alu, call, ja, jmp, ldx, mov, movr, st_imm
-
-
-def explosion(n: int) -> list:
-    """n diamonds each write 'a' or 'b' into byte i of a trace_printk format: every path
-    has a different valid format, a widened (unknown) format is refused, so widening
-    rolls back and 2^n precise states meet at each join."""
-    insns = [ldx(W, 6, 1, 8), st_imm(DW, 10, -8, 0)]
-    insns += [st_imm(DW, 10, -16 - 8 * k, 0x2020202020202020) for k in range(8)]
-    for i in range(n):
-        insns += [jmp(isa.BPF_JSET, 6, 1 << (i % 32), 2), st_imm(B, 10, -72 + i, 97), ja(1),
-                  st_imm(B, 10, -72 + i, 98)]
-    return insns + [movr(1, 10), alu(isa.BPF_ADD, 1, -72), mov(2, 72), call(6), mov(0, 0), EXIT]
+from test_verifier import B, DW, MAPS, RET0, W, alu, call, ja, jmp, ldx, mov, movr, st_imm
+from vm_util import explosion
 
 
 def test_state_explosion_is_rejected_naming_the_work_limit():
