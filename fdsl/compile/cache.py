@@ -139,6 +139,7 @@ def compile_cached(data: bytes, path: str, include_dirs: Sequence[str] = ()) -> 
     from fdsl.compile import driver
 
     result = driver.compile_source(data, path, want_asm=False, include_dirs=include_dirs)
-    included = [f for f in result.sources.texts if f != path and not f.startswith("<")]
+    texts = result.sources.texts if result.sources is not None else {}
+    included = [f for f in texts if f != path and not f.startswith("<")]
     store(data, path, include_dirs, result.obj, included)
     return result.obj, False
