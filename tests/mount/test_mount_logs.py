@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mounting import FDSL, ROOT, fdsl, mounter, needs_fuse  # noqa: F401
+from mounting import FDSL, ROOT, Mount, cleanup, fdsl, is_mounted, mounter, needs_fuse  # noqa: F401
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -76,3 +76,26 @@ def test_stats_follow_tails_new_lines_until_unmount(mounter, policy):
         if follower.poll() is None:
             follower.kill()
             follower.wait()
+
+
+def test_foreground_prints_log_lines_on_stderr(mounter, policy):
+    backing, mnt = mounter.dirs()
+    (backing / "f").write_text("x")
+    daemon = subprocess.Popen([*FDSL, "mount", "-f", "-o", "attr_timeout=0,entry_timeout=0",
+                               str(policy), str(backing), str(mnt)], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    m = Mount(backing, mnt, daemon.pid)
+    try:
+        deadline = time.monotonic() + 30
+        while not is_mounted(mnt) and time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.05)
+        assert is_mounted(mnt), daemon.stderr.read() if daemon.poll() is not None else "slow"
+        _stat_once(mnt)
+        fdsl("umount", mnt, check=True)
+        assert daemon.wait(timeout=15) == 0
+        assert "fdsl.policy INFO getattr by uid 0" in daemon.stderr.read()
+    finally:
+        cleanup(m)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
