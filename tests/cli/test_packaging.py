@@ -59,3 +59,17 @@ def test_license_file_is_the_declared_license():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["license"] == "GPL-2.0-only" and project["license-files"] == ["LICENSE"]
     assert "GNU GENERAL PUBLIC LICENSE" in text and "Version 2, June 1991" in text
+
+
+def test_plain_checkout_imports_the_mapped_subpackages():
+    """Without the install (no site, so no editable finder) fdsl.runtime and fdsl.grammar
+    still resolve from the repo root."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
+            "import fdsl.runtime.mounttable, fdsl.grammar; print(fdsl.runtime.mounttable.__file__)")
+    proc = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(ROOT / "runtime" / "mounttable.py")
