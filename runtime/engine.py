@@ -581,7 +581,11 @@ class Engine:
         node = self.nodes.get(entry.nodeid)
         if outs and outs[0].get("nodeid"):
             node.bpf_nodeid = outs[0]["nodeid"]
-        fh = self._new_fh(OpenFile(made["fd"], node, caller, flags))
+        try:
+            fh = self._new_fh(OpenFile(made["fd"], node, caller, flags))
+        except OSError:
+            self.nodes.forget(entry.nodeid, 1)  # the kernel gets no entry: no FORGET either
+            raise
         return entry, fh
 
     # --------------------------------------------------- namespace: remove

@@ -121,6 +121,13 @@ for i in range({LIMIT}):
         error = errno.errorcode[e.errno]
         break
 print(json.dumps({{"held": len(held), "error": error}}), flush=True)
+sys.stdin.readline()
+try:
+    held.append(os.open(os.path.join(HOME, "created"), os.O_CREAT | os.O_WRONLY, 0o644))
+    error = None
+except OSError as e:
+    error = errno.errorcode[e.errno]
+print(json.dumps({{"create": error}}), flush=True)
 sys.stdin.read()                            # hold them until the test is done
 """
 
@@ -149,6 +156,11 @@ def test_open_files_leave_the_daemon_a_reserve(mounter, posix_users):
         assert held["error"] == "ENFILE" and 16 <= held["held"] < LIMIT
         stats = m.stats()                       # answered while the user holds the handles
         assert stats["open_handles"] == held["held"]
+        holder.stdin.write("create\n")
+        holder.stdin.flush()
+        assert json.loads(holder.stdout.readline()) == {"create": "ENFILE"}
+        after = m.stats()                       # the refused create left no node behind
+        assert (after["open_handles"], after["nodes"]) == (held["held"], stats["nodes"])
         assert os.stat(m.mnt / "home" / "file00255").st_size == 3   # lookups still work
     finally:
         holder.communicate("", timeout=30)
