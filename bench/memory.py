@@ -3,7 +3,8 @@
     sudo .venv/bin/python -m bench.memory [--files N] [--rounds R]
 
 Mounts the fdsl daemon with no policy and with bench/policies/realistic.fdsl
-(JIT and interpreter) side by side on the same backing directory and runs,
+(auto = the `fdsl mount` default: interpreter first, JIT compiled in the
+background, so LLVM's memory arrives after mounting; JIT; interpreter) side by side on the same backing directory and runs,
 R times, a loop over N files whose names (1..200 characters) and sizes
 (0..4999 bytes) all differ: create+write, stat, read, rename, unlink.  Every
 distinct name length and write size is a distinct request shape for the
@@ -30,6 +31,7 @@ from bench.mounts import MountContext, Target, Timeouts, mounted  # noqa: E402
 
 POLICY = Path(__file__).resolve().parent / "policies" / "realistic.fdsl"
 TARGETS = [Target("fdsl passthrough", "fdsl", None, "jit"),
+           Target("fdsl realistic auto", "fdsl", POLICY, "auto"),
            Target("fdsl realistic jit", "fdsl", POLICY, "jit"),
            Target("fdsl realistic interp", "fdsl", POLICY, "interp")]
 
