@@ -239,7 +239,11 @@ def build_plan(policy: ast.Policy) -> Plan:
         plan = ScopePlan(scope.path, scope.kind, section, symbol, scope.backing,
                          scope.parent.path if scope.parent else None, default)
         if scope.kind != "passthrough":
-            attaches = any(_inside(s, scope) for s in scopes)
+            # The daemon must see the lookups below a scope that has scopes below it (to
+            # attach them) or userspace rules of its own (to know which nodes are in it).
+            user_rules = scope.parent is not None and any(
+                analysed[id(r)].userspace for r in _chain(scope))
+            attaches = user_rules or any(_inside(s, scope) for s in scopes)
             plan.entries = _scope_entries(scope, analysed, default, attaches)
         plans.append(plan)
     _warn_split(plans, warnings)
@@ -267,9 +271,10 @@ def _inside(scope: _Scope, ancestor: _Scope) -> bool:
 
 def _scope_entries(scope: _Scope, analysed: dict[int, RulePlan], default: ast.Stmt,
                    attaches: bool = False) -> list[OpPlan]:
-    """`attaches`: scopes lie below this one.  Its lookups then end with a userspace
-    postfilter, so that in a fuse-bpf kernel the daemon sees them and can attach the
-    scopes' programs with the lookup reply's fuse_entry_bpf_out (spec 3.2)."""
+    """`attaches`: the daemon must see this scope's lookups.  They then end with a
+    userspace postfilter, so that in a fuse-bpf kernel the daemon can attach the scopes
+    below with the lookup reply's fuse_entry_bpf_out (spec 3.2) and name the nodes (so a
+    filter request's nodeid tells it the node's scope)."""
     chain = _chain(scope)
     entries: list[OpPlan] = []
     for op in sorted(abi.OPS, key=lambda o: abi.OPS[o].number):

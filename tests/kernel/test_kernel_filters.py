@@ -191,3 +191,20 @@ def test_even_an_unparsable_readdir_postfilter_gets_data(tmp_path):
     server = _server(HIDE_TMP, str(tmp_path))
     raw = request(READDIR | 0x20000, read_in(offset=12) + bytes(4))   # read_out cut short
     assert _readdir(server, raw) == (12, 0, [])
+
+
+def test_userspace_rules_of_a_scope_apply_to_the_nodes_below_it(tmp_path):
+    """A scope with userspace rules has its lookups sent to the daemon too, so the nodes
+    below it are named and their filter requests get that scope's rules."""
+    source = 'under "a" { on readdir post { drop entries where name like "*.tmp" } }\n'
+    obj = compile_source(source, "p.fdsl", want_asm=False).obj
+    filters = FilterSet.load(obj, backend="interp")
+    ctx = build_context(abi.OPS["lookup"], "post", [b"x\0"], [bytes(128), bytes(32)], nodeid=5)
+    assert filters.run("fuse/s1", ctx, Caller(0, 0, 1, 1)) == abi.USER_FILTER
+    server = _server(source, str(tmp_path))
+    a, _ = _lookup(server, b"a")
+    x, block = _lookup(server, b"x", parent=a)
+    assert block == (KEEP, 0, KEEP, 0) and server.nodes[x].scope.rules_scope == "a"
+    names = [b"keep", b"drop.tmp"]
+    assert [n for _, _, n in _readdir(server, readdir_post(names, nodeid=x))[2]] == [b"keep"]
+    assert [n for _, _, n in _readdir(server, readdir_post(names, nodeid=1))[2]] == names
