@@ -20,7 +20,7 @@ import pytest
 
 from fdsl import abi
 from fdsl.vm import isa
-from fdsl.compile.codegen import _load_plan
+from fdsl.compile.names import _load_plan
 from fdsl.vm.context import build_context
 from fdsl.vm.filterset import FilterSet
 from fdsl.vm.helpers import Caller

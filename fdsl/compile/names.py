@@ -1,0 +1,181 @@
+"""Name tests in BPF: constant strings compared with unrolled loads (spec 4.1, 14.4).
+
+Equality and prefixes use byte loads after a size test; suffixes, which need
+constant offsets per possible name size, share one `switch` on the size per
+name and use the fewest, possibly unaligned, loads of up to 4 bytes per size.
+Nothing is read past the name's size or past the constant.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from fdsl.compile.irbase import I8, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64
+from fdsl.compile.planner import simple_glob
+from fdsl.compile.sharing import field_path
+from fdsl.lang import ast
+
+
+class NameTests:
+    """Mixin of `codegen.ScopeGen`: the IR of name tests."""
+
+    fn: ir.Function
+    b: ir.IRBuilder
+
+    def field(self, node: ast.Expr) -> Field:
+        raise NotImplementedError
+
+    def read_base(self, f: Field) -> ir.Value:
+        raise NotImplementedError
+
+    def read_size(self, f: Field) -> ir.Value:
+        raise NotImplementedError
+
+    def string_any(self, subject: ast.Expr, tests: list[tuple[str, bytes]],
+                   t: ir.Block, f: ir.Block) -> None:
+        """Branch to `t` if the name matches any of the (kind, pattern) tests.
+
+        kind: "eq", "prefix", "suffix" or "glob".  Tests without a suffix part
+        run one after the other; tests with one share a single dispatch on the
+        name's size per prefix (see `suffix_group`)."""
+        path = field_path(subject)
+        if path is None:
+            raise CodegenError("string tests need a name field on the left", subject)
+        fld = self.field(subject)
+        loc = fld.loc
+        if loc.ctype != "string":
+            raise CodegenError(f"'{'.'.join(path)}' is not a name", subject)
+        capacity = min(loc.size, MAX_NAME_SIZE)
+        plain: list[_StrTest] = []
+        groups: dict[tuple[bytes, bool], list[_StrTest]] = {}
+        for kind, pattern in tests:
+            test = _StrTest.parse(kind, pattern)
+            if test.need > capacity:
+                continue                       # longer than any name: never matches
+            if test.suffix:
+                groups.setdefault((test.prefix, test.wild), []).append(test)
+            else:
+                plain.append(test)
+        for test in plain:
+            nxt = self.fn.append_basic_block("str.next")
+            size = self.read_size(fld)
+            ok = self.fn.append_basic_block("str.size")
+            pred = "==" if test.exact else ">="
+            self.b.cbranch(self.b.icmp_unsigned(pred, size, c32(test.need)), ok, nxt)
+            self.b.position_at_end(ok)
+            base = self.read_base(fld)
+            self.compare_bytes(base, 0, test.prefix, test.wild, nxt)
+            self.b.branch(t)
+            self.b.position_at_end(nxt)
+        for (prefix, wild), group in groups.items():
+            nxt = self.fn.append_basic_block("str.next")
+            self.suffix_group(fld, capacity, prefix, wild, group, t, nxt)
+            self.b.position_at_end(nxt)
+        self.b.branch(f)
+
+    def suffix_group(self, fld: Field, capacity: int, prefix: bytes, wild: bool,
+                     group: list[_StrTest], t: ir.Block, f: ir.Block) -> None:
+        """Suffix tests sharing a prefix: one `switch` on the size, then every test per size.
+
+        Buffer offsets must be constants (spec 4.1), so each possible size gets
+        its own compares at offset size - 1 - len(suffix); the switch (no jump
+        tables: the function attribute) becomes a balanced compare tree, and
+        a size's leaf tries every suffix that fits, with the fewest loads."""
+        need = min(test.need for test in group)
+        size = self.read_size(fld)
+        if prefix:
+            ok = self.fn.append_basic_block("str.size")
+            self.b.cbranch(self.b.icmp_unsigned(">=", size, c32(need)), ok, f)
+            self.b.position_at_end(ok)
+        base = self.read_base(fld)
+        self.compare_bytes(base, 0, prefix, wild, f)
+        switch = self.b.switch(size, f)
+        for total in range(need, capacity + 1):
+            leaf = self.fn.append_basic_block(f"suffix.{total}")
+            switch.add_case(c32(total), leaf)
+            self.b.position_at_end(leaf)
+            for test in group:
+                if test.need > total:
+                    continue
+                nxt = self.fn.append_basic_block("suffix.next")
+                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt,
+                                   wide=True)
+                self.b.branch(t)
+                self.b.position_at_end(nxt)
+            self.b.branch(f)
+
+    def compare_bytes(self, base: ir.Value, offset: int, expected: bytes, wild: bool,
+                      f: ir.Block, wide: bool = False) -> None:
+        """Compare `expected` at base+offset; exit to `f` at the first mismatch.
+
+        Byte loads (globs skip '?') unless `wide`: suffix compares are repeated
+        for every possible size, so there each run of literal bytes is read
+        with the fewest loads of up to 4 bytes, the last one overlapping the
+        previous one instead of a narrower load (7 bytes = two 4-byte loads).
+        Wide loads are as unaligned as the name; the IR claims natural alignment because the BPF
+        back end would otherwise split each one into byte loads, and the
+        kernels fuse-bpf ships on (x86-64, arm64) load unaligned buffer words.
+        Every byte read is one of `expected`'s, so nothing past it is read."""
+        for start, width in _load_plan(expected, wild, wide):
+            ity = INT_TYPES[width]
+            value = int.from_bytes(expected[start:start + width], "little")
+            ptr = self.b.gep(base, [c64(offset + start)], source_etype=I8)
+            loaded = self.b.load(ptr, typ=ity, align=width)
+            nxt = self.fn.append_basic_block("bytes")
+            self.b.cbranch(self.b.icmp_unsigned("==", loaded, ir.Constant(ity, value)), nxt, f)
+            self.b.position_at_end(nxt)
+
+
+@dataclass(frozen=True)
+class _StrTest:
+    """One name test as prefix + suffix: eq ("a"), prefix ("a*"), suffix ("*a"), glob ("a*b")."""
+
+    prefix: bytes
+    suffix: bytes
+    exact: bool        # size must equal `need` (no '*')
+    wild: bool         # '?' matches any byte (globs)
+
+    @property
+    def need(self) -> int:
+        """The smallest size (with the NUL) a matching name has."""
+        return len(self.prefix) + len(self.suffix) + 1
+
+    @classmethod
+    def parse(cls, kind: str, pattern: bytes) -> "_StrTest":
+        if kind == "eq":
+            return cls(pattern, b"", True, False)
+        if kind == "prefix":
+            return cls(pattern, b"", False, False)
+        if kind == "suffix":
+            return cls(b"", pattern, False, False)
+        if not simple_glob(pattern.decode("utf-8", "replace")):
+            raise CodegenError("this glob cannot run in BPF")
+        if b"*" not in pattern:
+            return cls(pattern, b"", True, True)
+        prefix, suffix = pattern.split(b"*", 1)
+        return cls(prefix, suffix, False, True)
+
+
+def _load_plan(expected: bytes, wild: bool, wide: bool) -> list[tuple[int, int]]:
+    """(start, width) loads covering the literal bytes of `expected` ('?' skipped if wild)."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for i, byte in enumerate(expected + b"?"):
+        literal = i < len(expected) and not (wild and byte == ord("?"))
+        if literal and start is None:
+            start = i
+        elif not literal and start is not None:
+            runs.append((start, i - start))
+            start = None
+    plan: list[tuple[int, int]] = []
+    for start, length in runs:
+        if not wide:
+            plan += [(start + k, 1) for k in range(length)]
+        elif length in (1, 2, 4):
+            plan.append((start, length))
+        elif length == 3:
+            plan += [(start, 2), (start + 2, 1)]
+        else:   # 4-byte loads, the last one ending at the run's end (overlapping)
+            plan += [(start + k, 4) for k in range(0, length - 4, 4)] + [(start + length - 4, 4)]
+    return plan
