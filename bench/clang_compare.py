@@ -1,14 +1,19 @@
 """BPF instruction counts: fdsl's output against hand-written C compiled by clang -O2.
 
-Each bench/c/*.c names the example it is equivalent to in a first-line
-comment `/* fdsl-equivalent: examples/NAME.fdsl ... */`.  Both sides are
-compiled to BPF objects (clang -target bpf -mcpu=v3 -O2 against the ACK
-context header in tests/c/, and `fdsl compile`), and the 8-byte instruction
-slots of their program sections (`fuse/...`) are counted (ld_imm64 counts two,
-as in llvm-objdump and verifier messages).
+Each bench/c/*.c names the policy it is equivalent to in its first comment,
+`/* fdsl-equivalent: examples/NAME.fdsl ... */` (or a policy under
+bench/policies/).  Both sides are compiled to BPF objects (clang -target bpf
+-mcpu=v3 -O2 against the ACK context header in tests/c/, and the fdsl
+compiler), and the 8-byte instruction slots of their program sections
+(`fuse/...`) are counted (ld_imm64 counts two, as in llvm-objdump and verifier
+messages).  Both objects must pass our verifier: a C program the kernel would
+refuse (a variable buffer offset, say) is no baseline.  Target: fdsl <= 1.5x.
+
+    .venv/bin/python bench/clang_compare.py [--write]   # --write: bench/results/code_size.md
 """
 from __future__ import annotations
 
+import argparse
 import io
 import re
 import shutil
@@ -20,9 +25,17 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fdsl.compile.driver import compile_file  # noqa: E402
+from fdsl.errors import FdslError  # noqa: E402
+from fdsl.vm import loader, verifier  # noqa: E402
+
 C_DIR = REPO / "bench" / "c"
 HEADER_DIR = REPO / "tests" / "c"
+RESULTS = REPO / "bench" / "results" / "code_size.md"
 EQUIV = re.compile(r"fdsl-equivalent:\s*(\S+\.fdsl)")
+TARGET_RATIO = 1.5
 
 
 def program_slots(obj: bytes) -> dict[str, int]:
@@ -44,38 +57,45 @@ def clang_object(src: Path) -> bytes:
         return obj.read_bytes()
 
 
-def fdsl_object(policy: Path) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        obj = Path(tmp) / "out.bpf.o"
-        subprocess.run([sys.executable, "-m", "fdsl.cli", "compile", str(policy), "-o", str(obj)],
-                       check=True, capture_output=True, text=True, cwd=REPO)
-        return obj.read_bytes()
+def verdict(obj: bytes) -> str:
+    """"ok" or the first verifier rejection."""
+    try:
+        loaded = loader.load_object(obj)
+        for section, program in loaded.programs.items():
+            verifier.verify(program, loaded.maps, section=section)
+    except FdslError as err:
+        return f"rejected: {str(err).splitlines()[0]}"
+    return "ok"
 
 
 def _err(err: Exception) -> str:
     if isinstance(err, subprocess.CalledProcessError):
         text = (err.stderr or err.stdout or "").strip().splitlines()
         return " / ".join(text[:2]) or f"exit {err.returncode}"
-    return f"{type(err).__name__}: {err}"
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
 
 def compare() -> list[dict[str, object]]:
-    """One row per C file: example, clang slots, fdsl slots (or the reason one is missing)."""
+    """One row per C file: policy, clang slots, fdsl slots, verifier verdicts."""
     rows = []
     for src in sorted(C_DIR.glob("*.c")):
         m = EQUIV.search(src.read_text())
-        example = REPO / m.group(1) if m else None
-        row: dict[str, object] = {"c": src.name, "example": m.group(1) if m else "?"}
+        policy = REPO / m.group(1) if m else None
+        row: dict[str, object] = {"c": src.name, "policy": m.group(1) if m else "?"}
         try:
-            row["clang"] = sum(program_slots(clang_object(src)).values())
+            obj = clang_object(src)
+            row["clang"] = sum(program_slots(obj).values())
+            row["clang_verdict"] = verdict(obj)
         except (OSError, subprocess.CalledProcessError) as err:
             row["clang"] = f"n/a ({_err(err)})"
-        if example is None or not example.exists():
-            row["fdsl"] = "n/a (example not written yet)"
+        if policy is None or not policy.exists():
+            row["fdsl"] = "n/a (policy missing)"
         else:
             try:
-                row["fdsl"] = sum(program_slots(fdsl_object(example)).values())
-            except (OSError, subprocess.CalledProcessError) as err:
+                obj = compile_file(str(policy), want_asm=False).obj
+                row["fdsl"] = sum(program_slots(obj).values())
+                row["fdsl_verdict"] = verdict(obj)
+            except (OSError, FdslError) as err:
                 row["fdsl"] = f"n/a ({_err(err)})"
         rows.append(row)
     return rows
@@ -87,17 +107,30 @@ def report() -> str:
     rows = compare()
     if not rows:
         return "n/a (no C files in bench/c/)"
-    lines = ["| example | C equivalent | clang -O2 insns | fdsl insns | fdsl / clang |",
-             "|---|---|---:|---:|---:|"]
+    lines = ["| policy | C equivalent | fdsl insns | clang -O2 insns | fdsl / clang | verifier (fdsl / C) |",
+             "|---|---|---:|---:|---:|---|"]
     for r in rows:
         c, f = r["clang"], r["fdsl"]
         ratio = f"{f / c:.2f}x" if isinstance(c, int) and isinstance(f, int) and c else "n/a"
-        lines.append(f"| {r['example']} | bench/c/{r['c']} | {c} | {f} | {ratio} |")
+        verdicts = f"{r.get('fdsl_verdict', '-')} / {r.get('clang_verdict', '-')}"
+        lines.append(f"| {r['policy']} | bench/c/{r['c']} | {f} | {c} | {ratio} | {verdicts} |")
     lines.append("")
     lines.append("Instruction slots of all program sections (ld_imm64 = 2), clang -target bpf "
-                 "-mcpu=v3 -O2 against tests/c/fuse_bpf.h.")
+                 f"-mcpu=v3 -O2 against tests/c/fuse_bpf.h.  Target: fdsl / clang <= {TARGET_RATIO}x.")
     return "\n".join(lines)
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help=f"also write {RESULTS.relative_to(REPO)}")
+    args = parser.parse_args()
+    text = report()
+    print(text)
+    if args.write:
+        RESULTS.write_text("# Code size: fdsl against clang -O2\n\n"
+                           "`.venv/bin/python bench/clang_compare.py --write`\n\n" + text + "\n")
+    return 0
+
+
 if __name__ == "__main__":
-    print(report())
+    sys.exit(main())

@@ -4,7 +4,16 @@
  * fail with ENOENT, creating such a name (or renaming onto one) with EACCES,
  * and readdir asks for its postfilter, which runs in the daemon (USER_FILTER:
  * BPF cannot walk dirent records).  Names arrive NUL-terminated, size
- * counting the NUL. */
+ * counting the NUL.
+ *
+ * What the kernel accepts: a buffer may only be read at constant offsets
+ * (spec 4.1, "invalid variable buffer offset"), so the "*.key" test reads
+ * the last four bytes at an offset fixed per possible size (a switch on the
+ * size, one case per size 5..256).  The name test is written once: each
+ * opcode's case picks the slot its name is in and the errno to return.
+ * Without the empty asm in SLOT, clang sinks the three slots' context loads
+ * into one load through a context pointer moved by 40, 64 or 88 bytes,
+ * which the kernel refuses ("dereference of modified ctx ptr"). */
 #include "fuse_bpf.h"
 
 #define EACCES 13
@@ -16,6 +25,41 @@
 #define FUSE_CREATE 35
 #define FUSE_RENAME2 45
 
+/* read a slot's value and size; the asm keeps each load apart */
+#define SLOT(i)                                                         \
+	do {                                                            \
+		name = fa->in_args[i].value;                            \
+		size = fa->in_args[i].size;                             \
+		asm volatile("" : "+r"(name), "+r"(size));              \
+	} while (0)
+
+#define KEY 0x79656b2e /* ".key" read as a little-endian u32 */
+
+/* case S: the suffix of a name of size S (NUL included) starts at S - 5.
+ * Without the asm, clang moves the pointer by S - 5 in each case and loads
+ * once: the kernel accepts that, our verifier does not (buffer pointers are
+ * dereferenced as loaded, so the VMs' NULL check of the register suffices). */
+#define K1(s)                                                           \
+	case (s):                                                       \
+		last = *(const __u32 *)(n + (s) - 5);                   \
+		asm volatile("" : "+r"(last));                          \
+		break;
+#define K4(s) K1(s) K1((s) + 1) K1((s) + 2) K1((s) + 3)
+#define K16(s) K4(s) K4((s) + 4) K4((s) + 8) K4((s) + 12)
+#define K64(s) K16(s) K16((s) + 16) K16((s) + 32) K16((s) + 48)
+
+static __attribute__((always_inline)) int ends_with_key(const char *n, __u32 size)
+{
+	__u32 last;
+
+	switch (size) {
+	K64(5) K64(69) K64(133) K16(197) K16(213) K16(229) K4(245) K4(249) K4(253)
+	default:
+		return 0;
+	}
+	return last == KEY;
+}
+
 static __attribute__((always_inline)) int secret(const char *n, __u32 size)
 {
 	if (size == 5 && n[0] == '.' && n[1] == 'e' && n[2] == 'n' && n[3] == 'v')
@@ -25,45 +69,45 @@ static __attribute__((always_inline)) int secret(const char *n, __u32 size)
 	if (size == 7 && n[0] == 'i' && n[1] == 'd' && n[2] == '_' && n[3] == 'r' &&
 	    n[4] == 's' && n[5] == 'a')
 		return 1;
-	if (size >= 5 && size <= 256) {
-		const char *e = n + size - 5;
-
-		if (e[0] == '.' && e[1] == 'k' && e[2] == 'e' && e[3] == 'y')
-			return 1;
-	}
-	return 0;
+	return ends_with_key(n, size);
 }
 
 SEC("fuse/root")
 int hide_secrets(struct fuse_bpf_args *fa)
 {
+	const char *name;
+	__u32 size;
+	int err;
+
 	switch (fa->opcode) {
 	case FUSE_LOOKUP | FUSE_PREFILTER:
-		if (secret(fa->in_args[0].value, fa->in_args[0].size))
-			return -ENOENT;
-		return FUSE_BPF_BACKING;
+		SLOT(0);
+		err = -ENOENT;
+		break;
 	case FUSE_SYMLINK | FUSE_PREFILTER:
-		if (secret(fa->in_args[0].value, fa->in_args[0].size))
-			return -EACCES;
-		return FUSE_BPF_BACKING;
+		SLOT(0);
+		err = -EACCES;
+		break;
 	case FUSE_MKNOD | FUSE_PREFILTER:
 	case FUSE_MKDIR | FUSE_PREFILTER:
 	case FUSE_LINK | FUSE_PREFILTER:
 	case FUSE_CREATE | FUSE_PREFILTER:
-		if (secret(fa->in_args[1].value, fa->in_args[1].size))
-			return -EACCES;
-		return FUSE_BPF_BACKING;
+		SLOT(1);
+		err = -EACCES;
+		break;
 	case FUSE_RENAME | FUSE_PREFILTER:
 	case FUSE_RENAME2 | FUSE_PREFILTER:
-		if (secret(fa->in_args[2].value, fa->in_args[2].size))
-			return -EACCES;
-		return FUSE_BPF_BACKING;
+		SLOT(2);
+		err = -EACCES;
+		break;
 	case FUSE_READDIR | FUSE_PREFILTER:
 		return FUSE_BPF_BACKING | FUSE_BPF_POST_FILTER;
 	case FUSE_READDIR | FUSE_POSTFILTER:
 		return FUSE_BPF_USER_FILTER;
+	default:
+		return FUSE_BPF_BACKING;
 	}
-	return FUSE_BPF_BACKING;
+	return secret(name, size) ? err : FUSE_BPF_BACKING;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -25,7 +25,7 @@ from fdsl import abi
 from fdsl.lang import ast
 from fdsl.compile import sharing
 from fdsl.compile.irbase import (BARRIER_ATTRS, FN_ATTRS, I1, I8, I32, I64, INT_TYPES, MAP_RECORD_TYPE,
-                                 PTR, Barrier, CodegenError, Field, Node, Param, c32, c64)
+                                 PTR, CodegenError, Field, Node, Param, c32, c64, opaque)
 from fdsl.compile.effects import Effects, ModuleInfo, key_meaning, map_sizes
 from fdsl.compile.names import NameTests
 from fdsl.compile.planner import Plan, ScopePlan
@@ -652,10 +652,7 @@ class ScopeGen(NameTests, Effects):
         instruction and touches no memory the program can see, so the load
         is still combined with dominating loads of the same field."""
         ptr = self.b.gep(self.ctx, [c64(offset)], source_etype=I8)
-        value = self.b.load(ptr, name=name, typ=ty, align=8 if ty in (I64, PTR) else 4)
-        barrier = Barrier(self.b.block, value)
-        self.b._insert(barrier)
-        return barrier
+        return opaque(self.b, self.b.load(ptr, name=name, typ=ty, align=8 if ty in (I64, PTR) else 4))
 
     def load_field(self, f: Field) -> ir.Value:
         loc = f.loc

@@ -51,6 +51,14 @@ class Barrier(ir.Instruction):
         buf.append(f'call {value.type} asm "", "=r,0"({value.type} {value.get_reference()}) #1\n')
 
 
+def opaque(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """`value` through an empty asm statement: no instruction, but LLVM can no
+    longer merge the instruction that computed it with a similar one elsewhere."""
+    barrier = Barrier(builder.block, value)
+    builder._insert(barrier)
+    return barrier
+
+
 @dataclass
 class Param:
     """A value of a shared node that differs between its members (a phi)."""
@@ -78,5 +86,5 @@ class Field:
 
 
 __all__ = ["I1", "I8", "I32", "I64", "PTR", "MAP_RECORD_TYPE", "MAX_NAME_SIZE", "FN_ATTRS",
-           "BARRIER_ATTRS", "INT_TYPES", "CodegenError", "c32", "c64", "Barrier", "Param", "Node",
+           "BARRIER_ATTRS", "INT_TYPES", "CodegenError", "c32", "c64", "Barrier", "opaque", "Param", "Node",
            "Field"]

@@ -1,9 +1,10 @@
 """Name tests in BPF: constant strings compared with unrolled loads (spec 4.1, 14.4).
 
-Equality and prefixes use byte loads after a size test; suffixes, which need
-constant offsets per possible name size, share one `switch` on the size per
-name and use the fewest, possibly unaligned, loads of up to 4 bytes per size.
-Nothing is read past the name's size or past the constant.
+Equality and prefixes test the size first, then compare; suffixes, which
+need constant offsets per possible name size, share one `switch` on the size
+per name.  Every compare uses the fewest, possibly unaligned, loads of up to
+4 bytes and exits at the first mismatch; nothing is read past the name's
+size or past the constant.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from fdsl.compile.irbase import I8, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64
+from fdsl.compile.irbase import I8, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64, opaque
 from fdsl.compile.planner import simple_glob
 from fdsl.compile.sharing import field_path
 from fdsl.lang import ast
@@ -91,6 +92,10 @@ class NameTests:
         base = self.read_base(fld)
         self.compare_bytes(base, 0, prefix, wild, f)
         switch = self.b.switch(size, f)
+        loads = _load_plan(group[0].suffix, group[0].wild, True)
+        if len(group) == 1 and len(loads) == 1:
+            self.one_load_leaves(switch, base, group[0], loads[0], capacity, t, f)
+            return
         for total in range(need, capacity + 1):
             leaf = self.fn.append_basic_block(f"suffix.{total}")
             switch.add_case(c32(total), leaf)
@@ -99,25 +104,50 @@ class NameTests:
                 if test.need > total:
                     continue
                 nxt = self.fn.append_basic_block("suffix.next")
-                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt,
-                                   wide=True)
+                self.compare_bytes(base, total - 1 - len(test.suffix), test.suffix, test.wild, nxt)
                 self.b.branch(t)
                 self.b.position_at_end(nxt)
             self.b.branch(f)
 
+    def one_load_leaves(self, switch: ir.SwitchInstr, base: ir.Value, test: _StrTest,
+                        load: tuple[int, int], capacity: int, t: ir.Block, f: ir.Block) -> None:
+        """A suffix read with one load: each size's leaf only loads (at its own
+        constant offset) and one compare after the leaves tests the loaded word.
+
+        The loaded value passes through an empty asm so that LLVM cannot merge
+        the leaves' loads into one load through a moved pointer (the kernel
+        would accept that, our verifier does not: see `fdsl.vm.verifier`)."""
+        start, width = load
+        ity = INT_TYPES[width]
+        expected = int.from_bytes(test.suffix[start:start + width], "little")
+        compare = self.fn.append_basic_block("suffix.cmp")
+        incoming = []
+        for total in range(test.need, capacity + 1):
+            leaf = self.fn.append_basic_block(f"suffix.{total}")
+            switch.add_case(c32(total), leaf)
+            self.b.position_at_end(leaf)
+            ptr = self.b.gep(base, [c64(total - 1 - len(test.suffix) + start)], source_etype=I8)
+            incoming.append((opaque(self.b, self.b.load(ptr, typ=ity, align=width)), leaf))
+            self.b.branch(compare)
+        self.b.position_at_end(compare)
+        word = self.b.phi(ity, "suffix")
+        for value, leaf in incoming:
+            word.add_incoming(value, leaf)
+        self.b.cbranch(self.b.icmp_unsigned("==", word, ir.Constant(ity, expected)), t, f)
+
     def compare_bytes(self, base: ir.Value, offset: int, expected: bytes, wild: bool,
-                      f: ir.Block, wide: bool = False) -> None:
+                      f: ir.Block) -> None:
         """Compare `expected` at base+offset; exit to `f` at the first mismatch.
 
-        Byte loads (globs skip '?') unless `wide`: suffix compares are repeated
-        for every possible size, so there each run of literal bytes is read
-        with the fewest loads of up to 4 bytes, the last one overlapping the
-        previous one instead of a narrower load (7 bytes = two 4-byte loads).
-        Wide loads are as unaligned as the name; the IR claims natural alignment because the BPF
-        back end would otherwise split each one into byte loads, and the
-        kernels fuse-bpf ships on (x86-64, arm64) load unaligned buffer words.
-        Every byte read is one of `expected`'s, so nothing past it is read."""
-        for start, width in _load_plan(expected, wild, wide):
+        Each run of literal bytes (globs skip '?') is read with the fewest
+        loads of up to 4 bytes, the last one overlapping the previous one
+        instead of a narrower load (7 bytes = two 4-byte loads); callers have
+        checked the name's size, so every byte read is inside the name and is
+        one of `expected`'s.  Wide loads are as unaligned as the name; the IR
+        claims natural alignment because the BPF back end would otherwise
+        split each one into byte loads, and the kernels fuse-bpf ships on
+        (x86-64, arm64) load unaligned buffer words."""
+        for start, width in _load_plan(expected, wild, True):
             ity = INT_TYPES[width]
             value = int.from_bytes(expected[start:start + width], "little")
             ptr = self.b.gep(base, [c64(offset + start)], source_etype=I8)
