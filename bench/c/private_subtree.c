@@ -1,8 +1,10 @@
 /* fdsl-equivalent: examples/private_subtree.fdsl
  *
  * Three programs, one per scope: the root and `vendor` (passthrough) only
- * send every operation to the backing file; under `private` every
- * prefilter fails with EACCES unless the caller is uid 1000 or root. */
+ * send every operation to the backing file, except that the root, having
+ * scopes below it, ends lookups with a userspace postfilter (the daemon
+ * attaches the scopes' programs there); under `private` every prefilter
+ * fails with EACCES unless the caller is uid 1000 or root. */
 #include "fuse_bpf.h"
 
 #define EACCES 13
@@ -16,6 +18,10 @@ static __attribute__((always_inline)) int backing(const struct fuse_bpf_args *fa
 SEC("fuse/root")
 int root(struct fuse_bpf_args *fa)
 {
+	if (fa->opcode == (FUSE_LOOKUP | FUSE_PREFILTER))
+		return FUSE_BPF_BACKING | FUSE_BPF_POST_FILTER;
+	if (fa->opcode == (FUSE_LOOKUP | FUSE_POSTFILTER))
+		return FUSE_BPF_USER_FILTER;
 	return backing(fa);
 }
 
