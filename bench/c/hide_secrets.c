@@ -9,29 +9,8 @@
  * What the kernel accepts: a buffer may only be read at constant offsets
  * (spec 4.1, "invalid variable buffer offset"), so the "*.key" test reads
  * the last four bytes at an offset fixed per possible size (a switch on the
- * size, one case per size 5..256).  The name test is written once: each
- * opcode's case picks the slot its name is in and the errno to return.
- * Without the empty asm in SLOT, clang sinks the three slots' context loads
- * into one load through a context pointer moved by 40, 64 or 88 bytes,
- * which the kernel refuses ("dereference of modified ctx ptr"). */
-#include "fuse_bpf.h"
-
-#define EACCES 13
-#define FUSE_SYMLINK 6
-#define FUSE_MKNOD 8
-#define FUSE_RENAME 12
-#define FUSE_LINK 13
-#define FUSE_READDIR 28
-#define FUSE_CREATE 35
-#define FUSE_RENAME2 45
-
-/* read a slot's value and size; the asm keeps each load apart */
-#define SLOT(i)                                                         \
-	do {                                                            \
-		name = fa->in_args[i].value;                            \
-		size = fa->in_args[i].size;                             \
-		asm volatile("" : "+r"(name), "+r"(size));              \
-	} while (0)
+ * size, one case per size 5..256).  The dispatch is in hide.h. */
+#include "hide.h"
 
 #define KEY 0x79656b2e /* ".key" read as a little-endian u32 */
 
@@ -75,39 +54,7 @@ static __attribute__((always_inline)) int secret(const char *n, __u32 size)
 SEC("fuse/root")
 int hide_secrets(struct fuse_bpf_args *fa)
 {
-	const char *name;
-	__u32 size;
-	int err;
-
-	switch (fa->opcode) {
-	case FUSE_LOOKUP | FUSE_PREFILTER:
-		SLOT(0);
-		err = -ENOENT;
-		break;
-	case FUSE_SYMLINK | FUSE_PREFILTER:
-		SLOT(0);
-		err = -EACCES;
-		break;
-	case FUSE_MKNOD | FUSE_PREFILTER:
-	case FUSE_MKDIR | FUSE_PREFILTER:
-	case FUSE_LINK | FUSE_PREFILTER:
-	case FUSE_CREATE | FUSE_PREFILTER:
-		SLOT(1);
-		err = -EACCES;
-		break;
-	case FUSE_RENAME | FUSE_PREFILTER:
-	case FUSE_RENAME2 | FUSE_PREFILTER:
-		SLOT(2);
-		err = -EACCES;
-		break;
-	case FUSE_READDIR | FUSE_PREFILTER:
-		return FUSE_BPF_BACKING | FUSE_BPF_POST_FILTER;
-	case FUSE_READDIR | FUSE_POSTFILTER:
-		return FUSE_BPF_USER_FILTER;
-	default:
-		return FUSE_BPF_BACKING;
-	}
-	return secret(name, size) ? err : FUSE_BPF_BACKING;
+	return hide(fa);
 }
 
 char _license[] SEC("license") = "GPL";
