@@ -107,6 +107,7 @@ class ScopeGen(NameTests, Effects):
         self.alloca_builder = ir.IRBuilder(self.entry_block)
         self.op = ""
         self.phase = ""
+        self.invariant = module.add_metadata([])
         self.members: list[Member] = []
         self.node: Node | None = None
         self.slots: dict[tuple[str, str], ir.AllocaInstr] = {}
@@ -652,7 +653,12 @@ class ScopeGen(NameTests, Effects):
         instruction and touches no memory the program can see, so the load
         is still combined with dominating loads of the same field."""
         ptr = self.b.gep(self.ctx, [c64(offset)], source_etype=I8)
-        return opaque(self.b, self.b.load(ptr, name=name, typ=ty, align=8 if ty in (I64, PTR) else 4))
+        load = self.b.load(ptr, name=name, typ=ty, align=8 if ty in (I64, PTR) else 4)
+        # The context does not change while the program runs (nothing stores
+        # into it), so one load serves every later use, even across stores
+        # into argument buffers.
+        load.set_metadata("invariant.load", self.invariant)
+        return opaque(self.b, load)
 
     def load_field(self, f: Field) -> ir.Value:
         loc = f.loc

@@ -42,8 +42,9 @@ def mixed_accesses(text: str) -> dict[str, dict[int, frozenset[str]]]:
     found = {}
     for section, program in obj.programs.items():
         verified = verifier.verify(program, obj.maps, section=section)
+        assert verified.mem_kinds, "no memory access recorded: the check below would be vacuous"
         mixed = {pc: kinds for pc, kinds in verified.mem_kinds.items()
-                 if "ctx" in kinds and len(kinds) > 1}
+                 if verifier.PtrKind.CTX in kinds and len(kinds) > 1}
         if mixed:
             found[section] = mixed
     return found
