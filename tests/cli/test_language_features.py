@@ -187,3 +187,18 @@ def test_opcode_and_sizeof_print_what_the_c_program_prints(bpf_c_object) -> None
         filters.run("fuse/root", prepared.context, prepared.caller)
         lines[name] = seen
     assert lines["c"] == lines["fdsl"] == ["op 10015 size 5"]
+
+
+def test_drop_entries_reads_type_and_ino() -> None:
+    """The serialized rule filters Dirent records the daemon passes (name, ino, d_type)."""
+    from fdsl.vm import userspace
+
+    compiled = compile_source('on readdir post { drop entries where type == DT_DIR or ino == 7 '
+                              'or name == "x" }', "t.fdsl")
+    rules = compiled.plan.policy.items[0]
+    assert isinstance(rules, A.Rule) and rules.userspace
+    body = compiled.metadata.rules_for("", "readdir", "post")
+    request = userspace.Request("readdir", "post", entries=[
+        userspace.Dirent("d", 5, 4), userspace.Dirent("f", 6, 8), userspace.Dirent("g", 7, 8),
+        "x", "plain"])
+    assert userspace.evaluate(body, request).dropped == [0, 2, 3]
