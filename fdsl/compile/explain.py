@@ -41,6 +41,10 @@ def fmt_expr(e: ast.Expr) -> str:
         return f"{e.func}({', '.join(fmt_expr(a) for a in e.args)})"
     if isinstance(e, ast.MapRead):
         return f"{e.map}[{fmt_expr(e.key)}]"
+    if isinstance(e, ast.MapHas):
+        return f"{fmt_expr(e.key)} {'not in' if e.negated else 'in'} {e.map}"
+    if isinstance(e, ast.ArgSize):
+        return f"sizeof({fmt_expr(e.arg)})"
     return type(e).__name__
 
 

@@ -171,6 +171,13 @@ test "r" { rename pre { name = "a"; newname = "bb"; uid = 7 } expect log "a -> b
 ''', backend)
 
 
+def test_explain_shows_membership_and_sizes() -> None:
+    report = explain(compile_source("map seen[u64] -> u32\n"
+                                    "on setxattr pre { if nodeid not in seen and sizeof(value) > 4 "
+                                    "{ deny E2BIG } }", "t.fdsl").plan)
+    assert "if nodeid not in seen and sizeof(value) > 4 { deny E2BIG }" in report
+
+
 def test_opcode_and_sizeof_print_what_the_c_program_prints(bpf_c_object) -> None:
     """tests/c/xattr_size.c (clang) and its fdsl equivalent log the same line."""
     from fdsl.vm import simulate
