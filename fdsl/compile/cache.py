@@ -57,10 +57,13 @@ def _key(data: bytes, path: str, include_dirs: Sequence[str]) -> str:
 
 
 def _digest(path: str) -> str | None:
+    """SHA-256 of an included file, read as the compiler reads it (a regular file of
+    bounded size, never blocking: an include swapped for a FIFO must not hang a mount)."""
+    from fdsl.files import MAX_POLICY_BYTES, InputFileError, read_regular_file
+
     try:
-        with open(path, "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path, MAX_POLICY_BYTES).data).hexdigest()
+    except InputFileError:
         return None
 
 

@@ -79,3 +79,39 @@ def test_an_entry_others_could_write_is_ignored(trusted, monkeypatch):
     [entry] = (trusted / "c" / "objects").glob("*.o")
     os.chmod(entry, 0o666)
     assert objects.lookup(policy.read_bytes(), str(policy)) is None
+
+
+def test_an_include_swapped_for_a_fifo_never_blocks_the_cache(trusted, monkeypatch):
+    """The cache re-reads every recorded include: it must read them as the compiler does
+    (issue 11, item 8), so a FIFO is a cache miss and then a clear include error."""
+    import threading
+
+    from fdsl.compile import cache as objects
+    from fdsl.errors import PolicyError
+
+    monkeypatch.setenv("FDSL_CACHE", str(trusted / "c"))
+    policy_dir = trusted / "policy"
+    policy_dir.mkdir()
+    names = policy_dir / "names.fdsl"
+    names.write_text('set secrets = {".env"}\n')
+    main = policy_dir / "main.fdsl"
+    main.write_text('include "names.fdsl"\nhide name in secrets\n')
+    data = main.read_bytes()
+    objects.compile_cached(data, str(main))
+    names.unlink()
+    os.mkfifo(names)
+    outcome: list[BaseException | bytes] = []
+
+    def again() -> None:
+        try:
+            outcome.append(objects.compile_cached(data, str(main))[0])
+        except BaseException as err:   # noqa: BLE001 - handed to the test thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=again, daemon=True)
+    worker.start()
+    worker.join(timeout=120)       # only a guard against hanging the suite
+    if worker.is_alive():          # unblock the open() so the thread can end
+        os.close(os.open(names, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("compile_cached blocked on a FIFO include")
+    assert isinstance(outcome[0], PolicyError) and "a FIFO" in str(outcome[0])
