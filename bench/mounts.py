@@ -46,6 +46,7 @@ class Target:
     kind: str  # native | bindfs | pyfuse3 | fdsl
     policy: Path | None = None
     backend: str | None = None  # fdsl only: jit | interp
+    options: tuple[str, ...] = ()  # fdsl only: extra -o options (transport=pyfuse3, ...)
     unavailable: str | None = None  # reason this column shows n/a
     notes: list[str] = field(default_factory=list)
 
@@ -212,6 +213,7 @@ def fdsl_cmd(target: Target, backing: Path, mnt: Path, t: Timeouts,
         opts.append(f"backend={target.backend}")
     elif backend_flag and target.backend:
         cmd += [backend_flag, target.backend]
+    opts += target.options
     if opts:
         cmd += ["-o", ",".join(opts)]
     return cmd

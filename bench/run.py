@@ -102,7 +102,11 @@ def discover(quick: bool) -> tuple[list[Target], Env]:
                Target("fdsl passthrough", "fdsl", None, "jit"),
                Target("fdsl empty", "fdsl", empty, "jit"),
                Target("fdsl realistic jit", "fdsl", realistic, "jit"),
-               Target("fdsl realistic interp", "fdsl", realistic, "interp")]
+               Target("fdsl realistic interp", "fdsl", realistic, "interp"),
+               Target("fdsl pyfuse3 transport", "fdsl", None, "jit",
+                      options=("transport=pyfuse3",)),
+               Target("fdsl no kernel passthrough", "fdsl", None, "jit",
+                      options=("passthrough=0",))]
     if shutil.which("bindfs") is None:
         targets[1].unavailable = "bindfs not installed"
     if help_text is None:

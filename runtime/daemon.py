@@ -37,7 +37,11 @@ class MountConfig:
     entry_timeout: float = 1.0
     attr_timeout: float = 1.0
     threads: int = 16                  # worker threads for blocking data I/O
-    inline: bool = True                # cheap metadata ops on the trio thread (fuse_adapter)
+    inline: bool = True                # cheap metadata ops on the trio thread (pyfuse3 only)
+    transport: str = "dev"             # "dev" (/dev/fuse, runtime/transport) or "pyfuse3"
+    passthrough: bool = True           # kernel FUSE_PASSTHROUGH for unfiltered file data
+    default_permissions: bool | None = None  # the kernel checks modes and ACLs (None: the
+                                             # transport's default: dev on, pyfuse3 off)
     debug: bool = False
     switch_identity: bool = True
     nonempty: bool = False             # mount even if the mount point is already a mount
@@ -143,13 +147,11 @@ def _raise_fd_limit() -> None:
 def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], None]) -> int:
     """Mount and serve until unmounted or signalled.  `ready(None)` once mounted,
     `ready(message)` if mounting failed."""
-    import pyfuse3
     import trio
 
     _raise_fd_limit()
 
     from .engine import Engine, EngineOptions
-    from .fuse_adapter import FuseOperations
     from .policy import load_policy
 
     # New files get the caller's umask per thread (identity.thread_umask); the
@@ -171,24 +173,20 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     # daemon's own thread would send a request to ourselves and deadlock.
     cfg.mountpoint = os.path.realpath(cfg.mountpoint)
     cfg.backing = os.path.realpath(cfg.backing)
-    ops = FuseOperations(engine, cfg.threads, stats, inline=cfg.inline)
-    options = {"fsname=fdsl", "subtype=fdsl"}
-    for opt in cfg.fuse_options:
-        options.add(opt)
-    if cfg.debug:
-        options.add("debug")
     sock_path = control.socket_path(cfg.mountpoint)
     try:
         control.ensure_runtime_dir(sock_path.parent)
     except MountError as err:
         ready(str(err))
         return 1
+    transport: _Transport = (_Pyfuse3(cfg, engine, stats) if cfg.transport == "pyfuse3"
+                             else _DevFuse(cfg, engine, stats))
     try:
-        pyfuse3.init(ops, cfg.mountpoint, options)
+        transport.mount()
     except Exception as err:
         ready(f"cannot mount {cfg.mountpoint}: {err}")
+        engine.close()
         return 1
-    signalled = False
 
     async def control_server() -> None:
         """Answer `fdsl stats`; nothing a client does may stop the mount."""
@@ -224,18 +222,16 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             async def on_signals() -> None:
-                nonlocal signalled
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
                     async for _ in sigs:
-                        signalled = True
-                        pyfuse3.terminate()
+                        await transport.stop()
                         return
 
             nursery.start_soon(on_signals)
             nursery.start_soon(control_server)
             ready(None)
             try:
-                await pyfuse3.main(min_tasks=2, max_tasks=cfg.threads * 2)
+                await transport.run()
             finally:
                 nursery.cancel_scope.cancel()
 
@@ -245,18 +241,107 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     except BaseException as err:  # noqa: BLE001 - always unmount
         log.error("daemon stopped: %s", _describe(err))
         code = 1
-        signalled = True
     finally:
-        try:
-            pyfuse3.close(unmount=True)
-        except Exception:
-            pass
+        transport.close()
         try:
             sock_path.unlink()
         except OSError:
             pass
         engine.close()
     return code
+
+
+class _Transport:
+    """What serve() needs of a transport: mount, serve until the end, stop, clean up."""
+
+    def mount(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _DevFuse(_Transport):
+    """The default: our own protocol over /dev/fuse (runtime/transport)."""
+
+    def __init__(self, cfg: MountConfig, engine: Any, stats: MountStats) -> None:
+        from .transport import Connection, TransportOptions
+
+        self.conn = Connection(engine, cfg.mountpoint, cfg.backing, cfg.fuse_options,
+                               TransportOptions(threads=cfg.threads, passthrough=cfg.passthrough,
+                                                default_permissions=cfg.default_permissions
+                                                is not False), stats)
+
+    def mount(self) -> None:
+        self.conn.open()
+
+    async def run(self) -> None:
+        import trio
+
+        session = self.conn.session
+        assert session is not None
+        token = trio.lowlevel.current_trio_token()
+        ended = trio.Event()
+        session.on_finished = lambda: token.run_sync_soon(ended.set)
+        if session.finished.is_set():
+            return
+        await ended.wait()
+
+    async def stop(self) -> None:
+        import trio
+
+        await trio.to_thread.run_sync(self.conn.stop)
+
+    def close(self) -> None:
+        session = self.conn.session
+        if session is not None and not session.finished.is_set():
+            self.conn.stop()
+        self.conn.close()
+
+
+class _Pyfuse3(_Transport):
+    """`-o transport=pyfuse3`: libfuse through pyfuse3 (runtime/fuse_adapter)."""
+
+    def __init__(self, cfg: MountConfig, engine: Any, stats: MountStats) -> None:
+        from .fuse_adapter import FuseOperations
+
+        self.cfg = cfg
+        self.ops = FuseOperations(engine, cfg.threads, stats, inline=cfg.inline)
+        self.mounted = False
+
+    def mount(self) -> None:
+        import pyfuse3
+
+        # No default_permissions unless asked for: libfuse cannot negotiate
+        # FUSE_POSIX_ACL, so the kernel would check mode bits and ignore ACLs.
+        options = {"fsname=fdsl", "subtype=fdsl", *self.cfg.fuse_options}
+        if self.cfg.default_permissions:
+            options.add("default_permissions")
+        if self.cfg.debug:
+            options.add("debug")
+        pyfuse3.init(self.ops, self.cfg.mountpoint, options)
+        self.mounted = True
+
+    async def run(self) -> None:
+        import pyfuse3
+
+        await pyfuse3.main(min_tasks=2, max_tasks=self.cfg.threads * 2)
+
+    async def stop(self) -> None:
+        import pyfuse3
+
+        pyfuse3.terminate()
+
+    def close(self) -> None:
+        import pyfuse3
+
+        if self.mounted:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception:
+                pass
 
 
 # ------------------------------------------------------------ control socket

@@ -1,6 +1,13 @@
-"""pyfuse3 transport: translates pyfuse3 callbacks into `Engine` calls.
+"""pyfuse3 transport (`-o transport=pyfuse3`): pyfuse3 callbacks -> `Engine` calls.
 
-The only module that imports pyfuse3.
+The only module that imports pyfuse3.  The default transport is our own
+(`runtime/transport`); this one stays as a second implementation the tests
+compare against.  What libfuse through pyfuse3 cannot do: negotiate
+FUSE_DONT_MASK, POSIX_ACL or HANDLE_KILLPRIV (pyfuse3 exposes no connection
+info: the kernel applies the umask itself, so a parent's default ACL cannot
+widen a new file's mode, and suid/sgid are cleared by a kernel-sent chmod,
+see `Engine._is_kill_suid`), kernel passthrough, lseek, fallocate,
+copy_file_range, setxattr flags and UTIME_NOW (approximated below).
 
 Threads.  A trip through `trio.to_thread` costs ~100 µs, more than a cheap
 metadata operation itself, so by default (`inline=True`) the cheap ones
@@ -31,7 +38,7 @@ from typing import Any, Callable
 import pyfuse3
 import trio
 
-from . import fuseconn, identity
+from . import identity
 from .engine import Attr, Engine, Entry, SetAttrRequest
 from .identity import Caller
 
@@ -121,16 +128,9 @@ class FuseOperations(pyfuse3.Operations):
         self.limiter = trio.CapacityLimiter(max_threads)
         self.stats = stats
         self.inline = inline
-        self.capabilities = 0
         # This object is built on the thread that runs trio (and so the inline
         # operations): credentials switched there go back to root after each op.
         identity.restore_after_each_op()
-
-    def init(self) -> None:
-        """Runs inside libfuse's INIT handler, before the reply is built."""
-        self.capabilities = fuseconn.request_capabilities(
-            pyfuse3.__file__, fuseconn.FUSE_CAP_DONT_MASK | fuseconn.FUSE_CAP_HANDLE_KILLPRIV)
-        log.debug("FUSE capabilities added to INIT: %#x", self.capabilities)
 
     def _count(self, name: str) -> None:
         if self.stats is not None:

@@ -115,6 +115,12 @@ def fchown_fd(fd: int, uid: int, gid: int) -> None:
                           ctypes.c_int(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)), "fchownat")
 
 
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with its mode bits (os.posix_fallocate has none)."""
+    _check(_libc.fallocate(ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_long(offset),
+                           ctypes.c_long(length)), "fallocate")
+
+
 def proc_fd_path(fd: int) -> str:
     """The /proc magic link of one of our fds: reopening through it checks the
     caller's permissions against the inode, never against a path."""

@@ -2,7 +2,9 @@
 
 `mounter` (a pytest fixture factory) runs `fdsl mount` (daemonized, like a
 user would) and, whatever happens in the test, unmounts with fusermount3
-(lazily if busy) and kills the daemon it started.  `run_as(uid, gid, code)`
+(lazily if busy) and kills the daemon it started.  It is parametrized over
+both transports (`dev`, the default over /dev/fuse, and `pyfuse3`): every
+mount it makes carries `-o transport=...`; `mounter.transport` says which.  `run_as(uid, gid, code)`
 runs Python code in a child process with another identity (no passwd entry
 needed), for permission tests.
 """
@@ -97,6 +99,7 @@ class Mounter:
     """Creates world-traversable scratch dirs and mounts; remembers what to clean."""
 
     base: Path
+    transport: str = "dev"
     mounts: list[Mount] = field(default_factory=list)
     counter: int = 0
 
@@ -115,7 +118,8 @@ class Mounter:
         if backing is None or mnt is None:
             b, m = self.dirs()
             backing, mnt = backing or b, mnt or m
-        args = ["mount"] + (["-o", options] if options else []) + [policy, backing, mnt]
+        options = ",".join(filter(None, [f"transport={self.transport}", options]))
+        args = ["mount", "-o", options, policy, backing, mnt]
         proc = fdsl(*args)
         if expect_fail:
             assert proc.returncode != 0, "mount unexpectedly succeeded"
@@ -131,11 +135,14 @@ class Mounter:
         return mount
 
 
-@pytest.fixture
-def mounter():
+TRANSPORTS = ("dev", "pyfuse3")
+
+
+@pytest.fixture(params=TRANSPORTS)
+def mounter(request):
     base = Path(tempfile.mkdtemp(prefix="fdsl-mnt-"))
     os.chmod(base, 0o755)
-    m = Mounter(base)
+    m = Mounter(base, request.param)
     try:
         yield m
     finally:

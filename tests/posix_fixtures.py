@@ -11,9 +11,13 @@ included (no stale cached attributes).
 
 Implementations (parameter of the session fixture `posix_mount`):
 
-* ``fdsl``   -- ``fdsl mount -f -o allow_other EMPTY.fdsl BACKING MNT``; skipped
-  with a reason while ``fdsl mount --help`` does not work;
-* ``fdsl-fdcache1`` -- the same with ``FDSL_NODE_FD_CACHE=1``: the daemon keeps
+* ``fdsl``   -- ``fdsl mount -f -o allow_other EMPTY.fdsl BACKING MNT`` (the default
+  transport over /dev/fuse); skipped with a reason while ``fdsl mount --help``
+  does not work;
+* ``pyfuse3`` -- the same with ``-o transport=pyfuse3``, the second transport.
+  Its known gaps (what libfuse through pyfuse3 cannot do) are marked xfail for
+  it only (``ws.xfail_on("pyfuse3", ...)``);
+* ``fdsl-fdcache1`` -- ``fdsl`` with ``FDSL_NODE_FD_CACHE=1``: the daemon keeps
   one node fd open and reopens every other node by file handle, so every
   operation runs on reopened (and evicted-while-unused) inodes;
 * ``bindfs`` -- ``bindfs -f -o allow_other BACKING MNT``, a reference that
@@ -52,7 +56,8 @@ from typing import Any, Callable
 
 import pytest
 
-IMPLS = ("fdsl", "fdsl-fdcache1", "bindfs")
+IMPLS = ("fdsl", "fdsl-fdcache1", "pyfuse3", "bindfs")
+FDSL_IMPLS = {"fdsl": "dev", "fdsl-fdcache1": "dev", "pyfuse3": "pyfuse3"}  # -> -o transport=
 MOUNT_TIMEOUT = 10.0        # seconds until the mount point must be mounted
 OP_TIMEOUT = 60.0           # seconds one forked operation may take
 
@@ -386,7 +391,7 @@ def posix_base():
 def posix_mount(request, posix_base):
     impl = request.param
     env = {**os.environ, "FDSL_NODE_FD_CACHE": "1"} if impl == "fdsl-fdcache1" else None
-    if impl.startswith("fdsl"):
+    if impl in FDSL_IMPLS:
         reason = _fdsl_mount_unavailable()
         if reason:
             pytest.skip(reason)
@@ -400,11 +405,11 @@ def posix_mount(request, posix_base):
         d.mkdir(mode=0o755)
         d.chmod(0o755)
     log = root / "daemon.log"
-    if impl.startswith("fdsl"):
+    if impl in FDSL_IMPLS:
         policy = root / "empty.fdsl"
         policy.write_text("")
-        argv = [str(fdsl_executable()), "mount", "-f", "-o", "allow_other",
-                str(policy), str(backing), str(mnt)]
+        argv = [str(fdsl_executable()), "mount", "-f", "-o",
+                f"allow_other,transport={FDSL_IMPLS[impl]}", str(policy), str(backing), str(mnt)]
     else:
         argv = ["bindfs", "-f", "-o", "allow_other", str(backing), str(mnt)]
     with open(log, "wb") as logf:
@@ -516,7 +521,8 @@ class Workspace:
 
     # -- expectations --------------------------------------------------------
     def xfail_on(self, impl: str, reason: str, *, timing: bool = False) -> None:
-        """Known deviation of a reference implementation (never used for fdsl).
+        """Known deviation of a reference implementation (bindfs) or of the
+        pyfuse3 transport's limits (never used for fdsl's own transport).
 
         `timing`: the deviation depends on a cache timer (e.g. bindfs's 1 s
         attribute cache), so a run may pass: not strict."""

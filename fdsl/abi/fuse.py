@@ -59,6 +59,12 @@ class CStruct:
         object.__setattr__(self, "_index", {f.name: i for i, f in enumerate(self.fields)})
         object.__setattr__(self, "_zeros", (0,) * len(self.fields))
 
+    @property
+    def codec(self) -> _struct.Struct:
+        """The precompiled codec: a tuple of every field in offset order (for
+        transports that decode each request without building a dict)."""
+        return self._codec  # type: ignore[attr-defined,no-any-return]
+
     def field(self, name: str) -> CField | None:
         i = self._index.get(name)
         return None if i is None else self.fields[i]
@@ -165,6 +171,22 @@ FUSE_IN_HEADER = _layout("fuse_in_header", 40, """
     pid@32:u32, error_in@36:s32""")
 FUSE_OUT_HEADER = _layout("fuse_out_header", 16, "len@0:u32, error@4:s32, unique@8:u64")
 FUSE_DIRENT = _layout("fuse_dirent", 24, "ino@0:u64, off@8:u64, namelen@16:u32, type@20:u32")
+FUSE_DIRENTPLUS = _layout("fuse_direntplus", 152, "", {
+    "entry": (0, FUSE_ENTRY_OUT), "dirent": (128, FUSE_DIRENT)})
+# The transport's own messages (mainline include/uapi/linux/fuse.h, 7.41).
+FUSE_INIT_IN = _layout("fuse_init_in", 64,
+    "major@0:u32, minor@4:u32, max_readahead@8:u32, flags@12:u32, flags2@16:u32")
+FUSE_INIT_OUT = _layout("fuse_init_out", 64, """
+    major@0:u32, minor@4:u32, max_readahead@8:u32, flags@12:u32, max_background@16:u16,
+    congestion_threshold@18:u16, max_write@20:u32, time_gran@24:u32, max_pages@28:u16,
+    map_alignment@30:u16, flags2@32:u32, max_stack_depth@36:u32""")
+FUSE_FORGET_IN = _layout("fuse_forget_in", 8, "nlookup@0:u64")
+FUSE_BATCH_FORGET_IN = _layout("fuse_batch_forget_in", 8, "count@0:u32, dummy@4:u32")
+FUSE_FORGET_ONE = _layout("fuse_forget_one", 16, "nodeid@0:u64, nlookup@8:u64")
+FUSE_INTERRUPT_IN = _layout("fuse_interrupt_in", 8, "unique@0:u64")
+FUSE_POLL_IN = _layout("fuse_poll_in", 24, "fh@0:u64, kh@8:u64, flags@16:u32, events@20:u32")
+FUSE_POLL_OUT = _layout("fuse_poll_out", 8, "revents@0:u32, padding@4:u32")
+FUSE_BACKING_MAP = _layout("fuse_backing_map", 16, "fd@0:s32, flags@4:u32, padding@8:u64")
 # Legacy map record of the selftest loader (§2.2).
 MAP_RECORD = _layout("bpf_map_def_legacy", 32,
     "map_type@0:u32, key_size@8:u64, value_size@16:u64, max_entries@24:u32")
@@ -178,7 +200,9 @@ STRUCTS: dict[str, CStruct] = {
         FUSE_RENAME2_IN, FUSE_LINK_IN, FUSE_SETXATTR_IN, FUSE_GETXATTR_IN, FUSE_GETXATTR_OUT,
         FUSE_ACCESS_IN, FUSE_LSEEK_IN, FUSE_LSEEK_OUT, FUSE_FALLOCATE_IN,
         FUSE_COPY_FILE_RANGE_IN, FUSE_STATFS_OUT, FUSE_IN_HEADER, FUSE_OUT_HEADER,
-        FUSE_DIRENT, MAP_RECORD)
+        FUSE_DIRENT, FUSE_DIRENTPLUS, FUSE_INIT_IN, FUSE_INIT_OUT, FUSE_FORGET_IN,
+        FUSE_BATCH_FORGET_IN, FUSE_FORGET_ONE, FUSE_INTERRUPT_IN, FUSE_POLL_IN, FUSE_POLL_OUT,
+        FUSE_BACKING_MAP, MAP_RECORD)
 }
 
 # -------------------------------------------- §9 per-opcode argument lists
@@ -227,6 +251,35 @@ FOPEN = {
 }
 FUSE_FSYNC_FDATASYNC = 1
 FUSE_GETATTR_FH = 1
+FUSE_WRITE_KILL_SUIDGID = 4      # fuse_write_in.write_flags (HANDLE_KILLPRIV_V2)
+FUSE_OPEN_KILL_SUIDGID = 1       # fuse_open_in/fuse_create_in.open_flags (HANDLE_KILLPRIV_V2)
+FUSE_SETXATTR_ACL_KILL_SGID = 1  # fuse_setxattr_in.setxattr_flags (SETXATTR_EXT)
+FUSE_KERNEL_VERSION = 7
+FUSE_KERNEL_MINOR_VERSION = 41   # what the transport speaks (6.9+: passthrough)
+FUSE_MIN_READ_BUFFER = 8192
+
+# FUSE_INIT flags: bits 0-31 in `flags`, bits 32-63 in `flags2` (mainline uapi).
+INIT_FLAGS = {
+    "ASYNC_READ": 1 << 0, "POSIX_LOCKS": 1 << 1, "FILE_OPS": 1 << 2, "ATOMIC_O_TRUNC": 1 << 3,
+    "EXPORT_SUPPORT": 1 << 4, "BIG_WRITES": 1 << 5, "DONT_MASK": 1 << 6,
+    "SPLICE_WRITE": 1 << 7, "SPLICE_MOVE": 1 << 8, "SPLICE_READ": 1 << 9,
+    "FLOCK_LOCKS": 1 << 10, "HAS_IOCTL_DIR": 1 << 11, "AUTO_INVAL_DATA": 1 << 12,
+    "DO_READDIRPLUS": 1 << 13, "READDIRPLUS_AUTO": 1 << 14, "ASYNC_DIO": 1 << 15,
+    "WRITEBACK_CACHE": 1 << 16, "NO_OPEN_SUPPORT": 1 << 17, "PARALLEL_DIROPS": 1 << 18,
+    "HANDLE_KILLPRIV": 1 << 19, "POSIX_ACL": 1 << 20, "ABORT_ERROR": 1 << 21,
+    "MAX_PAGES": 1 << 22, "CACHE_SYMLINKS": 1 << 23, "NO_OPENDIR_SUPPORT": 1 << 24,
+    "EXPLICIT_INVAL_DATA": 1 << 25, "MAP_ALIGNMENT": 1 << 26, "SUBMOUNTS": 1 << 27,
+    "HANDLE_KILLPRIV_V2": 1 << 28, "SETXATTR_EXT": 1 << 29, "INIT_EXT": 1 << 30,
+    "SECURITY_CTX": 1 << 32, "HAS_INODE_DAX": 1 << 33, "CREATE_SUPP_GROUP": 1 << 34,
+    "HAS_EXPIRE_ONLY": 1 << 35, "DIRECT_IO_ALLOW_MMAP": 1 << 36, "PASSTHROUGH": 1 << 37,
+    "NO_EXPORT_SUPPORT": 1 << 38, "HAS_RESEND": 1 << 39, "ALLOW_IDMAP": 1 << 40,
+    "OVER_IO_URING": 1 << 41, "REQUEST_TIMEOUT": 1 << 42,
+}
+# /dev/fuse ioctls (§13): _IOR(229, 0, u32), _IOW(229, 1, fuse_backing_map), _IOW(229, 2, u32).
+FUSE_DEV_IOC_CLONE = 0x8004E500
+FUSE_DEV_IOC_BACKING_OPEN = 0x4010E501
+FUSE_DEV_IOC_BACKING_CLOSE = 0x4004E502
+FILESYSTEM_MAX_STACK_DEPTH = 2
 
 # Open flags and mode bits as the kernel of this machine's architecture
 # passes them (O_DIRECTORY etc. differ between x86-64 and arm64).

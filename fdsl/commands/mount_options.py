@@ -74,6 +74,19 @@ OPTIONS: tuple[MountOption, ...] = (
     MountOption("inline", "cheap metadata operations run on the daemon's main thread (0: every "
                 "operation in a worker, so a slow backing fs stalls only its own requests)",
                 BOOL, dest="inline", default=True),
+    MountOption("transport", "how the daemon talks to the kernel: dev (the FUSE protocol over "
+                "/dev/fuse) or pyfuse3 (through libfuse: no kernel passthrough, lseek, fallocate "
+                "or setxattr flags)", CHOICE, dest="transport", default="dev",
+                choices=("dev", "pyfuse3")),
+    MountOption("passthrough", "the kernel reads and writes files whose scope has no read or "
+                "write rules itself (FUSE_PASSTHROUGH; root only, transport=dev)", BOOL,
+                dest="passthrough", default=True),
+    MountOption("default_permissions", "the kernel checks mode bits and POSIX ACLs of every "
+                "path component before the daemon sees a request (default 1; 0: only the "
+                "backing fs checks, as the caller, when the daemon runs an operation, so a "
+                "path used within entry_timeout skips its parents' search permission and FIFO "
+                "modes go unchecked; transport=pyfuse3 defaults to 0: it cannot negotiate ACLs)",
+                BOOL, dest="default_permissions"),
     MountOption("no_identity", "run backing operations as the daemon, not as the caller",
                 FLAG, dest="switch_identity", default=True, flag_value=False),
     MountOption("nonempty", "allow mounting over a mount point that is already a mount",
@@ -95,8 +108,6 @@ OPTIONS: tuple[MountOption, ...] = (
     # ---- FUSE options, passed to the kernel mount
     MountOption("allow_other", "let users other than the mounter use the mount", FLAG, FUSE),
     MountOption("auto_unmount", "unmount when the daemon dies", FLAG, FUSE),
-    MountOption("default_permissions", "the kernel checks permissions from the mode bits",
-                FLAG, FUSE),
     MountOption("fsname", "the source name mount(8) and df show", TEXT, FUSE, metavar="NAME"),
     MountOption("max_read", "largest read request in bytes", INT, FUSE, low=4096,
                 high=1 << 30, metavar="BYTES"),

@@ -11,6 +11,8 @@ from fdsl.lang import ast
 from fdsl.compile.planner import OpPlan, Plan, RulePlan, ScopePlan, return_bits_text
 
 MAX_RULE_TEXT = 96
+# What mainline FUSE_PASSTHROUGH takes over from the daemon (spec §13): file I/O.
+KERNEL_PASSTHROUGH_OPS = ("read", "write")
 
 
 def fmt_expr(e: ast.Expr) -> str:
@@ -149,12 +151,23 @@ def _entry(entry: OpPlan, scope: ScopePlan) -> str:
     return "\n".join(lines)
 
 
+def _kernel_line(scope: ScopePlan) -> str:
+    """Which operations of the scope `fdsl mount` leaves to the kernel itself."""
+    ruled = sorted({e.op for e in scope.entries if e.op in KERNEL_PASSTHROUGH_OPS})
+    if scope.kind == "passthrough" or (not ruled and isinstance(scope.default, ast.Allow)):
+        return ("  in the kernel: read, write of regular files (FUSE_PASSTHROUGH: no request "
+                "reaches the daemon; fdsl mount as root, -o passthrough=0 turns it off)")
+    why = f"rules on {', '.join(ruled)}" if ruled else f"default {fmt_decision(scope.default)}"
+    return f"  in the kernel: nothing ({why}: read and write go through the daemon)"
+
+
 def _scope(scope: ScopePlan) -> str:
     where = f"under \"{scope.path}\"" if scope.path else "root"
     backing = f", backing {scope.backing}" if scope.backing else ""
     lines = [f"scope {where} -> program {scope.section} ({scope.kind}{backing})"]
     if scope.kind == "passthrough":
         lines.append("  passthrough: every op -> BACKING, no rules")
+        lines.append(_kernel_line(scope))
         return "\n".join(lines)
     lines.append(f"  default: {fmt_decision(scope.default)}")
     for entry in scope.entries:
@@ -162,6 +175,7 @@ def _scope(scope: ScopePlan) -> str:
     fallback = decision_bits(scope.default, abi.BACKING)
     post = "0" if isinstance(scope.default, ast.Allow) else fallback
     lines.append(f"  every other op: pre -> {fallback}, post -> {post}")
+    lines.append(_kernel_line(scope))
     return "\n".join(lines)
 
 

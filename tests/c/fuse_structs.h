@@ -46,5 +46,17 @@ struct fuse_statfs_out { u64_t blocks, bfree, bavail, files, ffree;
 struct fuse_in_header { u32_t len, opcode; u64_t unique, nodeid; u32_t uid, gid, pid; s32_t error_in; };
 struct fuse_out_header { u32_t len; s32_t error; u64_t unique; };
 struct fuse_dirent { u64_t ino, off; u32_t namelen, type; char name[]; };
+struct fuse_direntplus { struct fuse_entry_out entry; struct fuse_dirent dirent; };
+struct fuse_init_in { u32_t major, minor, max_readahead, flags, flags2, unused[11]; };
+struct fuse_init_out { u32_t major, minor, max_readahead, flags;
+    unsigned short max_background, congestion_threshold; u32_t max_write, time_gran;
+    unsigned short max_pages, map_alignment; u32_t flags2, max_stack_depth, unused[6]; };
+struct fuse_forget_in { u64_t nlookup; };
+struct fuse_batch_forget_in { u32_t count, dummy; };
+struct fuse_forget_one { u64_t nodeid, nlookup; };
+struct fuse_interrupt_in { u64_t unique; };
+struct fuse_poll_in { u64_t fh, kh; u32_t flags, events; };
+struct fuse_poll_out { u32_t revents, padding; };
+struct fuse_backing_map { s32_t fd; u32_t flags; u64_t padding; };
 struct bpf_map_def_legacy { u32_t map_type; u64_t key_size, value_size; u32_t max_entries; };
 #endif

@@ -587,11 +587,9 @@ def test_truncate_and_ftruncate(ws):
     ws.compare(op, what="truncate/ftruncate")
 
 
-def test_sparse_file_and_seeks(ws, request):
+def test_sparse_file_and_seeks(ws):
     ws.xfail_on("bindfs", "bindfs has no lseek handler: SEEK_HOLE/SEEK_DATA see the file as all data")
-    if ws.impl.startswith("fdsl"):  # the one transport limit of fdsl, not a daemon bug
-        request.applymarker(pytest.mark.xfail(
-            reason="pyfuse3 does not deliver FUSE_LSEEK (README: Known gaps)", strict=True))
+    ws.xfail_on("pyfuse3", "pyfuse3 does not deliver FUSE_LSEEK (README: Known gaps)")
     def op(d: Path):
         fd = os.open(d / "sparse", os.O_CREAT | os.O_RDWR, 0o644)
         try:

@@ -1,0 +1,229 @@
+"""Handlers for open files and directories: open/create (with kernel
+passthrough), read/write, flush/fsync/release, listings, and the operations
+pyfuse3 never delivered: LSEEK (SEEK_DATA/SEEK_HOLE), FALLOCATE (every mode
+the backing fs supports), COPY_FILE_RANGE and TMPFILE.
+
+READ and WRITE carry the caller of the request (the header has it); the
+current engine still runs them as the opener.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, Callable
+
+from fdsl import abi
+
+from .. import sysio
+from ..engine import Attr, Engine, Entry, OpenFile
+from ..identity import Caller, as_caller, thread_umask
+from .passthrough import BackingFiles
+from .protocol import (FOPEN_PASSTHROUGH, LSEEK_OUT, WRITE_OUT, Request, dirent, direntplus,
+                       entry_out, open_out)
+
+_OPEN_IN = abi.FUSE_OPEN_IN.codec
+_CREATE_IN = abi.FUSE_CREATE_IN.codec
+_READ_IN = abi.FUSE_READ_IN.codec
+_WRITE_IN = abi.FUSE_WRITE_IN.codec
+_RELEASE_IN = abi.FUSE_RELEASE_IN.codec
+_FLUSH_IN = abi.FUSE_FLUSH_IN.codec
+_FSYNC_IN = abi.FUSE_FSYNC_IN.codec
+_LSEEK_IN = abi.FUSE_LSEEK_IN.codec
+_FALLOCATE_IN = abi.FUSE_FALLOCATE_IN.codec
+_COPY_IN = abi.FUSE_COPY_FILE_RANGE_IN.codec
+_DIRENT_ESTIMATE = 200          # bytes per READDIRPLUS record, to size engine batches
+
+
+class FileOperations:
+    def __init__(self, engine: Engine, backing: BackingFiles) -> None:
+        self.engine = engine
+        self.backing = backing
+
+    # -------------------------------------------------------- open files
+
+    def _open_reply(self, fh: int) -> bytes:
+        """fuse_open_out, with FOPEN_PASSTHROUGH where the kernel may do the I/O."""
+        f = self.engine.files.get(fh)
+        if isinstance(f, OpenFile) and self.backing.enabled:
+            policy = self.engine.policy
+            filtered = policy.runs_program(f.node, "read") or policy.runs_program(f.node, "write")
+            if self.backing.eligible(f.fd, filtered):
+                backing_id = self.backing.attach(fh, f.node.nodeid, f.fd)
+                if backing_id:
+                    return open_out(fh, FOPEN_PASSTHROUGH, backing_id)
+        return open_out(fh)
+
+    def open(self, req: Request) -> Any:
+        flags, _ = req.struct(_OPEN_IN)
+        return self._open_reply(self.engine.open(req.nodeid, flags, req.caller()))
+
+    def create(self, req: Request) -> Any:
+        flags, mode, umask, _ = req.struct(_CREATE_IN)
+        (name,) = req.names(_CREATE_IN.size)
+        entry, fh = self.engine.create(req.nodeid, name, mode, flags, umask, req.caller(umask))
+        return [entry_out(entry), self._open_reply(fh)]
+
+    def read(self, req: Request) -> Any:
+        fh, offset, size, *_ = req.struct(_READ_IN)
+        data = self.engine.read_cached(fh, offset, size)
+        return data if data is not None else self.engine.read(fh, offset, size)
+
+    def write(self, req: Request) -> Any:
+        fh, offset, size, *_ = req.struct(_WRITE_IN)
+        data = req.body[_WRITE_IN.size:_WRITE_IN.size + size]
+        if len(data) != size:
+            raise OSError(errno.EIO, "short write payload")
+        return WRITE_OUT.pack(self.engine.write(fh, offset, data), 0)  # type: ignore[arg-type]
+
+    def flush(self, req: Request) -> Any:
+        fh, *_ = req.struct(_FLUSH_IN)
+        self.engine.flush(fh)
+
+    def release(self, req: Request) -> Any:
+        fh, *_ = req.struct(_RELEASE_IN)
+        self.backing.detach(fh)
+        self.engine.release(fh)
+
+    def fsync(self, req: Request) -> Any:
+        fh, flags, _ = req.struct(_FSYNC_IN)
+        self.engine.fsync(fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC))
+
+    # -------------------------------------------------------- directories
+
+    def opendir(self, req: Request) -> Any:
+        return open_out(self.engine.opendir(req.nodeid, req.caller()))
+
+    def readdir(self, req: Request) -> Any:
+        return self._listing(req, plus=False)
+
+    def readdirplus(self, req: Request) -> Any:
+        return self._listing(req, plus=True)
+
+    def _listing(self, req: Request, plus: bool) -> Any:
+        """Records up to the kernel's buffer size.  Every entry the engine returns
+        with attributes counts one kernel lookup: those a plain READDIR does not
+        link, and those that do not fit, are forgotten again."""
+        fh, offset, size, *_ = req.struct(_READ_IN)
+        engine, caller = self.engine, req.caller()
+        records: list[bytes] = []
+        used = 0
+        while used < size:
+            batch = engine.readdir(fh, offset, caller,
+                                   limit=max(4, (size - used) // _DIRENT_ESTIMATE))
+            if not batch:
+                break
+            for i, item in enumerate(batch):
+                if plus:
+                    rec = direntplus(item.entry, item.ino, item.next_offset, item.dtype, item.name)
+                elif item.entry is not None:
+                    rec = dirent(item.entry.attr.ino, item.next_offset,
+                                 (item.entry.attr.mode >> 12) & 0o17, item.name)
+                else:
+                    rec = dirent(item.ino, item.next_offset, item.dtype, item.name)
+                if used + len(rec) > size:
+                    for rest in batch[i:]:
+                        if rest.entry is not None:
+                            engine.forget(rest.entry.nodeid, 1)
+                    return b"".join(records)
+                if not plus and item.entry is not None:
+                    engine.forget(item.entry.nodeid, 1)
+                records.append(rec)
+                used += len(rec)
+                offset = item.next_offset
+        return b"".join(records)
+
+    def releasedir(self, req: Request) -> Any:
+        fh, *_ = req.struct(_RELEASE_IN)
+        self.engine.releasedir(fh)
+
+    def fsyncdir(self, req: Request) -> Any:
+        fh, flags, _ = req.struct(_FSYNC_IN)
+        self.engine.fsyncdir(fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC))
+
+    # ------------------------------------- operations pyfuse3 never delivered
+
+    def _file(self, fh: int) -> OpenFile:
+        f = self.engine.files.get(fh)
+        if not isinstance(f, OpenFile):
+            raise OSError(errno.EBADF, "bad file handle")
+        return f
+
+    def _filtered(self, f: OpenFile, op: str, ins: list, outs: list,
+                  backing: Callable[[list], list], caller: Caller) -> list:
+        """Run `op` through the node's program when its scope has rules on it."""
+        if not self.engine.policy.runs_program(f.node, op):
+            return backing(ins)
+        return self.engine.policy.run(f.node, op, ins, outs, backing, caller)  # type: ignore[no-any-return]
+
+    def lseek(self, req: Request) -> Any:
+        fh, offset, whence, _ = req.struct(_LSEEK_IN)
+        f = self._file(fh)
+        found: dict[str, int] = {}
+
+        def backing(ins: list) -> list:
+            v = ins[0]
+            found["offset"] = os.lseek(f.fd, v["offset"], v["whence"])
+            return [{"offset": found["offset"]}]
+
+        outs = self._filtered(f, "lseek", [{"fh": fh, "offset": offset, "whence": whence}], [{}],
+                              backing, req.caller())
+        result = outs[0].get("offset", found.get("offset", 0)) if outs else found["offset"]
+        return LSEEK_OUT.pack(result)
+
+    def fallocate(self, req: Request) -> Any:
+        fh, offset, length, mode, _ = req.struct(_FALLOCATE_IN)
+        f = self._file(fh)
+
+        def backing(ins: list) -> list:
+            v = ins[0]
+            sysio.fallocate(f.fd, v["mode"], v["offset"], v["length"])
+            return []
+
+        with as_caller(req.caller(), self.engine.options.switch_identity):
+            self._filtered(f, "fallocate", [{"fh": fh, "offset": offset, "length": length,
+                                             "mode": mode}], [], backing, req.caller())
+
+    def copy_file_range(self, req: Request) -> Any:
+        fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = req.struct(_COPY_IN)
+        src, dst = self._file(fh_in), self._file(fh_out)
+        copied: dict[str, int] = {}
+
+        def backing(ins: list) -> list:
+            v = ins[0]
+            if v["flags"]:
+                raise OSError(errno.EINVAL, "copy_file_range flags")
+            copied["n"] = os.copy_file_range(src.fd, dst.fd, v["len"], v["off_in"], v["off_out"])
+            return [{"size": copied["n"]}]
+
+        with as_caller(req.caller(), self.engine.options.switch_identity):
+            self._filtered(src, "copy_file_range",
+                           [{"fh_in": fh_in, "off_in": off_in, "nodeid_out": _nodeid_out,
+                             "fh_out": fh_out, "off_out": off_out, "len": length,
+                             "flags": flags}], [{}], backing, req.caller())
+        return WRITE_OUT.pack(copied.get("n", 0), 0)
+
+    def tmpfile(self, req: Request) -> Any:
+        """O_TMPFILE: an unnamed file in the directory, open, with the parent's
+        program.  Refused (EOPNOTSUPP) where the directory has create rules,
+        which could not see it."""
+        flags, mode, umask, _ = req.struct(_CREATE_IN)
+        engine = self.engine
+        parent = engine.nodes.get(req.nodeid)
+        if engine.policy.runs_program(parent, "create"):
+            raise OSError(errno.EOPNOTSUPP, "O_TMPFILE in a filtered directory")
+        caller = req.caller(umask)
+        oflags = (flags | os.O_TMPFILE | os.O_CLOEXEC) & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
+        with as_caller(caller, engine.options.switch_identity):
+            with thread_umask(umask):
+                fd = os.open(".", oflags, mode & 0o7777, dir_fd=parent.fd)
+        try:
+            path_fd = os.open(sysio.proc_fd_path(fd), os.O_PATH | os.O_CLOEXEC)
+            st = os.fstat(path_fd)
+            node = engine.nodes.attach(path_fd, st, parent.program, parent.scope)
+        except BaseException:
+            os.close(fd)
+            raise
+        attr = Attr.from_stat(node.nodeid, st, engine.options.attr_timeout)
+        entry = Entry(node.nodeid, attr, engine.options.entry_timeout)
+        fh = engine._new_fh(OpenFile(fd, node, caller, flags))
+        return [entry_out(entry), self._open_reply(fh)]

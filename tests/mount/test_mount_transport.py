@@ -1,0 +1,160 @@
+"""What only the /dev/fuse transport does: kernel passthrough (on/off give the
+same results; filtered files keep the userspace path), mounting as an
+ordinary user through fusermount3, and surviving an unmount from outside."""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mounting import (EXAMPLES, FDSL, Mount, Mounter, is_mounted, mounter,  # noqa: F401
+                      needs_fuse)
+
+pytestmark = [pytest.mark.mount, needs_fuse]
+
+
+def only_dev(mounter: Mounter) -> None:
+    if mounter.transport != "dev":
+        pytest.skip("a property of the /dev/fuse transport (pyfuse3 has no passthrough)")
+
+
+def workload(d: Path) -> dict:
+    """Data operations passthrough takes over, with their visible results."""
+    out: dict = {}
+    with open(d / "seq", "wb") as fh:
+        for i in range(64):
+            fh.write(bytes([i]) * 65536)
+    with open(d / "seq", "r+b") as fh:
+        fh.seek(12345)
+        fh.write(b"overwrite")
+        fh.truncate(3_000_001)
+    with open(d / "seq", "ab") as fh:
+        fh.write(b"appended")
+    with open(d / "seq", "r+b") as fh:
+        with mmap.mmap(fh.fileno(), 0) as m:
+            m[100:104] = b"MMAP"
+            out["mmap_read"] = m[12340:12360]
+    fd = os.open(d / "seq", os.O_RDONLY)
+    try:
+        out["pread"] = [os.pread(fd, 17, off) for off in (0, 65530, 2_999_990, 3_000_005)]
+    finally:
+        os.close(fd)
+    out["size"] = os.stat(d / "seq").st_size
+    out["content"] = (d / "seq").read_bytes()
+    return out
+
+
+def test_passthrough_on_and_off_give_identical_results(mounter):
+    only_dev(mounter)
+    results, reads = {}, {}
+    for flag in ("1", "0"):
+        b, mnt = mounter.dirs()
+        m = mounter.mount("", b, mnt, options=f"passthrough={flag}")
+        results[flag] = workload(mnt)
+        assert (b / "seq").read_bytes() == results[flag]["content"]
+        ops = m.stats()["ops"]
+        reads[flag] = ops.get("read", 0) + ops.get("write", 0)
+    assert results["1"] == results["0"]
+    # passthrough=1: the kernel did the data I/O itself; passthrough=0: the daemon did
+    assert reads["1"] == 0 and reads["0"] > 0, reads
+
+
+def test_filtered_files_keep_the_userspace_path(mounter):
+    """private_subtree.fdsl has rules on every op under private/ (reads included):
+    those reads reach the daemon; files outside go to the kernel."""
+    only_dev(mounter)
+    b, mnt = mounter.dirs()
+    (b / "private").mkdir()
+    (b / "private" / "notes").write_bytes(b"n" * 100_000)
+    (b / "public").write_bytes(b"p" * 100_000)
+    m = mounter.mount(EXAMPLES / "private_subtree.fdsl", b, mnt)
+    assert (mnt / "public").read_bytes() == b"p" * 100_000
+    assert m.stats()["ops"].get("read", 0) == 0
+    assert (mnt / "private" / "notes").read_bytes() == b"n" * 100_000
+    assert m.stats()["ops"].get("read", 0) > 0
+
+
+def test_unmount_from_outside_ends_the_daemon(mounter):
+    b, mnt = mounter.dirs()
+    m = mounter.mount("", b, mnt)
+    assert subprocess.run(["fusermount3", "-u", str(mnt)]).returncode == 0
+    deadline = time.monotonic() + 10
+    while m.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not m.alive() and not is_mounted(mnt)
+
+
+@pytest.fixture
+def plain_user():
+    """A fresh ordinary user (removed afterwards)."""
+    if shutil.which("useradd") is None:
+        pytest.skip("useradd is not available")
+    name = f"fdsltr{os.getpid() % 100000}"
+    subprocess.run(["userdel", name], capture_output=True)
+    proc = subprocess.run(["useradd", "-M", "-N", "-s", "/usr/sbin/nologin", name],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    try:
+        yield pwd.getpwnam(name)
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_ordinary_user_mounts_through_fusermount3(mounter, plain_user):
+    """No root anywhere: the user's `fdsl mount` gets its /dev/fuse fd from the
+    setuid fusermount3, serves, and `fdsl umount` ends it."""
+    only_dev(mounter)
+    uid, gid = plain_user.pw_uid, plain_user.pw_gid
+    b, mnt = mounter.dirs()
+    for d in (b, mnt):
+        os.chown(d, uid, gid)
+    (b / "f").write_text("hello")
+    os.chown(b / "f", uid, gid)
+
+    def demote() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    def as_user(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=60,
+                              preexec_fn=demote, cwd="/",
+                              env={"PATH": "/usr/bin:/bin", "HOME": "/"})
+
+    mount = Mount(b, mnt)
+    mounter.mounts.append(mount)          # unmounted and killed by the fixture, whatever happens
+    proc = as_user(*FDSL, "mount", "", str(b), str(mnt))
+    assert proc.returncode == 0, proc.stderr
+    assert is_mounted(mnt)
+    stats = as_user(*FDSL, "stats", "--json", str(mnt))
+    assert stats.returncode == 0, stats.stderr
+    mount.pid = json.loads(stats.stdout)["pid"]
+    code = f"""
+import os
+p = {str(mnt)!r}
+assert open(p + '/f').read() == 'hello'
+with open(p + '/new', 'w') as fh:
+    fh.write('made by the user')
+st = os.stat(p + '/new')
+print(st.st_uid, st.st_gid)
+"""
+    r = as_user("python3", "-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(uid), str(gid)]
+    assert (os.stat(b / "new").st_uid, (b / "new").read_text()) == (uid, "made by the user")
+    # without allow_other the kernel lets nobody else in, root included
+    assert subprocess.run(["ls", str(mnt)], capture_output=True).returncode != 0
+    proc = as_user(*FDSL, "umount", str(mnt))
+    assert proc.returncode == 0, proc.stderr
+    assert not is_mounted(mnt)
+    deadline = time.monotonic() + 10
+    while mount.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not mount.alive()

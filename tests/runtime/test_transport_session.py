@@ -1,0 +1,129 @@
+"""The /dev/fuse transport's request handling, driven over a socket pair.
+
+A SOCK_SEQPACKET pair stands in for the device's fd (one message per
+request or reply, as /dev/fuse gives them); everything above the fd is the
+real code: header decoding, the dispatch table, error replies, one writev
+per reply, INIT negotiation.  Mounted behaviour is in tests/mount.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+
+import pytest
+
+from fdsl import abi
+from fdsl.runtime.transport.dispatch import NO_REPLY, Dispatcher
+from fdsl.runtime.transport.init import InitOptions
+from fdsl.runtime.transport.protocol import OPCODES
+from fdsl.runtime.transport.session import Session
+
+HEADER = abi.FUSE_IN_HEADER.codec
+OUT = abi.FUSE_OUT_HEADER.codec
+F = abi.INIT_FLAGS
+
+
+def request(opcode: int, unique: int, payload: bytes = b"", nodeid: int = 1) -> bytearray:
+    return bytearray(HEADER.pack(HEADER.size + len(payload), opcode, unique, nodeid,
+                                 1000, 1000, 4242, 0) + payload)
+
+
+@pytest.fixture
+def wire():
+    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    dispatcher = Dispatcher()
+    session = Session(ours.fileno(), dispatcher, threads=1)
+    try:
+        yield session, dispatcher, kernel
+    finally:
+        ours.close()
+        kernel.close()
+
+
+def served(session: Session, kernel: socket.socket, data: bytearray) -> tuple[int, int, bytes]:
+    """Hand one request to the session; (error, unique, payload) of its reply."""
+    session._handle(session.devfd, data, len(data))
+    reply = kernel.recv(1 << 16)
+    length, error, unique = OUT.unpack_from(reply)
+    assert length == len(reply), "header length must cover the whole reply"
+    return error, unique, reply[OUT.size:]
+
+
+def test_unknown_opcode_is_enosys_and_serving_goes_on(wire):
+    session, dispatcher, kernel = wire
+    assert served(session, kernel, request(4000, 7))[:2] == (-errno.ENOSYS, 7)
+    dispatcher.register(OPCODES["statfs"], lambda req: b"ok")
+    assert served(session, kernel, request(OPCODES["statfs"], 8)) == (0, 8, b"ok")
+
+
+def test_inconsistent_header_gets_eio(wire):
+    session, _, kernel = wire
+    data = request(OPCODES["getattr"], 9, bytes(16))
+    struct.pack_into("<I", data, 0, 999)           # len disagrees with what was read
+    assert served(session, kernel, data)[:2] == (-errno.EIO, 9)
+
+
+def test_short_read_is_dropped_without_reply(wire):
+    session, _, kernel = wire
+    session._handle(session.devfd, bytearray(b"\1" * 12), 12)
+    kernel.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        kernel.recv(100)
+
+
+def test_short_payload_and_handler_crash_get_eio(wire):
+    session, dispatcher, kernel = wire
+
+    def crash(req):
+        raise RuntimeError("bug")
+
+    dispatcher.register(OPCODES["getattr"], lambda req: req.struct(abi.FUSE_GETATTR_IN.codec))
+    dispatcher.register(OPCODES["readlink"], crash)
+    assert served(session, kernel, request(OPCODES["getattr"], 10, b"\0" * 3))[:2] == (-errno.EIO, 10)
+    assert served(session, kernel, request(OPCODES["readlink"], 11))[:2] == (-errno.EIO, 11)
+
+
+def test_errno_and_multipart_replies(wire):
+    """OSError -> its errno; a list payload is sent as one reply (LOOKUP + the 32-byte
+    fuse-bpf block is how kernel mode uses it); NO_REPLY sends nothing; filter
+    opcodes (OP | 0x10000) dispatch like any other."""
+    session, dispatcher, kernel = wire
+    block = abi.FUSE_ENTRY_BPF_OUT.pack({"backing_action": 2})
+
+    def missing(req):
+        raise OSError(errno.ENOENT, "no")
+
+    dispatcher.register(OPCODES["lookup"], missing)
+    dispatcher.register(OPCODES["lookup"] | abi.PREFILTER, lambda req: [bytes(128), block])
+    dispatcher.register(OPCODES["forget"], lambda req: NO_REPLY)
+    assert served(session, kernel, request(OPCODES["lookup"], 12, b"x\0"))[:2] == (-errno.ENOENT, 12)
+    assert served(session, kernel, request(OPCODES["lookup"] | abi.PREFILTER, 13, b"x\0")) == (
+        0, 13, bytes(128) + bytes(block))
+    session._handle(session.devfd, request(OPCODES["forget"], 14, bytes(8)), 48)
+    kernel.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        kernel.recv(100)
+
+
+def _init_request(flags: int) -> bytearray:
+    payload = abi.FUSE_INIT_IN.codec.pack(7, 41, 131072, flags & 0xFFFFFFFF, flags >> 32)
+    return request(OPCODES["init"], 1, payload)
+
+
+@pytest.mark.parametrize("passthrough", [True, False])
+def test_init_takes_only_offered_flags(wire, passthrough):
+    session, _, kernel = wire
+    offered = (F["ASYNC_READ"] | F["DONT_MASK"] | F["POSIX_ACL"] | F["INIT_EXT"]
+               | F["HANDLE_KILLPRIV_V2"] | F["PASSTHROUGH"] | F["WRITEBACK_CACHE"])
+    kernel.send(_init_request(offered))
+    negotiated = session.handshake(InitOptions(passthrough=passthrough, max_stack_depth=2))
+    reply = kernel.recv(1 << 16)
+    out = abi.FUSE_INIT_OUT.unpack(reply[OUT.size:])
+    chosen = out["flags"] | out["flags2"] << 32
+    assert chosen & ~offered == 0
+    assert chosen & F["DONT_MASK"] and chosen & F["POSIX_ACL"] and chosen & F["HANDLE_KILLPRIV_V2"]
+    assert not chosen & F["WRITEBACK_CACHE"]
+    assert bool(chosen & F["PASSTHROUGH"]) == passthrough == negotiated.passthrough
+    assert out["max_stack_depth"] == (2 if passthrough else 0)
+    assert out["max_write"] == negotiated.max_write and out["max_pages"] * 4096 == out["max_write"]
