@@ -31,6 +31,20 @@ EXAMPLES = ROOT / "examples"
 USER_PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin") or sys.executable
 
 
+def user_fdsl() -> list[str]:
+    """`fdsl` as another user can run it: the system interpreter with this venv's
+    packages added (the venv's own interpreter may sit in a directory only root
+    may enter)."""
+    import site
+    import sysconfig
+
+    purelib = sysconfig.get_paths()["purelib"]
+    boot = (f"import site, sys; site.addsitedir({purelib!r}); "
+            "from fdsl.cli import main; sys.exit(main(sys.argv[1:]))")
+    del site
+    return [USER_PYTHON, "-c", boot]
+
+
 def fuse_available() -> bool:
     return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None \
         and os.geteuid() == 0

@@ -32,7 +32,7 @@ log = logging.getLogger("fdsl.runtime")
 
 _BACKING_MAP = abi.FUSE_BACKING_MAP.codec
 _U32 = struct.Struct("<I")
-NOBODY = Caller(65534, 65534, 0, 0, ())
+NOBODY = Caller(uid=65534, gid=65534, umask=0, groups=())
 
 
 class BackingFiles:

@@ -63,7 +63,7 @@ class Request:
         return abi.opcode_name(self.opcode)
 
     def caller(self, umask: int = 0o022) -> Caller:
-        return Caller(self.uid, self.gid, self.pid, umask)
+        return Caller(uid=self.uid, gid=self.gid, pid=self.pid, umask=umask)
 
     def struct(self, codec: struct.Struct, offset: int = 0) -> tuple[Any, ...]:
         """The fixed-size argument at `offset` (ProtocolError if the payload is short)."""

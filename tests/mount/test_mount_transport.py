@@ -8,14 +8,15 @@ import mmap
 import os
 import pwd
 import shutil
+import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from mounting import (EXAMPLES, FDSL, Mount, Mounter, is_mounted, mounter,  # noqa: F401
-                      needs_fuse)
+from mounting import (EXAMPLES, Mount, Mounter, is_mounted, mounter,  # noqa: F401
+                      needs_fuse, user_fdsl)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -107,11 +108,30 @@ def plain_user():
         subprocess.run(["userdel", name], capture_output=True)
 
 
-def test_ordinary_user_mounts_through_fusermount3(mounter, plain_user):
+@pytest.fixture
+def fuse_device_for(plain_user):
+    """Let the test user open /dev/fuse (fusermount3 opens it with the user's rights;
+    this machine's is 0600 root): a user ACL entry, removed afterwards."""
+    dev = "/dev/fuse"
+    mode = os.stat(dev).st_mode & 0o7777
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in (
+        (0x01, 6, 0xFFFFFFFF), (0x02, 6, plain_user.pw_uid), (0x04, 0, 0xFFFFFFFF),
+        (0x10, 6, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF)))
+    if mode & 0o006 != 0o006:
+        os.setxattr(dev, "system.posix_acl_access", acl)
+    try:
+        yield plain_user
+    finally:
+        if mode & 0o006 != 0o006:
+            os.removexattr(dev, "system.posix_acl_access")
+            os.chmod(dev, mode)
+
+
+def test_ordinary_user_mounts_through_fusermount3(mounter, fuse_device_for):
     """No root anywhere: the user's `fdsl mount` gets its /dev/fuse fd from the
     setuid fusermount3, serves, and `fdsl umount` ends it."""
     only_dev(mounter)
-    uid, gid = plain_user.pw_uid, plain_user.pw_gid
+    uid, gid = fuse_device_for.pw_uid, fuse_device_for.pw_gid
     b, mnt = mounter.dirs()
     for d in (b, mnt):
         os.chown(d, uid, gid)
@@ -130,10 +150,10 @@ def test_ordinary_user_mounts_through_fusermount3(mounter, plain_user):
 
     mount = Mount(b, mnt)
     mounter.mounts.append(mount)          # unmounted and killed by the fixture, whatever happens
-    proc = as_user(*FDSL, "mount", "", str(b), str(mnt))
+    proc = as_user(*user_fdsl(), "mount", "", str(b), str(mnt))
     assert proc.returncode == 0, proc.stderr
     assert is_mounted(mnt)
-    stats = as_user(*FDSL, "stats", "--json", str(mnt))
+    stats = as_user(*user_fdsl(), "stats", "--json", str(mnt))
     assert stats.returncode == 0, stats.stderr
     mount.pid = json.loads(stats.stdout)["pid"]
     code = f"""
@@ -151,7 +171,7 @@ print(st.st_uid, st.st_gid)
     assert (os.stat(b / "new").st_uid, (b / "new").read_text()) == (uid, "made by the user")
     # without allow_other the kernel lets nobody else in, root included
     assert subprocess.run(["ls", str(mnt)], capture_output=True).returncode != 0
-    proc = as_user(*FDSL, "umount", str(mnt))
+    proc = as_user(*user_fdsl(), "umount", str(mnt))
     assert proc.returncode == 0, proc.stderr
     assert not is_mounted(mnt)
     deadline = time.monotonic() + 10

@@ -59,6 +59,8 @@ def test_search_permission_of_a_cached_path(ws, posix_users, case):
     but root) and repeats the operation: EACCES, as on the backing fs."""
     a = posix_users.a
     ws.xfail_on("pyfuse3", PYFUSE3_GAP, timing=True)
+    if case == "link_06":
+        ws.xfail_on("bindfs", "high-level libfuse caches the link count for 1 s", timing=True)
     ws.setup(lambda d: _prepare(d, a.uid, a.gid))
     operation = OPERATIONS[case]
 

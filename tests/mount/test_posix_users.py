@@ -496,4 +496,6 @@ def test_posix_acls(ws, posix_users):
 
     ws.xfail_on("bindfs", "the kernel checks bindfs mounts (default_permissions) against the "
                 "mode bits only and applies the umask despite a default ACL")
+    ws.xfail_on("pyfuse3", "libfuse through pyfuse3 cannot negotiate FUSE_DONT_MASK: the "
+                "kernel applies the umask despite the default ACL")
     ws.compare(op, who=b, umask=0o077, what="POSIX ACLs")
