@@ -156,6 +156,10 @@ class FileOperations:
         return self.engine.policy.run(f.node, op, ins, outs, backing, caller)  # type: ignore[no-any-return]
 
     def lseek(self, req: Request) -> Any:
+        with self.engine.nodes.operation():
+            return self._lseek(req)
+
+    def _lseek(self, req: Request) -> Any:
         fh, offset, whence, _ = req.struct(_LSEEK_IN)
         f = self._file(fh)
         found: dict[str, int] = {}
@@ -171,6 +175,10 @@ class FileOperations:
         return LSEEK_OUT.pack(result)
 
     def fallocate(self, req: Request) -> Any:
+        with self.engine.nodes.operation():
+            self._fallocate(req)
+
+    def _fallocate(self, req: Request) -> None:
         fh, offset, length, mode, _ = req.struct(_FALLOCATE_IN)
         f = self._file(fh)
 
@@ -184,6 +192,10 @@ class FileOperations:
                                              "mode": mode}], [], backing, req.caller())
 
     def copy_file_range(self, req: Request) -> Any:
+        with self.engine.nodes.operation():
+            return self._copy_file_range(req)
+
+    def _copy_file_range(self, req: Request) -> Any:
         fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = req.struct(_COPY_IN)
         src, dst = self._file(fh_in), self._file(fh_out)
         copied: dict[str, int] = {}
@@ -206,6 +218,10 @@ class FileOperations:
         """O_TMPFILE: an unnamed file in the directory, open, with the parent's
         program.  Refused (EOPNOTSUPP) where the directory has create rules,
         which could not see it."""
+        with self.engine.nodes.operation():
+            return self._tmpfile(req)
+
+    def _tmpfile(self, req: Request) -> Any:
         flags, mode, umask, _ = req.struct(_CREATE_IN)
         engine = self.engine
         parent = engine.nodes.get(req.nodeid)
