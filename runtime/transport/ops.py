@@ -13,8 +13,9 @@ from typing import Any
 
 from fdsl import abi
 
-from ..engine import Engine, SetAttrRequest
+from ..engine import Engine
 from . import fileops
+from .calls import AttrChange, EngineCalls
 from .dispatch import NO_REPLY, Dispatcher
 from .protocol import (GETXATTR_OUT, OPCODES, Request, attr_out, entry_out, signed64,
                        statfs_out, xattr_list)
@@ -40,7 +41,7 @@ class Operations:
     """The handlers, bound to one engine."""
 
     def __init__(self, engine: Engine, setxattr_ext: bool = True) -> None:
-        self.engine = engine
+        self.engine = EngineCalls(engine)
         self._setxattr_in = _SETXATTR_IN if setxattr_ext else _SETXATTR_IN_OLD
 
     # ----------------------------------------------------------- entries
@@ -71,7 +72,7 @@ class Operations:
     def setattr(self, req: Request) -> Any:
         (valid, _, fh, size, _lock, atime, mtime, _ctime, atimensec, mtimensec, _ctimensec,
          mode, _, uid, gid, _) = req.struct(_SETATTR_IN)
-        change = SetAttrRequest()
+        change = AttrChange()
         if valid & FATTR["FATTR_MODE"]:
             change.mode = mode
         if valid & FATTR["FATTR_UID"]:
@@ -159,11 +160,11 @@ class Operations:
     def getxattr(self, req: Request) -> Any:
         size, _ = req.struct(_GETXATTR_IN)
         (name,) = req.names(_GETXATTR_IN.size)
-        return _sized(self.engine.getxattr(req.nodeid, name, req.caller()), size)
+        return _sized(self.engine.getxattr(req.nodeid, name, size, req.caller()), size)
 
     def listxattr(self, req: Request) -> Any:
         size, _ = req.struct(_GETXATTR_IN)
-        return _sized(xattr_list(self.engine.listxattr(req.nodeid, req.caller())), size)
+        return _sized(xattr_list(self.engine.listxattr(req.nodeid, size, req.caller())), size)
 
     def removexattr(self, req: Request) -> Any:
         (name,) = req.names()
