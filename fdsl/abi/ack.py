@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fdsl.abi.model import Abi
+from fdsl.abi.model import Abi, CtxField
 
 from fdsl.abi.fuse import (ACCESS_MASK, ACTION_KEEP, ACTION_REMOVE, ACTION_REPLACE, CStruct,
                            DIRENT_BUFFER, DIRENT_TYPES, FATTR, FOPEN, FUSE_ACCESS_IN, FUSE_ATTR_OUT,
@@ -307,6 +307,8 @@ class FieldLoc:
     ctype: str                 # u32/u64/s32/s64... or "string" / "buffer"
     size: int                  # bytes of the scalar, or capacity of a string/buffer
     effective: bool
+    read_args: str = "in"      # the context array `read_slot` indexes ("in" / "out")
+    write_args: str = "out"    # the context array `write_slot` indexes
 
     @property
     def is_string(self) -> bool:
@@ -331,8 +333,19 @@ def _arg_fields(arg: ArgSpec) -> list[tuple[str, int, str, int]]:
 
 def fields_of(op: str, phase: str) -> list[FieldLoc]:
     """Every field a program for `op` in `phase` ("pre"/"post") can name."""
-    spec = OPS[op]
+    return fields_for(OPS[op], phase, post_appends_outputs=True)
+
+
+def fields_for(spec: OpSpec, phase: str, *, post_appends_outputs: bool) -> list[FieldLoc]:
+    """The fields of one opcode under an ABI's slot rules.
+
+    ACK (`post_appends_outputs`): PRE writes go through the aliasing out slot,
+    POST reads outputs from `in_args[n_inputs + j]`.  RFC v1: inputs are read
+    and (through helper 208) written in `in_args[i]`, outputs in `out_args[j]`.
+    """
+    op = spec.name
     n_in = len(spec.inputs)
+    in_writes = "out" if post_appends_outputs else "in"
     found: list[FieldLoc] = []
     seen: set[str] = set()
     for i, arg in enumerate(spec.inputs):
@@ -343,7 +356,8 @@ def fields_of(op: str, phase: str) -> list[FieldLoc]:
             writable = phase == "pre" and ctype not in ("string", "buffer")
             found.append(FieldLoc(path, op, phase, arg, "in", i, i, i if writable else None,
                                   offset, ctype, size,
-                                  effective=writable and _matches(path, spec.honoured)))
+                                  effective=writable and _matches(path, spec.honoured),
+                                  write_args=in_writes))
     if phase == "post":
         for j, arg in enumerate(spec.outputs):
             for path, offset, ctype, size in _arg_fields(arg):
@@ -351,9 +365,11 @@ def fields_of(op: str, phase: str) -> list[FieldLoc]:
                     continue
                 seen.add(path)
                 writable = ctype not in ("string", "buffer")
-                found.append(FieldLoc(path, op, phase, arg, "out", j, n_in + j,
+                found.append(FieldLoc(path, op, phase, arg, "out", j,
+                                      n_in + j if post_appends_outputs else j,
                                       j if writable else None, offset, ctype, size,
-                                      effective=writable and _matches(path, spec.finalized)))
+                                      effective=writable and _matches(path, spec.finalized),
+                                      read_args="in" if post_appends_outputs else "out"))
     return found
 
 
@@ -430,4 +446,11 @@ ACK = Abi(
     in_arg_offset=in_arg_offset, out_arg_offset=out_arg_offset,
     return_bits=RETURN_BITS, ops=OPS, ops_by_number=OPS_BY_NUMBER, helpers=HELPERS,
     stack_size=LIMITS["stack_size"], resolve_field=resolve_field, limits=LIMITS,
+    slot_size=ARG_SLOT_SIZE,
+    slot_fields={"size": (ARG_SIZE, 4), "value": (ARG_VALUE, 8), "end_offset": (ARG_END_OFFSET, 8)},
+    header_fields=(CtxField("nodeid", CTX_NODEID, 8), CtxField("opcode", CTX_OPCODE, 4),
+                   CtxField("error_in", CTX_ERROR_IN, 4), CtxField("in_numargs", CTX_IN_NUMARGS, 4),
+                   CtxField("out_numargs", CTX_OUT_NUMARGS, 4), CtxField("flags", CTX_FLAGS, 4)),
+    strict_ctx_sizes=False, buffer_access="constant", buffer_stores="out_args",
+    return_style="bitmask", post_appends_outputs=True, aliases=("ack",),
 )

@@ -1,8 +1,9 @@
 """The `Abi` object: the facts that differ between fuse-bpf ABIs, in one record.
 
-Code that depends on the ABI receives an `Abi` (today `fdsl.abi.ACK`; RFC v1
-joins it later) instead of importing one flavour's constants directly, so a
-second ABI is one more record, not a second copy of the compiler.
+Code that depends on the ABI receives an `Abi` (`fdsl.abi.ACK` or
+`fdsl.abi.RFC_V1`, chosen per object by the id in its metadata) instead of
+importing one flavour's constants directly, so a second ABI is one more
+record, not a second copy of the compiler.
 """
 from __future__ import annotations
 
@@ -11,8 +12,30 @@ from typing import Any, Callable, Mapping
 
 
 @dataclass(frozen=True)
+class CtxField:
+    """One scalar or pointer field of the context: where it is and how wide."""
+
+    name: str
+    offset: int
+    size: int
+
+
+@dataclass(frozen=True)
 class Abi:
-    """One fuse-bpf ABI: context layout, return codes, opcodes, helpers, limits."""
+    """One fuse-bpf ABI: context layout, return codes, opcodes, helpers, limits.
+
+    `slot_fields` gives each argument slot's fields ("value", "end_offset",
+    "size", and RFC v1's "max_size") as (offset inside the slot, width).
+    `buffer_access` says how argument buffers are read: "constant" (ACK:
+    constant offsets, no bounds) or "packet" (RFC v1: every access proven below
+    `end_offset` first).  `buffer_stores` says how a program writes an argument:
+    "out_args" (ACK: stores through `out_args[i].value`) or "helpers" (RFC v1:
+    only through the pointers `writable_helpers` return, after a NULL check).
+    `return_style` is "bitmask" (`return_bits`) or "enumerated" (`return_codes`).
+    `post_appends_outputs`: POST `in_args` are inputs followed by outputs (ACK)
+    or the inputs only (RFC v1).  `from_ack_return(value, phase)` maps an ACK
+    result to this ABI's code (None: this ABI cannot express it).
+    """
 
     id: str                                  # recorded in `.fdsl.meta`
     name: str                                # for messages ("ACK fuse-bpf")
@@ -28,3 +51,36 @@ class Abi:
     stack_size: int
     resolve_field: Callable[..., Any]
     limits: Mapping[str, int] = field(default_factory=dict)
+    slot_size: int = 24
+    slot_fields: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    header_fields: tuple[CtxField, ...] = ()
+    strict_ctx_sizes: bool = False
+    buffer_access: str = "constant"
+    buffer_stores: str = "out_args"
+    writable_helpers: Mapping[str, int] = field(default_factory=dict)   # "in"/"out" -> helper id
+    return_style: str = "bitmask"
+    return_codes: Mapping[str, int] = field(default_factory=dict)
+    returns_by_phase: Mapping[str, frozenset[int]] = field(default_factory=dict)
+    post_appends_outputs: bool = True
+    from_ack_return: Callable[[int, str], int | None] = lambda value, phase: value
+    aliases: tuple[str, ...] = ()            # short names `--abi` accepts ("ack", "rfc-v1")
+
+    def ctx_fields(self) -> list[CtxField]:
+        """Every field of the context, header and slots, in offset order."""
+        found = list(self.header_fields)
+        for kind, count, where in (("in_args", self.max_in_args, self.in_arg_offset),
+                                   ("out_args", self.max_out_args, self.out_arg_offset)):
+            for i in range(count):
+                for name, (offset, size) in self.slot_fields.items():
+                    found.append(CtxField(f"{kind}[{i}].{name}", where(i) + offset, size))
+        return sorted(found, key=lambda f: f.offset)
+
+    def ctx_field_at(self, offset: int) -> CtxField | None:
+        """The context field that starts at `offset`, if any."""
+        return next((f for f in self.ctx_fields() if f.offset == offset), None)
+
+    def valid_returns(self, phase: str) -> frozenset[int] | None:
+        """Non-negative results a program may return in `phase` (None: any bitmask)."""
+        if self.return_style != "enumerated":
+            return None
+        return self.returns_by_phase.get(phase, frozenset(self.return_codes.values()))

@@ -83,6 +83,14 @@ class BpfObject:
     def map_by_name(self, name: str) -> MapSpec | None:
         return next((m for m in self.maps if m.name == name), None)
 
+    def abi(self, requested: str | None = None) -> abi.Abi:
+        """The ABI this object runs under: its metadata's id, else `requested` (`--abi`), else ACK.
+
+        Raises `abi.AbiChoiceError` for an unknown name or a contradicting `--abi`.
+        """
+        recorded = self.metadata.get("abi") if self.metadata else None
+        return abi.choose(recorded if isinstance(recorded, str) else None, requested)
+
 
 def load_file(path: str | Path) -> BpfObject:
     try:
