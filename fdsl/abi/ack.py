@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fdsl.abi.model import Abi, CtxField
+from fdsl.abi.model import Abi, CtxField, slot_offsets
 
 from fdsl.abi.fuse import (ACCESS_MASK, ACTION_KEEP, ACTION_REMOVE, ACTION_REPLACE, CStruct,
                            DIRENT_BUFFER, DIRENT_TYPES, FATTR, FOPEN, FUSE_ACCESS_IN, FUSE_ATTR_OUT,
@@ -65,18 +65,8 @@ FLAG_FORCE = 1 << 0        # request must not be interrupted (FLUSH, FSYNC, FSYN
 FLAG_OUT_ARGVAR = 1 << 6   # last output has variable size
 
 
-def in_arg_offset(index: int) -> int:
-    """Context offset of `in_args[index]` (its `size` field)."""
-    if not 0 <= index < MAX_IN_ARGS:
-        raise IndexError(f"in_args index {index} out of range")
-    return IN_ARGS_BASE + ARG_SLOT_SIZE * index
-
-
-def out_arg_offset(index: int) -> int:
-    """Context offset of `out_args[index]` (its `size` field)."""
-    if not 0 <= index < MAX_OUT_ARGS:
-        raise IndexError(f"out_args index {index} out of range")
-    return OUT_ARGS_BASE + ARG_SLOT_SIZE * index
+in_arg_offset = slot_offsets(IN_ARGS_BASE, ARG_SLOT_SIZE, MAX_IN_ARGS, "in_args")
+out_arg_offset = slot_offsets(OUT_ARGS_BASE, ARG_SLOT_SIZE, MAX_OUT_ARGS, "out_args")
 
 
 def value_pointer_offsets() -> dict[int, str]:

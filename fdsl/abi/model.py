@@ -11,6 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 
+def slot_offsets(base: int, slot_size: int, count: int, kind: str) -> Callable[[int], int]:
+    """The function giving the context offset of `kind[index]` (IndexError outside 0..count-1)."""
+    def offset(index: int) -> int:
+        if not 0 <= index < count:
+            raise IndexError(f"{kind} index {index} out of range")
+        return base + slot_size * index
+    offset.__doc__ = f"Context offset of `{kind}[index]`."
+    return offset
+
+
 @dataclass(frozen=True)
 class CtxField:
     """One scalar or pointer field of the context: where it is and how wide."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from fdsl.abi.ack import (HELPERS as ACK_HELPERS, LIMITS as ACK_LIMITS, OPS as ACK_OPS,
                           BACKING, PHASE_BITS, POST_FILTER, USER_FILTER, FieldLoc, HelperSpec,
                           OpSpec, fields_for)
-from fdsl.abi.model import Abi, CtxField
+from fdsl.abi.model import Abi, CtxField, slot_offsets
 
 ABI_ID = "rfc-v1"
 
@@ -46,18 +46,8 @@ ARG_MODIFIED = 8
 ARG_ALLOCATED = 16
 
 
-def in_arg_offset(index: int) -> int:
-    """Context offset of `in_args[index]` (its `value` field)."""
-    if not 0 <= index < MAX_IN_ARGS:
-        raise IndexError(f"in_args index {index} out of range")
-    return IN_ARGS_BASE + ARG_SLOT_SIZE * index
-
-
-def out_arg_offset(index: int) -> int:
-    """Context offset of `out_args[index]` (its `value` field)."""
-    if not 0 <= index < MAX_OUT_ARGS:
-        raise IndexError(f"out_args index {index} out of range")
-    return OUT_ARGS_BASE + ARG_SLOT_SIZE * index
+in_arg_offset = slot_offsets(IN_ARGS_BASE, ARG_SLOT_SIZE, MAX_IN_ARGS, "in_args")
+out_arg_offset = slot_offsets(OUT_ARGS_BASE, ARG_SLOT_SIZE, MAX_OUT_ARGS, "out_args")
 
 
 # ------------------------------------------------------- §12.2 return codes

@@ -59,29 +59,7 @@ _Static_assert(sizeof(struct __bpf_fuse_args) == 152, "spec section 12.1: 152 by
 _Static_assert(__builtin_offsetof(struct __bpf_fuse_args, in_args) == 32, "in_args at 32");
 _Static_assert(__builtin_offsetof(struct __bpf_fuse_args, out_args) == 104, "out_args at 104");
 
-struct fuse_attr {
-	__u64 ino, size, blocks, atime, mtime, ctime;
-	__u32 atimensec, mtimensec, ctimensec, mode, nlink, uid, gid, rdev, blksize, flags;
-};
-
-struct fuse_entry_out {
-	__u64 nodeid, generation, entry_valid, attr_valid;
-	__u32 entry_valid_nsec, attr_valid_nsec;
-	struct fuse_attr attr;
-};
-
-struct fuse_open_in {
-	__u32 flags, open_flags;
-};
-
-struct fuse_open_out {
-	__u64 fh;
-	__u32 open_flags, padding;
-};
-
-struct fuse_mkdir_in {
-	__u32 mode, umask;
-};
+#include "fuse_structs.h"    /* every FUSE argument struct, shared with the ABI tests */
 
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
