@@ -5,8 +5,10 @@ fails the mount with the section and the verifier's log tail); open
 /dev/fuse (O_CLOEXEC, so no child can ever write replies in our name) and the
 backing root (a real open, not O_PATH); mount(2); then either return
 (daemonless: the kernel holds the programs, maps and backing root; a state
-file lets `fdsl stats` find the maps) or answer FUSE_INIT and serve the
-filter requests and lookups through `FilterServer` until the mount goes away.
+file lets `fdsl stats` find the maps) or serve: the transport's session
+(`runtime/transport`) answers FUSE_INIT and reads /dev/fuse on its threads,
+and kernel mode registers its filter opcodes in the transport's dispatch
+table, all answered by `FilterServer`, until the mount goes away.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from fdsl import abi
-from fdsl.errors import FdslError, MountError
+from fdsl.errors import FdslError
 from fdsl.vm import loader
 
 from .. import control
@@ -36,26 +37,10 @@ from .mountopts import MountRequest, kernel_mount, split_user_options
 
 log = logging.getLogger("fdsl.runtime")
 
-INIT = abi.NON_BPF_OPCODES["init"]
+FORGET = abi.NON_BPF_OPCODES["forget"]
+BATCH_FORGET = abi.NON_BPF_OPCODES["batch_forget"]
 DESTROY = abi.NON_BPF_OPCODES["destroy"]
 INTERRUPT = abi.NON_BPF_OPCODES["interrupt"]
-MAX_WRITE = 128 << 10
-READ_BUFFER = MAX_WRITE + 4096          # a request never exceeds max_write + headers
-OUR_MINOR = 31                          # the protocol minor of ACK 5.15/6.1 headers
-_INIT_IN = struct.Struct("<IIII")
-_INIT_OUT = struct.Struct("<IIIIHHII")  # major, minor, readahead, flags, bg, congestion, max_write, gran
-
-
-def init_reply(request: bytes) -> bytes:
-    """FUSE_INIT answered normally (no fuse-bpf capability flag exists, spec §3.1)."""
-    header = protocol.parse_header(request)
-    major, minor, readahead, _flags = _INIT_IN.unpack_from(request, protocol.IN_HEADER.size)
-    if major < 7:
-        return protocol.reply(header.unique, error=errno.EPROTO)
-    body = bytearray(64)
-    _INIT_OUT.pack_into(body, 0, 7, min(minor, OUR_MINOR) if major == 7 else OUR_MINOR,
-                        readahead, 0, 16, 12, MAX_WRITE, 1)
-    return protocol.reply(header.unique, bytes(body))
 
 
 class _NodeCount:
@@ -181,6 +166,52 @@ class _Stop(Exception):
     pass
 
 
+def register_filters(dispatcher: Any, server: filters.FilterServer | None) -> None:
+    """Kernel mode's handlers in the transport's opcode table: every `OP|PREFILTER` and
+    `OP|POSTFILTER` (spec §7) and FORGET/BATCH_FORGET (the daemon's node names) go to the
+    FilterServer; INTERRUPT takes no reply, DESTROY an empty one.  Everything else is
+    answered ENOSYS by the dispatcher (classic requests, which fdsl programs never cause)."""
+    from ..transport.dispatch import NO_REPLY
+
+    def handle(req: Any) -> Any:
+        assert server is not None
+        header = protocol.InHeader(protocol.IN_HEADER.size + len(req.body), req.opcode,
+                                   req.unique, req.nodeid, req.uid, req.gid, req.pid,
+                                   req.error_in)
+        body = server.answer(header, bytes(req.body))
+        return NO_REPLY if body is None else body
+
+    if server is not None:
+        for op in abi.OPS.values():
+            dispatcher.register(op.number | abi.PREFILTER, handle)
+            dispatcher.register(op.number | abi.POSTFILTER, handle)
+        dispatcher.register(FORGET, handle)
+        dispatcher.register(BATCH_FORGET, handle)
+    dispatcher.register(INTERRUPT, lambda req: NO_REPLY)
+    dispatcher.register(DESTROY, lambda req: None)
+
+
+def start_session(dev_fd: int, server: filters.FilterServer | None, threads: int,
+                  mstats: Any) -> Any:
+    """Answer FUSE_INIT (no fuse-bpf capability flag exists, spec §3.1; no kernel
+    passthrough, fuse-bpf passes data itself) and serve on the transport's threads.
+    The session gets its own dup of `dev_fd` and closes it."""
+    from ..transport.dispatch import Dispatcher
+    from ..transport.init import InitOptions
+    from ..transport.session import Session
+
+    dispatcher = Dispatcher()
+    register_filters(dispatcher, server)
+    session = Session(os.dup(dev_fd), dispatcher, threads, mstats)
+    try:
+        session.handshake(InitOptions(posix_acl=False, passthrough=False))
+    except BaseException:
+        session.close()
+        raise
+    session.start()
+    return session
+
+
 def _serve(cfg: Any, dev_fd: int, server: filters.FilterServer | None,
            kobj: programs.KernelObject, policy: Any, ready: Callable[[str | None], None],
            sock_path: Path, state_path: Path) -> int:
@@ -189,24 +220,32 @@ def _serve(cfg: Any, dev_fd: int, server: filters.FilterServer | None,
     mstats = MountStats()
     view = _PolicyView(kobj, policy)
     engine = _EngineView(_NodeCount(server.nodes if server else {}), {})
-    listener = _control_thread(sock_path, cfg, engine, view, mstats)
 
     def stop(signum: int, frame: Any) -> None:
         raise _Stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, stop)
-    ready(None)
     code = 0
+    session = None
+    listener = None
     try:
-        _loop(dev_fd, server, mstats)
+        session = start_session(dev_fd, server, max(1, cfg.threads), mstats)
+        listener = _control_thread(sock_path, cfg, engine, view, mstats)
+        ready(None)
+        while not session.finished.wait(0.5):
+            pass
     except _Stop:
         pass
     except Exception as err:  # noqa: BLE001 - always unmount
         log.error("kernel-mode daemon stopped: %s: %s", type(err).__name__, err)
+        ready(f"kernel-mode daemon failed: {err}")
         code = 1
     finally:
         _unmount(cfg.mountpoint)
+        if session is not None:
+            session.finished.wait(2.0)
+            session.close()
         if listener is not None:
             listener.close()
         for path in (sock_path, state_path):
@@ -215,39 +254,6 @@ def _serve(cfg: Any, dev_fd: int, server: filters.FilterServer | None,
             except OSError:
                 pass
     return code
-
-
-def _loop(dev_fd: int, server: filters.FilterServer | None, mstats: Any) -> None:
-    """Read requests until the connection ends (ENODEV after unmount)."""
-    while True:
-        try:
-            request = os.read(dev_fd, READ_BUFFER)
-        except OSError as err:
-            if err.errno == errno.ENODEV:
-                return
-            if err.errno in (errno.EINTR, errno.EAGAIN, errno.ENOENT):
-                continue
-            raise
-        header = protocol.parse_header(request)
-        name = abi.opcode_name(header.opcode)
-        mstats.ops[name] += 1
-        if header.opcode == INIT:
-            out: bytes | None = init_reply(request)
-        elif header.opcode in (DESTROY, INTERRUPT):
-            out = protocol.reply(header.unique) if header.opcode == DESTROY else None
-        elif server is not None:
-            out = server.handle(request)
-        else:
-            out = protocol.reply(header.unique, error=errno.ENOSYS)
-        if out is None:
-            continue
-        if struct.unpack_from("<i", out, 4)[0]:
-            mstats.errors[name] += 1
-        try:
-            os.write(dev_fd, out)
-        except OSError as err:   # the request was interrupted meanwhile
-            if err.errno != errno.ENOENT:
-                raise
 
 
 def _unmount(target: str) -> None:

@@ -265,34 +265,34 @@ def test_a_daemonless_mount_finds_its_maps_again_by_id(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/dev/fuse"),
                     reason="mounting needs root and /dev/fuse")
-def test_the_common_mount_options_and_init_reply_work_on_this_kernel(tmp_path):
-    """fuse-bpf's root_dir/root_bpf do not exist here, but the rest of the data string, the
-    FUSE_INIT answer and the serving loop are the same: a plain FUSE mount proves them."""
-    import threading
-
+def test_the_common_mount_options_and_the_serving_session_work_on_this_kernel(tmp_path):
+    """fuse-bpf's root_dir/root_bpf do not exist here, but the rest of the data string and
+    the serving session (FUSE_INIT through the transport, kernel mode's dispatch table)
+    are the same: a plain FUSE mount proves them."""
     from fdsl.runtime.daemon import MountStats
     from fdsl.runtime.kernel.mountopts import MountRequest, kernel_mount
-    from fdsl.runtime.kernel.session import _loop, _unmount
+    from fdsl.runtime.kernel.session import _unmount, start_session
 
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     dev = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
     mstats = MountStats()
+    session = None
     try:
         kernel_mount(MountRequest(dev, None, None), str(mnt))
-        server = threading.Thread(target=_loop, args=(dev, None, mstats), daemon=True)
-        server.start()
         try:
+            session = start_session(dev, None, 2, mstats)
             assert str(mnt) in open("/proc/self/mountinfo").read()
             with pytest.raises(OSError) as info:
-                os.stat(mnt)                     # GETATTR reaches our loop: ENOSYS
+                os.stat(mnt)                     # a classic GETATTR: ENOSYS in kernel mode
             assert info.value.errno == errno.ENOSYS
         finally:
             _unmount(str(mnt))
-        server.join(5)
-        assert not server.is_alive()             # ENODEV after the unmount ends the loop
-        assert mstats.ops["init"] == 1 and mstats.errors["getattr"] >= 1
+        assert session.finished.wait(5)          # ENODEV after the unmount ends it
+        assert mstats.ops["getattr"] >= 1
     finally:
+        if session is not None:
+            session.close()
         os.close(dev)
 
 

@@ -1,6 +1,5 @@
 """Wire bytes of kernel mode: filter requests parsed from bytes built per spec §7, the
-LOOKUP reply with its exactly-32-byte block (§3.2), the mount option string (§3.1),
-and the FUSE_INIT answer."""
+LOOKUP reply with its exactly-32-byte block (§3.2), the mount option string (§3.1)."""
 from __future__ import annotations
 
 import struct
@@ -13,7 +12,6 @@ from fuse_requests import (GETXATTR, LOOKUP, OPEN, POST, PRE, READDIR, STATFS, d
 
 from fdsl.runtime.kernel import protocol
 from fdsl.runtime.kernel.mountopts import MountRequest, split_user_options
-from fdsl.runtime.kernel.session import init_reply
 
 
 def test_lookup_reply_is_header_entry_out_and_exactly_32_bytes_of_block():
@@ -121,16 +119,3 @@ def test_user_options_become_data_or_flags_and_unknown_ones_are_refused():
     assert opts.fsname == "view"
     with pytest.raises(UsageError, match="writeback_cache"):
         split_user_options(["writeback_cache"])
-
-
-# ------------------------------------------------------------ FUSE_INIT
-
-def test_init_is_answered_with_a_64_byte_init_out():
-    init_in = struct.pack("<IIII", 7, 38, 131072, 0xFFFFFFFF) + bytes(48)
-    _, error, unique, body = parse_reply(init_reply(request(26, init_in, unique=1)))
-    assert (error, unique, len(body)) == (0, 1, 64)
-    major, minor, readahead, flags = struct.unpack_from("<IIII", body)
-    assert (major, minor, readahead, flags) == (7, 31, 131072, 0)
-    assert struct.unpack_from("<I", body, 20)[0] == 128 << 10        # max_write
-    old = struct.pack("<IIII", 7, 27, 4096, 0) + bytes(48)
-    assert struct.unpack_from("<II", parse_reply(init_reply(request(26, old)))[3]) == (7, 27)
