@@ -85,8 +85,10 @@ from fdsl.vm.isa import Insn
 from fdsl.vm.semantics import alu, bswap, condition, sext
 from fdsl.vm.verifier_calls import BUF_OFF_REASON, HelperCalls
 from fdsl.vm.verifier_cfg import MAX_PROGRAM_SLOTS, analyse
+from fdsl.vm.verifier_packet import PacketRules
 from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, CTX, KIND_NAMES, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
-                                    MISC, NOT_INIT, OFFSET_KINDS, SCALAR, SPILL, STACK, UNINIT, UNKNOWN,
+                                    MISC, NOT_INIT, NULLABLE, OFFSET_KINDS, PKT, PKT_END, SCALAR, SPILL,
+                                    STACK, UNINIT, UNKNOWN, WBUF,
                                     AccessCheck, Origin, PtrKind, Reg, State, access_check, const, join,
                                     mark_null, similarity, subsumes)
 
@@ -134,24 +136,31 @@ class VerifiedProgram:
 
 # ------------------------------------------------------------------- API
 
-def verify(program: Any, maps: Sequence[Any] = (), *, section: str = "prog") -> VerifiedProgram:
-    """Verify one program; raise `VerifierError(section, index, reason)`.
+def verify(program: Any, maps: Sequence[Any] = (), *, section: str = "prog",
+           abi_record: abi.Abi | None = None) -> VerifiedProgram:
+    """Verify one program under `abi_record` (ACK by default); raise `VerifierError(section, index, reason)`.
 
     `program` is a list of `isa.Insn`, raw bytes, or an object with an
     `insns` (or `code`/`data` bytes) attribute such as the loader's Program.
     `maps[i]` must have `key_size` and `value_size` (map "fd" i).
     """
     insns = _as_insns(program)
-    return _Verifier(insns, list(maps), section).run()
+    return _Verifier(insns, list(maps), section, abi_record or abi.ACK).run()
 
 
-def verify_object(obj: Any, *, sections: Iterable[str] | None = None) -> dict[str, VerifiedProgram]:
-    """Verify every program of a loaded `BpfObject`; raises on the first failure."""
+def verify_object(obj: Any, *, sections: Iterable[str] | None = None,
+                  abi_record: abi.Abi | None = None) -> dict[str, VerifiedProgram]:
+    """Verify every program of a loaded `BpfObject`; raises on the first failure.
+
+    The ABI is `abi_record`, else the one the object's metadata names (`BpfObject.abi`).
+    """
     wanted = set(sections) if sections is not None else None
+    if abi_record is None and hasattr(obj, "abi"):
+        abi_record = obj.abi()
     out: dict[str, VerifiedProgram] = {}
     for name, prog in obj.programs.items():
         if wanted is None or name in wanted:
-            out[name] = verify(prog, obj.maps, section=name)
+            out[name] = verify(prog, obj.maps, section=name, abi_record=abi_record)
     return out
 
 
@@ -192,8 +201,11 @@ def _cmp_const(op: int, a: int, b: int, bits: int) -> bool:
 
 # -------------------------------------------------------------- verifier
 
-class _Verifier(HelperCalls):
-    def __init__(self, insns: list[Insn], maps: list[Any], section: str) -> None:
+class _Verifier(PacketRules, HelperCalls):
+    def __init__(self, insns: list[Insn], maps: list[Any], section: str, abi_record: abi.Abi) -> None:
+        self.abi = abi_record
+        self.packet = abi_record.buffer_access == "packet"
+        self.fresh_id = 0
         self.insns = insns
         self.maps = maps
         self.section = section
@@ -215,7 +227,7 @@ class _Verifier(HelperCalls):
         return VerifierError(self.section, pc, reason)
 
     def run(self) -> VerifiedProgram:
-        structure = analyse(self.insns, self.fail)
+        structure = analyse(self.insns, self.fail, self.abi.helpers)
         self.second, self.succs = structure.second, structure.succs
         self.prune_points, self.live_in = structure.prune_points, structure.live_in
         self._explore()
@@ -302,6 +314,8 @@ class _Verifier(HelperCalls):
                     raise self.fail(pc, "exit with r0 uninitialised")
                 if r0.kind != SCALAR:
                     raise self.fail(pc, f"exit returns a pointer in r0 ({r0.describe()})")
+                if self.abi.return_style == "enumerated":
+                    self._packet_exit(pc, r0)
                 return
             elif insn.op == isa.BPF_JA:
                 pc = insn.jump_target(pc)
@@ -427,20 +441,24 @@ class _Verifier(HelperCalls):
             raise self.fail(pc, f"32-bit arithmetic on pointer ({ptr.describe()}) prohibited")
         if not (op == isa.BPF_ADD or (op == isa.BPF_SUB and dst.kind != SCALAR)):
             raise self.fail(pc, f"pointer arithmetic other than +/- constant prohibited ({ptr.describe()})")
+        if self.packet:
+            moved = self._packet_arith(pc, insn, ptr, scalar)
+            if moved is not None:
+                return moved
         if ptr.kind not in OFFSET_KINDS:
-            if ptr.kind == MAP_VALUE_OR_NULL:
-                raise self.fail(pc, "arithmetic on map_value_or_null prohibited; check it against 0 first")
+            if ptr.kind in NULLABLE:
+                raise self.fail(pc, f"arithmetic on {KIND_NAMES[ptr.kind]} prohibited; check it against 0 first")
             raise self.fail(pc, f"arithmetic on {KIND_NAMES[ptr.kind]} prohibited")
         if scalar.value is None:
             what = {BUF_RO: "invalid variable buffer offset", BUF_RW: "invalid variable buffer offset",
                     STACK: "variable stack offset", MAP_VALUE: "variable map value offset",
-                    CTX: "variable ctx offset"}[ptr.kind]
+                    CTX: "variable ctx offset", WBUF: "variable writable buffer offset"}[ptr.kind]
             raise self.fail(pc, f"{what} (pointer plus unknown scalar)")
         delta = sext(scalar.value, 64)
         off = ptr.off + delta if op == isa.BPF_ADD else ptr.off - delta
         if not -MAX_PTR_OFF <= off <= MAX_PTR_OFF:
             raise self.fail(pc, f"pointer offset {off} out of range")
-        return Reg(ptr.kind, off, None, ptr.map, ptr.id)
+        return Reg(ptr.kind, off, None, ptr.map, ptr.id, ptr.range)
 
     # ------------------------------------------------------------ branches
 
@@ -466,17 +484,21 @@ class _Verifier(HelperCalls):
                 elif b.value is None and a.value is not None and insn.source == isa.BPF_X:
                     eq_state.regs[insn.src] = a
             return taken, fall
-        # a pointer is involved: only NULL checks
+        # a pointer is involved: only NULL checks (and, for packets, checks against their end)
+        if self.packet:
+            split = self._packet_compare(pc, insn, st, a, b)
+            if split is not None:
+                return split
         ptr, other = (a, b) if a.kind != SCALAR else (b, a)
         if bits != 64 or op not in (isa.BPF_JEQ, isa.BPF_JNE) or other.kind != SCALAR or other.value != 0:
             raise self.fail(pc, f"pointer comparison prohibited ({a.describe()} vs {b.describe()}); "
                             "only == 0 / != 0 NULL checks are allowed")
-        if ptr.kind == MAP_VALUE_OR_NULL:
+        if ptr.kind in NULLABLE:
             null, nonnull = st, st.copy()
             mark_null(null, ptr.id, const(0))
             mark_null(nonnull, ptr.id, None)
             return (null, nonnull) if op == isa.BPF_JEQ else (nonnull, null)
-        if ptr.kind in (BUF_RO, BUF_RW):
+        if ptr.kind in (BUF_RO, BUF_RW, PKT, PKT_END):
             return st, st.copy()   # argument pointers may be NULL (run-time checked)
         # ctx, stack, map value and map pointers are never NULL
         return (None, st) if op == isa.BPF_JEQ else (st, None)
@@ -494,8 +516,13 @@ class _Verifier(HelperCalls):
         base = self._read(pc, st, r)
         if base.kind == SCALAR:
             raise self.fail(pc, f"invalid memory access through scalar r{r} (not a pointer)")
-        if base.kind == MAP_VALUE_OR_NULL:
-            raise self.fail(pc, f"possibly NULL map value pointer r{r} dereferenced; check it against 0 first")
+        if base.kind in NULLABLE:
+            what = "map value" if base.kind == MAP_VALUE_OR_NULL else "writable buffer"
+            raise self.fail(pc, f"possibly NULL {what} pointer r{r} dereferenced; check it against 0 first")
+        if base.kind == PKT_END:
+            raise self.fail(pc, f"cannot dereference packet_end r{r} (it is one past the argument)")
+        if write and self.packet:
+            self._packet_store_base(pc, base)
         if base.kind == MAP_PTR:
             raise self.fail(pc, f"cannot access map pointer r{r} directly")
         if write and base.kind == CTX:
@@ -526,8 +553,11 @@ class _Verifier(HelperCalls):
             if off < 0 or off + size > value_size:
                 raise self.fail(pc, f"map value access out of range (off {off}, {size} bytes, value_size {value_size})")
         elif kind == CTX:
-            if off < 0 or off + size > abi.CTX_SIZE:
-                raise self.fail(pc, f"context access out of range (off {off}, {size} bytes, ctx is {abi.CTX_SIZE})")
+            ctx_size = self.abi.ctx_size
+            if off < 0 or off + size > ctx_size:
+                raise self.fail(pc, f"context access out of range (off {off}, {size} bytes, ctx is {ctx_size})")
+        elif kind in (PKT, WBUF):
+            self._packet_range(pc, base, off, size)
 
     def _map_attr(self, pc: int, index: int, name: str) -> int:
         try:
@@ -549,6 +579,8 @@ class _Verifier(HelperCalls):
         self._write(pc, st, insn.dst, result)
 
     def _ctx_load(self, pc: int, off: int, size: int) -> Reg:
+        if self.packet:
+            return self._packet_ctx_load(pc, off, size)
         for slot, direction in _VALUE_SLOTS.items():
             if off < slot + 8 and slot < off + size:
                 if off != slot or size != 8:

@@ -69,6 +69,10 @@ class HelperCalls:
 
     helpers: set[int]
     maps: list[Any]
+    abi: Any
+
+    def _writable_call(self, pc: int, spec: Any, st: State) -> None:
+        raise NotImplementedError
 
     # provided by the verifier class this is mixed into
     def fail(self, pc: int, reason: str) -> VerifierError:
@@ -84,8 +88,13 @@ class HelperCalls:
         raise NotImplementedError
 
     def _call(self, pc: int, insn: Insn, st: State) -> None:
-        spec = abi.HELPERS[insn.imm]          # the structural pass refused any other id
+        spec = self.abi.helpers[insn.imm]     # the structural pass refused any other id
         self.helpers.add(spec.id)
+        if spec.returns == "writable_or_null":
+            self._writable_call(pc, spec, st)
+            for r in range(1, 6):
+                st.regs[r] = UNINIT
+            return
         map_index = -1
         if "fmt" in spec.args:
             self._printk(pc, st)

@@ -9,7 +9,7 @@ the join points (where state pruning happens) and a static register liveness
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from fdsl import abi
 from fdsl.errors import VerifierError
@@ -20,9 +20,12 @@ MAX_PROGRAM_SLOTS = 100_000
 
 
 def helper_arg_regs(helper_id: int) -> tuple[int, ...]:
-    """Registers a helper call reads (r1..rN for its N declared arguments)."""
-    spec = abi.HELPERS.get(helper_id)
-    return tuple(range(1, len(spec.args) + 1)) if spec else ()
+    """Registers a helper call reads (r1..rN, N its most declared arguments in any ABI).
+
+    Liveness only: counting too many registers live is safe, too few is not.
+    """
+    counts = [len(a.helpers[helper_id].args) for a in abi.ABIS.values() if helper_id in a.helpers]
+    return tuple(range(1, max(counts) + 1)) if counts else ()
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class Structure:
     live_in: list[int]                     # bitmask of registers live before each slot
 
 
-def analyse(insns: Sequence[Insn], fail: Callable[[int, str], VerifierError]) -> Structure:
+def analyse(insns: Sequence[Insn], fail: Callable[[int, str], VerifierError],
+            helpers: Mapping[int, Any] = abi.HELPERS) -> Structure:
     """Opcodes, reserved fields, jump targets, no loops, no unreachable code."""
     n = len(insns)
     if n == 0:
@@ -48,7 +52,7 @@ def analyse(insns: Sequence[Insn], fail: Callable[[int, str], VerifierError]) ->
         insn = insns[i]
         err = isa.encoding_error(insn, cpu=3)
         if err is None:
-            err = unsupported(insn)
+            err = unsupported(insn, helpers)
         if err is not None:
             raise fail(i, err)
         if insn.is_ld_imm64:
@@ -127,7 +131,7 @@ def analyse(insns: Sequence[Insn], fail: Callable[[int, str], VerifierError]) ->
     return Structure(frozenset(second), succs, prune_points, live)
 
 
-def unsupported(insn: Insn) -> str | None:
+def unsupported(insn: Insn, helpers: Mapping[int, Any] = abi.HELPERS) -> str | None:
     """Valid eBPF that the fuse program type (or this verifier) refuses."""
     if insn.is_ld_imm64 and insn.src not in (0, isa.BPF_PSEUDO_MAP_FD):
         return f"unsupported ld_imm64 src_reg {insn.src} (only constants and map fds)"
@@ -136,8 +140,8 @@ def unsupported(insn: Insn) -> str | None:
             return "bpf-to-bpf calls are not supported"
         if insn.src != 0:
             return "kfunc calls are not supported"
-        if insn.imm not in abi.HELPERS:
-            allowed = ", ".join(str(h) for h in sorted(abi.HELPERS))
+        if insn.imm not in helpers:
+            allowed = ", ".join(str(h) for h in sorted(helpers))
             return f"helper {insn.imm} is not available to fuse programs (allowed: {allowed})"
     if insn.is_alu and (insn.op == isa.BPF_END) and insn.cls == isa.BPF_ALU64:
         return "bswap needs cpu v4"

@@ -27,20 +27,28 @@ class PtrKind(enum.IntEnum):
     MAP_VALUE = 6
     MAP_VALUE_OR_NULL = 7
     MAP_PTR = 8
+    PKT = 9                  # RFC v1 packet pointer (an argument's `value`), `range` bytes proven
+    PKT_END = 10             # RFC v1 packet end (an argument's `end_offset`)
+    WBUF = 11                # RFC v1 writable buffer from helper 208/209, `range` bytes long
+    WBUF_OR_NULL = 12        # the same before its NULL check
 
     def __str__(self) -> str:
         return KIND_NAMES[self]
 
 
-NOT_INIT, SCALAR, CTX, BUF_RO, BUF_RW, STACK, MAP_VALUE, MAP_VALUE_OR_NULL, MAP_PTR = PtrKind
+(NOT_INIT, SCALAR, CTX, BUF_RO, BUF_RW, STACK, MAP_VALUE, MAP_VALUE_OR_NULL, MAP_PTR,
+ PKT, PKT_END, WBUF, WBUF_OR_NULL) = PtrKind
 
 KIND_NAMES = {
     NOT_INIT: "uninitialised", SCALAR: "scalar", CTX: "ctx", BUF_RO: "readonly buffer",
     BUF_RW: "writable buffer", STACK: "stack", MAP_VALUE: "map_value",
     MAP_VALUE_OR_NULL: "map_value_or_null", MAP_PTR: "map_ptr",
+    PKT: "packet", PKT_END: "packet_end", WBUF: "writable helper buffer",
+    WBUF_OR_NULL: "writable_buffer_or_null",
 }
-MEMORY_KINDS = frozenset({STACK, BUF_RO, BUF_RW, MAP_VALUE})
-OFFSET_KINDS = frozenset({CTX, STACK, BUF_RO, BUF_RW, MAP_VALUE})
+MEMORY_KINDS = frozenset({STACK, BUF_RO, BUF_RW, MAP_VALUE, PKT, WBUF})
+OFFSET_KINDS = frozenset({CTX, STACK, BUF_RO, BUF_RW, MAP_VALUE, PKT, WBUF})
+NULLABLE = {MAP_VALUE_OR_NULL: MAP_VALUE, WBUF_OR_NULL: WBUF}   # kind before -> after a NULL check
 
 # --- stack byte states (values 0..255 are known bytes) ---
 MISC = -1     # initialised, value unknown
@@ -71,13 +79,16 @@ class Reg:
     kind: PtrKind
     off: int = 0                 # constant offset of a pointer
     value: int | None = None     # known constant of a scalar (unsigned 64-bit)
-    map: int = -1                # map index for map_ptr / map_value kinds
-    id: int = 0                  # NULL-check id of map_value_or_null (call site + 1)
+    map: int = -1                # map index for map_ptr / map_value kinds; argument slot of packets
+    id: int = 0                  # NULL-check id of *_or_null (call site + 1); variable-offset id of packets
+    range: int = 0               # packet: bytes proven below end_offset; writable buffer: its size
 
     def describe(self) -> str:
         if self.kind == SCALAR:
             return "scalar" if self.value is None else f"scalar {self.value:#x}"
-        if self.kind in OFFSET_KINDS or self.kind == MAP_VALUE_OR_NULL:
+        if self.kind == PKT:
+            return f"packet{self.off:+d} (range {self.range})"
+        if self.kind in OFFSET_KINDS or self.kind in NULLABLE:
             return f"{KIND_NAMES[self.kind]}{self.off:+d}"
         return KIND_NAMES[self.kind]
 
@@ -127,15 +138,15 @@ def mark_null(st: State, null_id: int, as_null: Reg | None) -> None:
     def resolve(reg: Reg) -> Reg:
         if as_null is not None:
             return as_null
-        return Reg(MAP_VALUE, reg.off, None, reg.map, 0)
+        return Reg(NULLABLE[reg.kind], reg.off, None, reg.map, 0, reg.range)
 
     regs = st.regs
     for r in range(len(regs)):
         reg = regs[r]
-        if reg.kind == MAP_VALUE_OR_NULL and reg.id == null_id:
+        if reg.kind in NULLABLE and reg.id == null_id:
             regs[r] = resolve(reg)
     for slot, reg in list(st.spills.items()):
-        if reg.kind == MAP_VALUE_OR_NULL and reg.id == null_id:
+        if reg.kind in NULLABLE and reg.id == null_id:
             new = resolve(reg)
             if new.kind == SCALAR:
                 del st.spills[slot]
@@ -152,6 +163,8 @@ def reg_subsumes(old: Reg, new: Reg) -> bool:
         return True
     if old.kind == SCALAR and old.value is None:
         return new.kind == SCALAR
+    if old.kind == PKT and new.kind == PKT:     # more bytes proven is safe wherever fewer were
+        return (old.off, old.map, old.id) == (new.off, new.map, new.id) and old.range <= new.range
     return old == new
 
 

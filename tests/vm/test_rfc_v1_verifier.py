@@ -1,0 +1,93 @@
+"""The verifier under RFC v1 (spec §8.2, §12): C built with clang -target bpf against
+tests/c/fuse_bpf_rfc_v1.h, each -D variant breaking one packet rule, plus hand-built
+instructions for what C cannot say."""
+from __future__ import annotations
+
+import pytest
+
+from fdsl import abi
+from fdsl.errors import VerifierError
+from fdsl.vm import isa
+from fdsl.vm.loader import load_object
+from fdsl.vm.verifier import verify, verify_object
+from fdsl.vm.verifier_state import AccessCheck
+
+V1 = abi.RFC_V1
+
+
+def _load(bpf_c_object, *defines):
+    return load_object(bpf_c_object("rfc_v1_programs", *(f"-D{d}" for d in defines)))
+
+
+def test_rfc_v1_c_programs_verify(bpf_c_object):
+    obj = _load(bpf_c_object)
+    verified = verify_object(obj, abi_record=V1)
+    assert set(verified) == {"fuse/rfc_v1", "fuse/rfc_v1_var"}
+    assert 209 in verified["fuse/rfc_v1"].helpers_used
+    # packet and helper-buffer accesses stay run-time checked in the VMs
+    assert AccessCheck.FULL in verified["fuse/rfc_v1"].checks.values()
+
+
+def test_objects_without_metadata_take_the_requested_abi(bpf_c_object):
+    obj = _load(bpf_c_object)
+    assert obj.abi("rfc-v1") is V1
+    verify_object(obj, abi_record=obj.abi("rfc-v1"))
+
+
+def test_the_same_c_is_rejected_under_ack(bpf_c_object):
+    """ACK has no helper 209 and no packet pointers: the object is not an ACK program."""
+    with pytest.raises(VerifierError):
+        verify_object(_load(bpf_c_object), abi_record=abi.ACK)
+
+
+@pytest.mark.parametrize("define, section, message", [
+    ("NO_BOUNDS_CHECK", "fuse/rfc_v1", "not proven below its end_offset"),
+    ("NO_BOUNDS_CHECK", "fuse/rfc_v1_var", "not proven below its end_offset"),
+    ("STORE_THROUGH_PACKET", "fuse/rfc_v1", "allows no stores"),
+    ("NO_NULL_CHECK", "fuse/rfc_v1", "possibly NULL writable buffer"),
+    ("BAD_RETURN", "fuse/rfc_v1", "return code 7 is not one of"),
+])
+def test_each_broken_rule_is_rejected(bpf_c_object, define, section, message):
+    obj = _load(bpf_c_object, define)
+    with pytest.raises(VerifierError, match=message):
+        verify(obj.programs[section], obj.maps, section=section, abi_record=V1)
+
+
+def _ldx(size, dst, src, off):
+    return isa.Insn(isa.BPF_LDX | isa.BPF_MEM | size, dst, src, off, 0)
+
+
+def _exit0():
+    return [isa.Insn(isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K, 0, 0, 0, 0),
+            isa.Insn(isa.BPF_JMP | isa.BPF_EXIT, 0, 0, 0, 0)]
+
+
+def test_context_field_sizes_are_strict():
+    ok = [_ldx(isa.BPF_W, 2, 1, 8)] + _exit0()                      # opcode, 4 bytes
+    verify(ok, abi_record=V1)
+    wide = [_ldx(isa.BPF_DW, 2, 1, 8)] + _exit0()                   # opcode read as 8 bytes
+    with pytest.raises(VerifierError, match="must be read with a 4-byte load"):
+        verify(wide, abi_record=V1)
+    verify(wide, abi_record=abi.ACK)                                # ACK: any width
+    inside = [_ldx(isa.BPF_W, 2, 1, 32 + 4)] + _exit0()             # middle of in_args[0].value
+    with pytest.raises(VerifierError, match="not the start of a field"):
+        verify(inside, abi_record=V1)
+
+
+def test_no_store_into_the_context():
+    store = [isa.Insn(isa.BPF_ST | isa.BPF_MEM | isa.BPF_W, 1, 0, 12, 0)] + _exit0()
+    with pytest.raises(VerifierError, match="allows no stores"):
+        verify(store, abi_record=V1)
+
+
+def test_packet_compared_against_another_slots_end_gains_nothing():
+    prog = [_ldx(isa.BPF_DW, 2, 1, V1.in_arg_offset(0)),            # in_args[0].value
+            _ldx(isa.BPF_DW, 3, 1, V1.in_arg_offset(1) + 8),        # in_args[1].end_offset
+            isa.Insn(isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_X, 4, 2, 0, 0),
+            isa.Insn(isa.BPF_ALU64 | isa.BPF_ADD | isa.BPF_K, 4, 0, 0, 1),
+            isa.Insn(isa.BPF_JMP | isa.BPF_JGT | isa.BPF_X, 4, 3, 1, 0),
+            _ldx(isa.BPF_B, 0, 2, 0)] + _exit0()
+    with pytest.raises(VerifierError, match="end_offset of their own slot"):
+        verify(prog, abi_record=V1)
+    prog[1] = _ldx(isa.BPF_DW, 3, 1, V1.in_arg_offset(0) + 8)       # its own end: accepted
+    verify(prog, abi_record=V1)
