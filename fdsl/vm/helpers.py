@@ -18,6 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from fdsl import abi
 from fdsl.vm.maps import BpfMap
 
 U64 = 0xFFFFFFFFFFFFFFFF
@@ -29,6 +30,8 @@ HELPER_MAP_UPDATE_ELEM = 2
 HELPER_TRACE_PRINTK = 6
 HELPER_GET_CURRENT_PID_TGID = 14
 HELPER_GET_CURRENT_UID_GID = 15
+# bpf_fuse_get_writeable_in/out of the ABIs that have them (RFC v1: 208, 209)
+WRITEABLE_HELPERS = frozenset(h for a in abi.ABIS.values() for h in a.writable_helpers.values())
 
 
 @dataclass(frozen=True)
@@ -279,4 +282,7 @@ class Helpers:
             return get_current_pid_tgid(caller)
         if helper_id == HELPER_GET_CURRENT_UID_GID:
             return get_current_uid_gid(caller)
+        if helper_id in WRITEABLE_HELPERS:
+            from fdsl.vm.context_rfc_v1 import get_writeable   # only RFC v1 programs call these
+            return get_writeable(r1, helper_id, r2, r3, r4)
         raise ValueError(f"unknown helper {helper_id}")
