@@ -198,3 +198,28 @@ def test_examples_parse() -> None:
     for path in sorted((ROOT / "examples").glob("*.fdsl")):
         _, _, diags = parse_file(str(path))
         assert diags == [], path
+
+
+def test_lines_may_start_with_and_or() -> None:
+    (rule,) = parse_ok('on lookup pre {\n    if name == "a"\n       or name == "b"\n       and uid == 0 {\n'
+                       '        deny EIO\n    }\n}')
+    cond = rule.body[0].cond
+    assert isinstance(cond, A.Binary) and cond.op == "or" and cond.right.op == "and"
+
+
+def test_what_follows_a_block_on_its_line_needs_no_semicolon() -> None:
+    (rule, other) = parse_ok('on lookup pre { if name == "a" { deny EIO } allow } on mkdir pre { allow }')
+    assert [type(s).__name__ for s in rule.body] == ["If", "Allow"]
+    assert isinstance(other, A.Rule)
+    (rule,) = parse_ok('on lookup pre { if uid == 0 { allow } else { deny EIO } }')
+    assert rule.body[0].orelse
+    # a set literal's } is not a block's: the expression goes on
+    (rule,) = parse_ok('on lookup pre { if name in {"a"} and uid == 0 { deny EIO } }')
+    assert rule.body[0].cond.op == "and"
+
+
+def test_userspace_block_and_new_expectations() -> None:
+    block, test = parse_ok('userspace { on lookup pre { allow } }\n'
+                           'test "t" { mkdir post { error = 2 }\n expect error ENOENT\n expect log "x" }')
+    assert isinstance(block, A.UserspaceBlock) and isinstance(block.items[0], A.Rule)
+    assert isinstance(test.expects[0].error, A.Ident) and test.expects[1].log == "x"
