@@ -33,6 +33,12 @@ ACK's (section 4.1 of the ABI spec):
   aligned) are accepted on map values, writable buffers and the stack, because
   clang emits them for `__sync_fetch_and_add` on map counters.
 
+Rules the kernel has that are easy to miss, because LLVM breaks them in plain
+C: an access reached with the context pointer on one path and another pointer
+kind on another is rejected ("same insn cannot be used with different
+pointers"), and so is a context access through a moved context pointer
+("dereference of modified ctx ptr"), both with the kernel's words.
+
 Limits (the kernel's complexity limits, and one for the work pruning itself
 costs here; each rejection names the limit it hit): programs of at most
 `MAX_PROGRAM_SLOTS` slots; at most `MAX_PROCESSED_INSNS` instructions processed
@@ -52,8 +58,10 @@ read-only buffer, writable buffer, stack, map value, map value-or-NULL with an
 id for the NULL check, map pointer).  The 512-byte stack is tracked per byte:
 uninitialised, initialised-unknown, known value, or part of an 8-byte
 pointer spill.  Known stack bytes let trace_printk formats be parsed, so its
-arguments are checked (count, initialised, a number for each conversion but
-`%s`, whose argument must be an argument buffer: no address is ever printed);
+arguments are checked (count, a number for each conversion but `%s`, whose
+argument must be an argument buffer: no address is ever printed; a register
+no path writes before the call may stand for a number, as the kernel, which
+never looks at r3-r5, accepts: both VMs hold 0 there);
 a format that is not a verification-time constant is rejected (the kernel
 accepts it, but then the helper would dereference whatever r3-r5 hold).
 `%s` pointers may still be NULL buffers or lack a NUL inside their region:
@@ -506,11 +514,19 @@ class _Verifier(PacketRules, HelperCalls):
     # -------------------------------------------------------------- memory
 
     def _note(self, pc: int, kind: PtrKind) -> None:
+        """Record the base's kind; one instruction may not see ctx and another kind.
+
+        The kernel rewrites and checks context accesses per instruction, so it
+        refuses an access reached with the context on one path and any other
+        pointer on another (`reg_type_mismatch` in do_check), with this message."""
         kinds = self.mem_kinds.get(pc)
         if kinds is None:
             self.mem_kinds[pc] = {kind}
-        else:
-            kinds.add(kind)
+            return
+        if kind not in kinds and CTX in kinds | {kind}:
+            seen = ", ".join(sorted(KIND_NAMES[k] for k in kinds | {kind}))
+            raise self.fail(pc, f"same insn cannot be used with different pointers ({seen})")
+        kinds.add(kind)
 
     def _base(self, pc: int, st: State, r: int, write: bool) -> Reg:
         base = self._read(pc, st, r)
@@ -527,6 +543,10 @@ class _Verifier(PacketRules, HelperCalls):
             raise self.fail(pc, f"cannot access map pointer r{r} directly")
         if write and base.kind == CTX:
             raise self.fail(pc, "store into the context is not allowed")
+        if base.kind == CTX and base.off:
+            # the kernel's check_ptr_off_reg: context fields are reached from the
+            # context pointer itself, with the offset in the instruction
+            raise self.fail(pc, f"dereference of modified ctx ptr R{r} off={base.off} disallowed")
         if write and base.kind == BUF_RO:
             raise self.fail(pc, "store through read-only in_args buffer (write through out_args instead)")
         if base.off and base.kind in (BUF_RO, BUF_RW):

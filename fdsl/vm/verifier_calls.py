@@ -9,11 +9,12 @@ spilled pointer byte is ever printed).  The return kind gives r0.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from fdsl import abi
 from fdsl.errors import VerifierError
 from fdsl.vm.isa import Insn
+from fdsl.vm.verifier_cfg import use_def
 from fdsl.vm.semantics import sext
 from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
                                     NOT_INIT, SCALAR, SPILL, STACK, UNINIT, UNKNOWN, Reg, State)
@@ -64,6 +65,32 @@ def printk_conversions(fmt: bytes) -> list[str] | str:
     return kinds
 
 
+def zero_masks(insns: Sequence[Insn], succs: Sequence[tuple[int, ...]]) -> list[int]:
+    """Per slot, the registers that are 0 there on every path: the VMs start with
+    r2-r9 = 0 and zero r1-r5 after each helper call; any other write ends it."""
+    n = len(insns)
+    preds = [0] * n
+    for i in range(n):
+        for s in succs[i]:
+            preds[s] += 1
+    ALL = (1 << 11) - 1
+    zero_in = [ALL] * n
+    zero_in[0] = ALL & ~(1 << 1 | 1 << 10)          # r1 = ctx, r10 = frame pointer
+    ready = [0]
+    while ready:                                    # topological order (the CFG has no loops)
+        i = ready.pop()
+        if insns[i].is_call:
+            out = (zero_in[i] | 0b111110) & ~1       # r1-r5 zeroed, r0 = the result
+        else:
+            out = zero_in[i] & ~use_def(insns[i])[1]
+        for s in succs[i]:
+            zero_in[s] &= out
+            preds[s] -= 1
+            if preds[s] == 0:
+                ready.append(s)
+    return zero_in
+
+
 class HelperCalls:
     """The helper-call part of the verifier (mixed into `fdsl.vm.verifier._Verifier`)."""
 
@@ -74,9 +101,19 @@ class HelperCalls:
     def _writable_call(self, pc: int, spec: Any, st: State) -> None:
         raise NotImplementedError
 
+    succs: list[tuple[int, ...]]
+    insns: list[Insn]
+    _zero_masks: list[int] | None = None
+
     # provided by the verifier class this is mixed into
     def fail(self, pc: int, reason: str) -> VerifierError:
         raise NotImplementedError
+
+    def _zero_at(self, pc: int) -> int:
+        """Bitmask of registers that hold 0 before `pc` on every path (see `zero_masks`)."""
+        if self._zero_masks is None:
+            self._zero_masks = zero_masks(self.insns, self.succs)
+        return self._zero_masks[pc]
 
     def _read(self, pc: int, st: State, r: int) -> Reg:
         raise NotImplementedError
@@ -171,7 +208,21 @@ class HelperCalls:
             r = 3 + i
             reg = st.regs[r]
             if reg.kind == NOT_INIT:
-                raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is uninitialised")
+                # The kernel never looks at r3-r5 (trace_printk declares only the
+                # format and its size): clang leaves the register of a conversion
+                # without argument unset and ACK loads that.  Both VMs start with
+                # r2-r9 = 0 and zero r1-r5 after every call, so a register that no
+                # path writes before this call prints 0.  One written on another
+                # path (pruning may not tell) could print a pointer: refused; so is
+                # %s, which reads memory.
+                if kind == "s":
+                    raise self.fail(pc, f"trace_printk %s argument {i + 1} (r{r}) is uninitialised: the "
+                                    "kernel accepts it, but here %s must be given an argument buffer "
+                                    "(the helper reads the string from memory)")
+                if not self._zero_at(pc) & (1 << r):
+                    raise self.fail(pc, f"trace_printk argument {i + 1} (r{r}) is uninitialised here "
+                                    "but written on another path (it could print a pointer)")
+                continue
             if kind == "s":
                 # only a request's name/data buffer: the stack may hold spilled pointers
                 # whose bytes %s would print
