@@ -152,17 +152,27 @@ class Mounter:
 TRANSPORTS = ("dev", "pyfuse3")
 
 
-@pytest.fixture(params=TRANSPORTS)
-def mounter(request):
+def _mounter_for(transport: str):
     base = Path(tempfile.mkdtemp(prefix="fdsl-mnt-"))
     os.chmod(base, 0o755)
-    m = Mounter(base, request.param)
+    m = Mounter(base, transport)
     try:
         yield m
     finally:
         for mount in reversed(m.mounts):
             cleanup(mount)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=TRANSPORTS)
+def mounter(request):
+    yield from _mounter_for(request.param)
+
+
+@pytest.fixture
+def dev_mounter():
+    """Mounts on the /dev/fuse transport only, for what pyfuse3 cannot do (passthrough)."""
+    yield from _mounter_for("dev")
 
 
 def run_as(uid: int, gid: int, code: str, groups: tuple[int, ...] = (),

@@ -15,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mounting import (EXAMPLES, Mount, Mounter, is_mounted, mounter,  # noqa: F401
+from mounting import (EXAMPLES, Mount, Mounter, is_mounted, dev_mounter, mounter,  # noqa: F401
                       needs_fuse, user_fdsl)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
-
-
-def only_dev(mounter: Mounter) -> None:
-    if mounter.transport != "dev":
-        pytest.skip("a property of the /dev/fuse transport (pyfuse3 has no passthrough)")
 
 
 def workload(d: Path) -> dict:
@@ -52,12 +47,11 @@ def workload(d: Path) -> dict:
     return out
 
 
-def test_passthrough_on_and_off_give_identical_results(mounter):
-    only_dev(mounter)
+def test_passthrough_on_and_off_give_identical_results(dev_mounter):
     results, reads = {}, {}
     for flag in ("1", "0"):
-        b, mnt = mounter.dirs()
-        m = mounter.mount("", b, mnt, options=f"passthrough={flag}")
+        b, mnt = dev_mounter.dirs()
+        m = dev_mounter.mount("", b, mnt, options=f"passthrough={flag}")
         results[flag] = workload(mnt)
         assert (b / "seq").read_bytes() == results[flag]["content"]
         ops = m.stats()["ops"]
@@ -67,15 +61,14 @@ def test_passthrough_on_and_off_give_identical_results(mounter):
     assert reads["1"] == 0 and reads["0"] > 0, reads
 
 
-def test_filtered_files_keep_the_userspace_path(mounter):
+def test_filtered_files_keep_the_userspace_path(dev_mounter):
     """private_subtree.fdsl has rules on every op under private/ (reads included):
     those reads reach the daemon; files outside go to the kernel."""
-    only_dev(mounter)
-    b, mnt = mounter.dirs()
+    b, mnt = dev_mounter.dirs()
     (b / "private").mkdir()
     (b / "private" / "notes").write_bytes(b"n" * 100_000)
     (b / "public").write_bytes(b"p" * 100_000)
-    m = mounter.mount(EXAMPLES / "private_subtree.fdsl", b, mnt)
+    m = dev_mounter.mount(EXAMPLES / "private_subtree.fdsl", b, mnt)
     assert (mnt / "public").read_bytes() == b"p" * 100_000
     assert m.stats()["ops"].get("read", 0) == 0
     assert (mnt / "private" / "notes").read_bytes() == b"n" * 100_000
@@ -127,12 +120,11 @@ def fuse_device_for(plain_user):
             os.chmod(dev, mode)
 
 
-def test_ordinary_user_mounts_through_fusermount3(mounter, fuse_device_for):
+def test_ordinary_user_mounts_through_fusermount3(dev_mounter, fuse_device_for):
     """No root anywhere: the user's `fdsl mount` gets its /dev/fuse fd from the
     setuid fusermount3, serves, and `fdsl umount` ends it."""
-    only_dev(mounter)
     uid, gid = fuse_device_for.pw_uid, fuse_device_for.pw_gid
-    b, mnt = mounter.dirs()
+    b, mnt = dev_mounter.dirs()
     for d in (b, mnt):
         os.chown(d, uid, gid)
     (b / "f").write_text("hello")
@@ -149,7 +141,7 @@ def test_ordinary_user_mounts_through_fusermount3(mounter, fuse_device_for):
                               env={"PATH": "/usr/bin:/bin", "HOME": "/"})
 
     mount = Mount(b, mnt)
-    mounter.mounts.append(mount)          # unmounted and killed by the fixture, whatever happens
+    dev_mounter.mounts.append(mount)          # unmounted and killed by the fixture, whatever happens
     proc = as_user(*user_fdsl(), "mount", "", str(b), str(mnt))
     assert proc.returncode == 0, proc.stderr
     assert is_mounted(mnt)

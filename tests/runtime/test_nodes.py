@@ -113,7 +113,7 @@ def test_a_new_inode_with_a_deleted_nodes_inode_number_gets_its_own_node(tree):
         if os.stat(tree / f"new{i}").st_ino == old.key[1]:
             break
     else:
-        pytest.skip("the filesystem did not reuse the inode number")
+        pytest.skip("not applicable here: the filesystem did not reuse the inode number in 200 tries")
     new = attach(table, root, f"new{i}")
     assert new is not old and new.key == old.key
     with table.operation():
