@@ -2,6 +2,8 @@
 
 Prints one line per program section (accepted, or the rejection with its
 instruction index and reason) and exits 0 when all are accepted, 1 otherwise.
+The rules are those of the object's ABI: the id in an fdsl object's metadata,
+else `--abi` (objects built with clang), else ACK.
 """
 from __future__ import annotations
 
@@ -19,17 +21,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("object", metavar="OBJ", help="BPF ELF object file")
     p.add_argument("-s", "--section", action="append", metavar="NAME",
                    help="verify only this section (repeatable)")
+    p.add_argument("--abi", metavar="NAME",
+                   help="ABI of an object without fdsl metadata (ack, rfc-v1); an fdsl "
+                   "object's ABI is read from its metadata")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print statistics (insns processed, states stored, stack depth)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fdsl import abi
     from fdsl.errors import UsageError, VerifierError
     from fdsl.vm.loader import load_file
     from fdsl.vm.verifier import verify
 
     obj = load_file(args.object)
+    try:
+        record = obj.abi(args.abi)
+    except abi.AbiChoiceError as err:
+        raise UsageError(f"{args.object}: {err}") from None
     sections = list(obj.programs)
     if args.section:
         missing = [s for s in args.section if s not in obj.programs]
@@ -43,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for name in sections:
         try:
-            result = verify(obj.programs[name], obj.maps, section=name)
+            result = verify(obj.programs[name], obj.maps, section=name, abi_record=record)
         except VerifierError as err:
             failed += 1
             print(f"{name}: rejected: insn {err.index}: {err.reason}", file=sys.stderr)
@@ -51,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
         line = f"{name}: ok ({len(result.insns)} insns)"
         if args.verbose:
             line += (f", {result.processed} processed, {result.states} states, "
-                     f"stack {result.stack_depth} bytes")
+                     f"stack {result.stack_depth} bytes, {record.name} rules")
         print(line)
     return 1 if failed else 0
