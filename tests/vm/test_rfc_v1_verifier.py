@@ -91,3 +91,47 @@ def test_packet_compared_against_another_slots_end_gains_nothing():
         verify(prog, abi_record=V1)
     prog[1] = _ldx(isa.BPF_DW, 3, 1, V1.in_arg_offset(0) + 8)       # its own end: accepted
     verify(prog, abi_record=V1)
+
+
+def _mov_k(dst, imm):
+    return isa.Insn(isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_K, dst, 0, 0, imm)
+
+
+def _mov_x(dst, src):
+    return isa.Insn(isa.BPF_ALU64 | isa.BPF_MOV | isa.BPF_X, dst, src, 0, 0)
+
+
+def _writeable_out_call(value_reg=6, size=8):
+    """r9 = ctx; r6/r7 = out_args[0].value/end_offset; r0 = bpf_fuse_get_writeable_out(...)."""
+    return [_mov_x(9, 1),
+            _ldx(isa.BPF_DW, 6, 1, V1.out_arg_offset(0)),
+            _ldx(isa.BPF_DW, 7, 1, V1.out_arg_offset(0) + 8),
+            _ldx(isa.BPF_DW, 8, 1, V1.in_arg_offset(0)),
+            _mov_x(1, 9), _mov_k(2, 0), _mov_x(3, value_reg), _mov_k(4, size), _mov_k(5, 1),
+            isa.Insn(isa.BPF_JMP | isa.BPF_CALL, 0, 0, 0, 209)]
+
+
+def test_writeable_pointer_after_its_null_check_may_be_stored_through():
+    prog = _writeable_out_call() + [
+        isa.Insn(isa.BPF_JMP | isa.BPF_JEQ | isa.BPF_K, 0, 0, 1, 0),
+        isa.Insn(isa.BPF_ST | isa.BPF_MEM | isa.BPF_DW, 0, 0, 0, 0x1234)] + _exit0()
+    verify(prog, abi_record=V1)
+    beyond = list(prog)
+    beyond[-3] = isa.Insn(isa.BPF_ST | isa.BPF_MEM | isa.BPF_DW, 0, 0, 8, 0x1234)   # past 8 bytes
+    with pytest.raises(VerifierError, match="outside the 8 bytes"):
+        verify(beyond, abi_record=V1)
+
+
+def test_the_helper_invalidates_the_slots_packet_pointers():
+    prog = _writeable_out_call() + [_ldx(isa.BPF_B, 2, 6, 0)] + _exit0()
+    with pytest.raises(VerifierError, match="uninitialised register r6"):
+        verify(prog, abi_record=V1)
+    other_slot = _writeable_out_call() + [_mov_x(2, 8)] + _exit0()      # in_args[0] stays valid
+    verify(other_slot, abi_record=V1)
+
+
+def test_the_helper_needs_its_own_slots_value():
+    with pytest.raises(VerifierError, match=r"must be out_args\[0\].value"):
+        verify(_writeable_out_call(value_reg=8) + _exit0(), abi_record=V1)
+    with pytest.raises(VerifierError, match="size 0 out of range"):
+        verify(_writeable_out_call(size=0) + _exit0(), abi_record=V1)
