@@ -309,12 +309,13 @@ def daemon_op_costs(backing: Path, policy: Path | None, backend: str,
                     seconds: float) -> dict[str, float]:
     """µs per getattr and per lookup+forget through the daemon's Engine, without FUSE.
 
-    The same code a request runs inside `fdsl mount` (policy.run: PRE program,
-    backing step, POST program, context building, credential scope), minus the
+    The same code a request runs inside `fdsl mount` (`Engine.dispatch`: PRE
+    program, backing step, POST program, argument frames, credential scope), minus the
     kernel and the pyfuse3/trio transport, so (policy - no policy) is the
     filter cost per operation without the transport's noise.  Imports
     runtime/, so the runner calls it only when `fdsl mount` works.
     """
+    from fdsl.runtime import requests as R
     from fdsl.runtime.engine import Engine, EngineOptions
     from fdsl.runtime.identity import Caller
     from fdsl.runtime.policy import load_policy
@@ -329,13 +330,14 @@ def daemon_op_costs(backing: Path, policy: Path | None, backend: str,
     caller = Caller(uid=0, gid=0, pid=os.getpid(), umask=0o022, groups=())  # as the workloads
     root = engine.root.nodeid
     name = ENGINE_FILE.encode()
-    nodeid = engine.lookup(root, name, caller).nodeid
+    nodeid = engine.dispatch(R.Lookup(caller, root, name)).nodeid
+    stat_request, lookup_request = R.Getattr(caller, nodeid), R.Lookup(caller, root, name)
 
     def lookup_forget() -> None:
-        engine.forget(engine.lookup(root, name, caller).nodeid, 1)
+        engine.forget(engine.dispatch(lookup_request).nodeid, 1)
 
     try:
-        return {"engine_getattr": _per_call_us(lambda: engine.getattr(nodeid, caller), seconds),
+        return {"engine_getattr": _per_call_us(lambda: engine.dispatch(stat_request), seconds),
                 "engine_lookup": _per_call_us(lookup_forget, seconds)}
     finally:
         from fdsl.runtime.identity import reset_thread_credentials

@@ -26,8 +26,6 @@ from fdsl.lang.passes.common import const_str
 from fdsl.lang.diagnostics import Sources
 from fdsl.compile.metadata import Metadata, ScopeMeta
 
-DIRENT_ALIGN = 8
-DT_REG = 8
 
 
 @dataclass
@@ -47,9 +45,18 @@ class Outcome:
     logs: list[str] = field(default_factory=list)
     request: dict[str, Any] = field(default_factory=dict)   # op, uid, gid, pid, tgid, nodeid
     maps: userspace.MapAccess | None = None   # the maps after the request (`expect m[k] == v`)
+    program_errno: int | None = None       # a deny's errno as the program returned it
+    hidden_name: bool = False              # refused by the VFS lookup of the new name
 
     def describe(self) -> str:
-        return describe_ret(self.ret, self.phase)
+        text = describe_ret(self.ret, self.phase)
+        if self.hidden_name:
+            return text + " (the VFS looks the new name up first and a lookup rule hides it)"
+        if self.program_errno is not None and self.ret != -self.program_errno:
+            return (text + f" (the program denied {abi.errno_name(self.program_errno)}; the "
+                    f"kernel's {self.request.get('op')} finalize answers "
+                    f"{abi.errno_name(-self.ret)})")
+        return text
 
 
 @dataclass
@@ -88,12 +95,9 @@ def scope_for(meta: Metadata | None, path: str | None) -> ScopeMeta | None:
 
 def pack_dirents(names: list[str]) -> bytes:
     """fuse_dirent records, as the backing readdir leaves them in the buffer."""
-    out = bytearray()
-    for i, name in enumerate(names):
-        raw = name.encode()
-        out += abi.FUSE_DIRENT.pack({"ino": i + 1, "off": i + 1, "namelen": len(raw), "type": DT_REG})
-        out += raw + bytes(-len(raw) % DIRENT_ALIGN)
-    return bytes(out)
+    data, _ = abi.pack_dirents([(n.encode(), i + 1, i + 1, abi.DT_REG)
+                                for i, n in enumerate(names)], 1 << 20)
+    return data
 
 
 def setup_values(test: A.TestBlock) -> tuple[dict[str, Any], list[str] | None]:
@@ -155,6 +159,7 @@ class Runner:
         self.meta: Metadata | None = self.filters.object.meta
         # Userspace rules and `expect m[k] == v` use the programs' own maps.
         self.maps = userspace.TableMaps(self.filters.maps)
+        self.rules = simulate.rule_filter(self.meta, self.maps, self.logs.append)
 
     def preset(self, test: A.TestBlock) -> None:
         """Every test starts from empty maps plus the entries its request line gives."""
@@ -180,46 +185,38 @@ class Runner:
         return scope.section, scope.path
 
     def request(self, test: A.TestBlock) -> Outcome:
-        """Run one test's request through the program and the userspace rules."""
+        """Run one test's request through the daemon's steps (`simulate.run_phase`)."""
         fields, entries = setup_values(test)
         section, scope_path = self.section_for(test.path)
         prepared = simulate.prepare(test.op, test.phase, fields)
         error = -prepared.error_in
         caller = prepared.caller
+        nodeid = int(fields.get("nodeid", 0))
         request = {"op": test.op, "uid": caller.uid, "gid": caller.gid, "pid": caller.pid,
-                   "tgid": caller.tgid, "nodeid": int(fields.get("nodeid", 0)),
-                   "sizes": argument_sizes(prepared)}
+                   "tgid": caller.tgid, "nodeid": nodeid, "sizes": argument_sizes(prepared)}
         self.logs.clear()
         self.preset(test)
         if section is None:   # no program: plain backing access (spec 3: like returning BACKING)
             ret = abi.BACKING if test.phase == "pre" else 0
             return Outcome(ret, test.phase, None, read_fields(prepared), entries=entries,
                            error=error, request=request)
-        bpf_ret = prepared.result(self.filters.run(section, prepared.context, prepared.caller))
-        values = read_fields(prepared)
-        outcome = Outcome(bpf_ret.ret, test.phase, section, values, dict(bpf_ret.changed),
-                          bpf_ret.ret, entries=entries, error=error, request=request)
-        rules = self.meta.rules_for(scope_path, test.op, test.phase) if self.meta else []
-        if bpf_ret.ret >= 0 and bpf_ret.ret & abi.USER_FILTER and rules:
-            self.run_userspace(outcome, rules, entries, self.maps)
+        filters = self.filters
+
+        def program(ctx: Any, who: Any) -> int:
+            return filters.run(section, ctx, who)
+
+        run = simulate.run_phase(program, prepared, self.rules, scope_path, nodeid)
+        after = read_fields(prepared)
+        changed = {p: (prepared.before.get(p), v) for p, v in after.items()
+                   if p in prepared.before and prepared.before.get(p) != v}
+        outcome = Outcome(run.ret, test.phase, section, after, changed, run.bpf_ret,
+                          user=run.user, user_rules=run.user_rules,
+                          entries=run.entries if run.entries is not None else entries,
+                          error=error, request=request, program_errno=run.program_errno,
+                          hidden_name=run.hidden_name)
         outcome.logs = list(self.logs)
         outcome.maps = self.maps
         return outcome
-
-    @staticmethod
-    def run_userspace(outcome: Outcome, rules: list, entries: list[str] | None,
-                      maps: userspace.MapAccess | None = None) -> None:
-        """The daemon's userspace filter: a deny wins, writes replace fields, drops hide entries."""
-        request = user_request(outcome, entries)
-        user = userspace.evaluate(rules, request, maps=maps)
-        outcome.user, outcome.user_rules = user, len(rules)
-        if user.failure:
-            outcome.ret = -user.failure
-        for path, value in user.writes.items():
-            outcome.changed[path] = (outcome.fields.get(path), value)
-            outcome.fields[path] = value
-        if entries is not None:
-            outcome.entries = [n for i, n in enumerate(entries) if i not in user.dropped]
 
 
 def user_request(outcome: Outcome, entries: list[str] | None) -> userspace.Request:

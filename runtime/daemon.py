@@ -44,6 +44,7 @@ class MountConfig:
                                              # transport's default: dev on, pyfuse3 off)
     debug: bool = False
     switch_identity: bool = True
+    root_section: str | None = None    # program section for the root (bare objects)
     nonempty: bool = False             # mount even if the mount point is already a mount
     log_file: str | None = None        # detached daemon's log (default: next to the socket)
     log_size: int = 1 << 20            # bytes before the log file is rotated
@@ -160,7 +161,7 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     stats = MountStats()
     logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
     try:
-        policy = load_policy(obj, cfg.backend, cfg.backing, stats)
+        policy = load_policy(obj, cfg.backend, cfg.backing, stats, cfg.root_section)
         filters = getattr(policy, "filters", None)
         if filters is not None:     # policy `log` lines: to stderr (-f) or the log file
             filters.log_sink.callback = logs.policy_line_writer()

@@ -1,24 +1,16 @@
-"""The transport-independent filesystem engine.
+"""The transport-independent filesystem engine: one driver for every operation.
 
-Takes plain values (node ids, name bytes, a `Caller`, flags) and returns
-plain results (`Entry`, `Attr`, bytes); errors are raised as `OSError` with
-the errno the FUSE reply should carry.  Nothing here knows pyfuse3, so a
-later /dev/fuse transport (kernel FUSE_PASSTHROUGH, fuse-bpf kernels) can
-drive the same engine.
+A transport calls `Engine.dispatch(request)` with a typed record from
+`runtime/requests.py` and gets a typed result back (errors as OSError with the
+errno of the FUSE reply); nothing here knows pyfuse3 or /dev/fuse.  The API is
+described in docs/architecture.md ("Engine API").
 
-Every operation is expressed the way spec section 9 describes it: a list of
-input arguments and a list of outputs (struct arguments as dicts of field
-values, strings and buffers as bytes), and a *backing step* that consumes the
-(possibly modified) inputs and produces the outputs.  `Policy.run` (see
-`policy.py`) wraps the backing step in the pre -> user prefilter -> backing ->
-post -> user postfilter sequence of section 6; finalization (section 9's
-"finalize" column) happens here, after the sequence.
-
-Methods are blocking and thread-safe.  Each runs its backing step under the
-caller's credentials (`identity.as_caller`) where the backing filesystem
-checks permissions; the adapter decides which thread runs it (see
-`fuse_adapter`).  Operations whose backing step checks nothing (getattr on
-an O_PATH fd, readlink, statfs, release) skip the credential switch.
+The driver does, for every row of the operation table (`runtime/optable.py`):
+node and handle lookup, name checks, the VFS's own lookup of a name an
+operation brings into existence, the credential switch, the spec §6
+sequence on an argument frame (`fdsl.vm.sequence`, only when the node's
+program runs for that opcode: programs whose outcome is statically BACKING are
+skipped), finalize, and fd cleanup when a step fails.
 
 Caching: every reply carries the timeouts the kernel may cache it for, chosen
 per node by the policy (`attr_timeout`, `entry_timeout`): the configured
@@ -30,84 +22,28 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import stat
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import scopes, sysio
-from .identity import ROOT, Caller, as_caller, thread_umask
+from fdsl import abi
+from fdsl.vm import frame as frames
+from fdsl.vm import sequence
+
+from . import backing as B
+from . import requests as R
+from . import sysio
+from .identity import Caller, as_caller
 from .nodes import ROOT_ID, Node, NodeTable
+from .optable import TABLE, Row, row_for
+from .requests import Attr, DirEntry, Entry, Opened
 
-OPATH_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-ACTION_KEEP, ACTION_REMOVE, ACTION_REPLACE = 0, 1, 2
-
-
-@dataclass
-class Attr:
-    """Attributes of a node as FUSE reports them (`ino` = our node id)."""
-
-    ino: int
-    mode: int
-    nlink: int
-    uid: int
-    gid: int
-    rdev: int
-    size: int
-    blocks: int
-    blksize: int
-    atime_ns: int
-    mtime_ns: int
-    ctime_ns: int
-    timeout: float = 1.0
-
-    @classmethod
-    def from_stat(cls, nodeid: int, st: os.stat_result, timeout: float) -> "Attr":
-        return cls(nodeid, st.st_mode, st.st_nlink, st.st_uid, st.st_gid, st.st_rdev,
-                   st.st_size, st.st_blocks, st.st_blksize, st.st_atime_ns, st.st_mtime_ns,
-                   st.st_ctime_ns, timeout)
-
-    def to_fuse(self) -> dict[str, int]:
-        """fuse_attr field values (section 10)."""
-        return {
-            "ino": self.ino, "size": self.size, "blocks": self.blocks,
-            "atime": self.atime_ns // 10**9, "mtime": self.mtime_ns // 10**9,
-            "ctime": self.ctime_ns // 10**9, "atimensec": self.atime_ns % 10**9,
-            "mtimensec": self.mtime_ns % 10**9, "ctimensec": self.ctime_ns % 10**9,
-            "mode": self.mode, "nlink": self.nlink, "uid": self.uid, "gid": self.gid,
-            "rdev": self.rdev & 0xFFFFFFFF, "blksize": self.blksize, "flags": 0,
-        }
-
-    def update_from_fuse(self, values: dict[str, int], prefix: str = "") -> None:
-        """Apply post-filtered fuse_attr fields (finalize of getattr/lookup)."""
-        g = lambda name: values.get(prefix + name)  # noqa: E731
-        for name in ("size", "blocks", "mode", "nlink", "uid", "gid", "rdev", "blksize"):
-            v = g(name)
-            if v is not None:
-                setattr(self, name, v)
-        for t in ("atime", "mtime", "ctime"):
-            sec, nsec = g(t), g(t + "nsec")
-            if sec is not None and nsec is not None:
-                setattr(self, t + "_ns", sec * 10**9 + nsec)
-
-
-@dataclass
-class Entry:
-    """Reply to lookup/create/mkdir/...: node id, attributes, cache timeouts."""
-
-    nodeid: int
-    attr: Attr
-    entry_timeout: float
-    generation: int = 0
-
-
-@dataclass
-class DirEntry:
-    name: bytes
-    entry: Entry | None      # None: no attributes ("." / "..", or a lookup that failed)
-    next_offset: int
-    ino: int = 0             # inode number reported when `entry` is None
-    dtype: int = 0           # DT_* type reported when `entry` is None (0 = unknown)
+OPATH_FLAGS = B.OPATH_FLAGS
+# Rows the driver treats specially (all others: credentials as the row says, one sequence).
+_KIND = {"release": "release", "releasedir": "release", "readdir": "readdir",
+         "lookup": "lookup", **{op: "create" for op in abi.requests.NEW_NAME_FIELD}}
+_VERDICTS = 1024          # remembered LOOKUP verdicts (see `_name_visible`)
 
 
 @dataclass
@@ -117,6 +53,7 @@ class OpenFile:
     caller: Caller           # who opened it: READ/WRITE requests carry no caller in pyfuse3
     flags: int
     written: bool = False    # a write since the last flush: flushing may wait for I/O
+    bpf_fh: int = 0          # out.fh an OPEN postfilter set: what later programs see as in.fh
 
 
 @dataclass
@@ -126,33 +63,8 @@ class OpenDir:
     caller: Caller
     names: list[tuple[bytes, int, int]] | None = None  # (name, d_ino, d_type) snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-@dataclass
-class StatFs:
-    bsize: int
-    frsize: int
-    blocks: int
-    bfree: int
-    bavail: int
-    files: int
-    ffree: int
-    favail: int
-    namemax: int
-
-
-@dataclass
-class SetAttrRequest:
-    """What to change; None = leave alone.  `*_now` = UTIME_NOW."""
-
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    size: int | None = None
-    atime_ns: int | None = None
-    mtime_ns: int | None = None
-    atime_now: bool = False
-    mtime_now: bool = False
+    flags: int = 0
+    bpf_fh: int = 0
 
 
 @dataclass
@@ -162,11 +74,25 @@ class EngineOptions:
     switch_identity: bool = True   # run backing ops with the caller's fsuid/fsgid/groups
 
 
+class Call:
+    """One request on its way through the driver (what the table's steps receive)."""
+
+    __slots__ = ("engine", "req", "node", "caller", "handle", "other", "page_offset")
+
+    def __init__(self, engine: "Engine", req: Any, node: Node, caller: Caller,
+                 handle: Any = None, other: Node | None = None) -> None:
+        self.engine = engine
+        self.req = req
+        self.node = node
+        self.caller = caller
+        self.handle = handle
+        self.other = other
+        self.page_offset = 0
+
+
 class PassthroughPolicy:
     """No program anywhere: every operation is its backing step (spec 3: 'no program
     behaves like a program that always returns BACKING')."""
-
-    readdir_filtered = False
 
     def attr_timeout(self, node: Node, default: float) -> float:
         return default
@@ -180,22 +106,17 @@ class PassthroughPolicy:
     def root_attachment(self) -> tuple[str | None, object]:
         return None, None
 
-    def child_attachment(self, parent: Node, name: bytes) -> tuple[str, Any] | None:
+    def child_attachment(self, parent: Node, name: bytes) -> tuple[str, Any, Any, Any] | None:
         return None
-
-    def run(self, node: Node, op: str, ins: list, outs: list,
-            backing: Callable[[list], list], caller: Caller, ctx_nodeid: int | None = None) -> list:
-        return backing(ins)
-
-    def filter_dirents(self, node: Node, listing: list[bytes] | list[tuple[bytes, int, int]],
-                       offset: int, caller: Caller) -> list[bytes]:
-        return [e[0] if isinstance(e, tuple) else e for e in listing]
-
-    def has_program(self, node: Node) -> bool:
-        return False
 
     def runs_program(self, node: Node, op: str) -> bool:
         return False
+
+    def program(self, section: str) -> sequence.Program:
+        raise LookupError("no programs")
+
+    def user_half(self, node: Node, caller: Caller, op: str) -> Any:
+        return None
 
 
 class Engine:
@@ -207,6 +128,7 @@ class Engine:
         self.files: dict[int, OpenFile | OpenDir] = {}
         self._next_fh = 1
         self._fh_lock = threading.Lock()
+        self._verdicts: OrderedDict[tuple[int, bytes, int], bool] = OrderedDict()
         if isinstance(backing_root, int):
             root_fd = os.open(sysio.proc_fd_path(backing_root), OPATH_FLAGS & ~os.O_NOFOLLOW)
         else:
@@ -214,128 +136,154 @@ class Engine:
         program, scope = self.policy.root_attachment()
         self.root = self.nodes.add_root(root_fd, program, scope)
 
-    # ------------------------------------------------------------ helpers
+    # ------------------------------------------------------------ the driver
 
-    def _attr(self, node: Node, st: os.stat_result, filtered: bool = False) -> Attr:
-        """Attributes for a reply, with how long the kernel may cache them.
+    def dispatch(self, req: Any) -> Any:
+        """Serve one request record; the typed result, or OSError(errno)."""
+        if type(req) is R.Getattr:   # the most frequent request: straight to fstat without a program
+            node = self.nodes.get(req.nodeid)
+            if not self.policy.runs_program(node, "getattr"):
+                return Attr.from_stat(node.nodeid, os.fstat(node.fd), self.attr_timeout(node, True))
+        row = row_for(req)
+        call = self._call(row, req)
+        for attr in row.names:
+            B.check_name(getattr(req, attr))
+        kind = _KIND.get(row.op)
+        if kind is None:
+            if not row.as_caller:
+                return self._serve(row, call)
+            with as_caller(call.caller, self.options.switch_identity):
+                return self._serve(row, call)
+        if kind == "release":
+            return self._release(row, call)
+        if kind == "create":
+            self._name_visible(call)
+        with as_caller(call.caller, self.options.switch_identity):
+            if kind == "readdir":
+                return self._readdir(row, call)
+            if kind == "lookup":
+                return self._lookup(row, call)
+            return self._serve(row, call)
 
-        `filtered`: they went through the node's getattr rules (a GETATTR reply),
-        cacheable unless those rules must see every stat.  Unfiltered backing
-        attributes (the replies to lookup, setattr, create, ...) are cacheable
-        only where no getattr rule could rewrite them: otherwise timeout 0, so
-        the next stat asks GETATTR, as a fuse-bpf kernel runs the program."""
-        if filtered or not self.policy.has_rules(node, "getattr"):
-            timeout = self.policy.attr_timeout(node, self.options.attr_timeout)
+    def _call(self, row: Row, req: Any) -> Call:
+        target, handle, other = row.target, None, None
+        if target == "node":
+            node = self.nodes.get(req.nodeid)
+        elif target == "parent":
+            if row.op == "link":
+                node, other = self.nodes.get(req.new_parent), self.nodes.get(req.nodeid)
+            else:
+                node = self.nodes.get(req.parent)
+                if row.op in ("rename", "rename2"):
+                    other = self.nodes.get(req.new_parent)
+                    if other.key[0] != node.key[0]:
+                        raise OSError(errno.EXDEV, "cross-device rename")
         else:
-            timeout = 0.0
-        return Attr.from_stat(node.nodeid, st, timeout)
+            handle = self.files.get(req.fh)
+            kind = OpenFile if target.startswith("file") else OpenDir
+            if not isinstance(handle, kind):
+                if target.endswith("_release"):
+                    handle = None
+                else:
+                    raise OSError(errno.EBADF, "bad file handle")
+            node = handle.node if handle is not None else self.root
+        caller = req.caller if req.caller is not None else (
+            handle.caller if handle is not None else Caller())
+        return Call(self, req, node, caller, handle, other)
 
-    def _entry(self, node: Node, st: os.stat_result, parent: Node) -> Entry:
-        """Entry of `node` found in `parent`: the parent's lookup rules decide whether
-        the name may be cached (and so the attributes the lookup reply carries)."""
-        attr = self._attr(node, st)
-        entry_timeout = self.policy.entry_timeout(parent, self.options.entry_timeout)
-        if entry_timeout == 0:
-            attr.timeout = 0.0
-        return Entry(node.nodeid, attr, entry_timeout)
-
-    def _new_fh(self, obj: OpenFile | OpenDir) -> int:
-        with self._fh_lock:
-            if len(self.files) >= self.nodes.budget.max_handles:
-                os.close(obj.fd)  # the rest of the fd table is the daemon's reserve
-                raise OSError(errno.ENFILE, "too many open files in this mount")
-            fh = self._next_fh
-            self._next_fh += 1
-            self.files[fh] = obj
-            return fh
-
-    def _file(self, fh: int) -> OpenFile:
-        obj = self.files.get(fh)
-        if not isinstance(obj, OpenFile):
-            raise OSError(errno.EBADF, "bad file handle")
-        return obj
-
-    def _dir(self, fh: int) -> OpenDir:
-        obj = self.files.get(fh)
-        if not isinstance(obj, OpenDir):
-            raise OSError(errno.EBADF, "bad directory handle")
-        return obj
-
-    def _caller_scope(self, caller: Caller) -> as_caller:
-        return as_caller(caller, self.options.switch_identity)
-
-    @staticmethod
-    def _check_name(name: bytes) -> None:
-        if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
-            raise OSError(errno.EINVAL if name in (b".", b"..") else errno.ENOENT, "bad name")
-        if len(name) > 255:
-            raise OSError(errno.ENAMETOOLONG, "name too long")
-
-    # ------------------------------------------------------------- lookup
-
-    def lookup(self, parent_id: int, name: bytes, caller: Caller) -> Entry:
-        """LOOKUP on the parent (spec 3.2/9): backing lookup, filters, attach."""
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
-        with self._caller_scope(caller):
-            return self._lookup(parent, name, caller)
-
-    def _lookup(self, parent: Node, name: bytes, caller: Caller) -> Entry:
-        found: dict[str, Any] = {}
-
-        def backing(ins: list) -> list:
-            # The backing lookup uses the original name (LOOKUP honours no input).
-            fd = os.open(name, OPATH_FLAGS, dir_fd=parent.fd)
-            try:
-                st = os.fstat(fd)
-            except OSError:
-                os.close(fd)
-                raise
-            found["fd"], found["st"] = fd, st
-            if not self.policy.runs_program(parent, "lookup"):
-                return [{}, {}]  # no program will read the outputs: skip building them
-            existing = self.nodes.find_key((st.st_dev, st.st_ino))
-            nodeid = existing.ctx_nodeid if existing else 0
-            attr = Attr.from_stat(nodeid, st, self.options.attr_timeout)
-            entry_out = {"nodeid": nodeid, "generation": 0,
-                         **{f"attr.{k}": v for k, v in attr.to_fuse().items()}}
-            return [entry_out, {"backing_action": ACTION_KEEP, "backing_fd": 0,
-                                "bpf_action": ACTION_KEEP, "bpf_fd": 0}]
-
+    def _serve(self, row: Row, call: Call) -> Any:
+        """One §6 sequence for `call` (or just the backing step where no program runs)."""
+        node = call.node
+        if not self.policy.runs_program(node, row.op):
+            return row.finalize(call, row.backing(call, None), None)
+        size0 = row.op in abi.requests.XATTR_SIZE_OPS and call.req.size == 0
+        frame = frames.acquire(row.spec, size0)
         try:
-            outs = self.policy.run(parent, "lookup", [name], [{}, {}], backing, caller)
-        except BaseException:
-            if "fd" in found:
-                os.close(found["fd"])
+            nodeid = 0 if row.ctx_nodeid_zero else node.ctx_nodeid
+            frame.begin(nodeid)
+            row.inputs(call, frame)
+            value, posted = sequence.run(
+                self.policy.program(node.program), frame, call.caller, row.op,
+                backing=row.backing, subject=call, fill_outputs=row.outputs or _no_outputs,
+                user=self.policy.user_half(node, call.caller, row.op), cleanup=row.cleanup)
+            return row.finalize(call, value, frame if posted else None)
+        finally:
+            frames.release(frame)
+
+    # ------------------------------------------------------------- lookups
+
+    def _lookup(self, row: Row, call: Call) -> Entry:
+        """LOOKUP, remembering whether PRE refused the name (for `_name_visible`)."""
+        parent = call.node
+        if not self.policy.runs_program(parent, "lookup"):
+            return self._serve(row, call)
+        key = (parent.nodeid, call.req.name, call.caller.pid)
+        denied = False
+        try:
+            return self._serve(row, call)
+        except sequence.Denied as err:
+            denied = err.phase == "pre"
             raise
-        fd, st = found["fd"], found["st"]
-        entry_out, bpf_out = outs[0], outs[1]
+        finally:
+            self._verdicts[key] = denied
+            while len(self._verdicts) > _VERDICTS:
+                self._verdicts.popitem(last=False)
+
+    def _name_visible(self, call: Call) -> None:
+        """The VFS looks a new name up before creating it (§6): a LOOKUP the parent's
+        program refuses in PRE makes the create fail with ENOENT.
+
+        In a mount the kernel has just sent that LOOKUP: its verdict is
+        remembered and reused (the program does not run twice); otherwise
+        (`fdsl test`, a kernel that cached the negative entry) PRE runs here."""
+        req = call.req
+        directory = call.other if isinstance(req, R.Rename) else call.node
+        name = req.new_name if isinstance(req, (R.Rename, R.Link)) else req.name
+        if directory is None or not self.policy.runs_program(directory, "lookup"):
+            return
+        denied = self._verdicts.pop((directory.nodeid, name, call.caller.pid), None)
+        if denied is None:
+            denied = self._lookup_denied(directory, name, call.caller)
+        if denied:
+            raise OSError(errno.ENOENT, "the name is hidden by a lookup rule")
+
+    def _lookup_denied(self, directory: Node, name: bytes, caller: Caller) -> bool:
+        frame = frames.acquire(abi.OPS["lookup"])
         try:
-            program, scope, fd, st = self._attachment(parent, name, fd, st, bpf_out)
+            frame.begin(directory.ctx_nodeid)
+            frame.set_input(0, name + b"\0")
+            sequence.pre(self.policy.program(directory.program), frame, caller, "lookup",
+                         self.policy.user_half(directory, caller, "lookup"))
+            return False
+        except sequence.Denied:
+            return True
+        finally:
+            frames.release(frame)
+
+    def attach_found(self, call: Call, found: B.Found, bpf_nodeid: int, backing_action: int,
+                     bpf_action: int) -> Entry:
+        """LOOKUP's finalize: program and backing of the child (spec 3.2), the node."""
+        parent, fd, st = call.node, found.fd, found.st
+        try:
+            if abi.ACTION_REPLACE in (backing_action, bpf_action):
+                raise OSError(errno.EINVAL, "a BPF postfilter cannot REPLACE (spec 3.2)")
+            if backing_action == abi.ACTION_REMOVE:
+                raise OSError(errno.EIO, "backing REMOVE: no classic FUSE server behind this node")
+            program = parent.program if bpf_action == abi.ACTION_KEEP else None
+            program, scope, fd, st = self._attachment(parent, call.req.name, fd, st, program)
         except BaseException:
             os.close(fd)
             raise
-        node = self.nodes.attach(fd, st, program, scope, bpf_nodeid=entry_out.get("nodeid", 0))
+        node = self.nodes.attach(fd, st, program, scope, bpf_nodeid=bpf_nodeid)
         # Spec 3.2: the new inode's attributes come from the backing inode; a lookup
         # postfilter's out.attr writes are ignored (rewrites belong in getattr post).
-        entry = self._entry(node, st, parent)
-        entry.attr.ino = node.nodeid
-        return entry
+        return self._entry(node, st, parent)
 
     def _attachment(self, parent: Node, name: bytes, fd: int, st: os.stat_result,
-                    bpf_out: dict[str, int]) -> tuple[str | None, Any, int, os.stat_result]:
-        """Program and backing of a new child (spec 3.2 KEEP/REMOVE/REPLACE).
-
-        The lookup's fuse_entry_bpf_out decides first (a BPF postfilter can
-        only KEEP or REMOVE); then the policy's scope table acts as the
-        daemon's own lookup postfilter would: an `under` scope REPLACEs the
-        program, `passthrough` REMOVEs it, `backing` REPLACEs the backing dir.
-        """
-        if bpf_out.get("backing_action") == ACTION_REPLACE or bpf_out.get("bpf_action") == ACTION_REPLACE:
-            raise OSError(errno.EINVAL, "a BPF postfilter cannot REPLACE (spec 3.2)")
-        if bpf_out.get("backing_action") == ACTION_REMOVE:
-            raise OSError(errno.EIO, "backing REMOVE: no classic FUSE server behind this node")
-        program = parent.program if bpf_out.get("bpf_action", ACTION_KEEP) == ACTION_KEEP else None
+                    program: str | None) -> tuple[str | None, Any, int, os.stat_result]:
+        """The policy's scope table acts as the daemon's own lookup postfilter would:
+        an `under` scope REPLACEs the program, `passthrough` REMOVEs it, `backing`
+        REPLACEs the backing dir (and the program with the scope's)."""
         scope = None
         decided = self.policy.child_attachment(parent, name)
         if decided is not None:
@@ -349,315 +297,85 @@ class Engine:
                 program = new_program
         return program, scope, fd, st
 
-    def forget(self, nodeid: int, count: int) -> None:
-        self.nodes.forget(nodeid, count)
-
-    # ------------------------------------------------------------ getattr
-
-    def getattr(self, nodeid: int, caller: Caller, fh: int | None = None) -> Attr:
-        # fstat of an O_PATH fd checks no permission: no credential switch needed
-        # (the programs get the caller's ids from `caller` itself).
-        node = self.nodes.get(nodeid)
-        if not self.policy.runs_program(node, "getattr"):  # passthrough: no argument dicts
-            return self._attr(node, os.fstat(node.fd), filtered=True)
-        holder: dict[str, os.stat_result] = {}
-
-        def backing(ins: list) -> list:
-            st = os.fstat(node.fd)
-            holder["st"] = st
-            attr = Attr.from_stat(node.ctx_nodeid, st, self.options.attr_timeout)
-            return [{"attr_valid": 1, "attr_valid_nsec": 0,
-                     **{f"attr.{k}": v for k, v in attr.to_fuse().items()}}]
-
-        outs = self.policy.run(node, "getattr", [{"getattr_flags": 0, "fh": 2**64 - 1}],
-                               [{}], backing, caller)
-        attr = self._attr(node, holder["st"], filtered=True)
-        attr.update_from_fuse(outs[0], "attr.")
-        attr.ino = node.nodeid
-        return attr
-
-    def setattr(self, nodeid: int, req: SetAttrRequest, fh: int | None, caller: Caller) -> Attr:
-        node = self.nodes.get(nodeid)
-        valid = 0
-        values: dict[str, int] = {}
-        if req.mode is not None:
-            valid |= 1
-            values["mode"] = req.mode
-        if req.uid is not None:
-            valid |= 2
-            values["uid"] = req.uid
-        if req.gid is not None:
-            valid |= 4
-            values["gid"] = req.gid
-        if req.size is not None:
-            valid |= 8
-            values["size"] = req.size
-        if req.atime_ns is not None or req.atime_now:
-            valid |= 128 if req.atime_now else 16
-            ns = req.atime_ns or 0
-            values.update(atime=ns // 10**9, atimensec=ns % 10**9)
-        if req.mtime_ns is not None or req.mtime_now:
-            valid |= 256 if req.mtime_now else 32
-            ns = req.mtime_ns or 0
-            values.update(mtime=ns // 10**9, mtimensec=ns % 10**9)
-        if fh is not None:
-            valid |= 64
-            values["fh"] = fh
-        values["valid"] = valid
-        open_file = self.files.get(fh) if fh is not None else None
-
-        def backing(ins: list) -> list:
-            # Honoured: the values; which attributes change comes from the request.
-            v = ins[0]
-            if req.mode is not None:
-                if stat.S_ISLNK(node.mode):
-                    raise OSError(errno.EOPNOTSUPP, "chmod of a symlink")
-                if self._is_kill_suid(node, req, v["mode"], caller):
-                    # With a size, the truncate below (as the caller) clears the
-                    # bits on the backing fs; alone, it precedes the caller's write.
-                    if req.size is None:
-                        with as_caller(ROOT, self.options.switch_identity):
-                            os.chmod(sysio.proc_fd_path(node.fd), v["mode"] & 0o7777)
-                else:
-                    os.chmod(sysio.proc_fd_path(node.fd), v["mode"] & 0o7777)
-            if req.uid is not None or req.gid is not None:
-                sysio.fchown_fd(node.fd, v["uid"] if req.uid is not None else -1,
-                                v["gid"] if req.gid is not None else -1)
-            if req.size is not None:
-                if isinstance(open_file, OpenFile):
-                    os.ftruncate(open_file.fd, v["size"])
-                else:
-                    os.truncate(sysio.proc_fd_path(node.fd), v["size"])
-            if req.atime_ns is not None or req.mtime_ns is not None or req.atime_now or req.mtime_now:
-                a = None if (req.atime_ns is None or req.atime_now) else v["atime"] * 10**9 + v["atimensec"]
-                m = None if (req.mtime_ns is None or req.mtime_now) else v["mtime"] * 10**9 + v["mtimensec"]
-                sysio.utimens_fd(node.fd, a, m, req.atime_now, req.mtime_now)
-            return [{}]
-
-        with self._caller_scope(caller):
-            self.policy.run(node, "setattr", [values], [{}], backing, caller)
-            st = os.fstat(node.fd)
-        return self._attr(node, st)
-
-    def _is_kill_suid(self, node: Node, req: SetAttrRequest, mode: int, caller: Caller) -> bool:
-        """A SETATTR whose mode change only clears S_ISUID/S_ISGID, from a non-owner who
-        may write the file: the kernel's suid/sgid kill before a write or truncate
-        (it sends one unless FUSE_HANDLE_KILLPRIV was negotiated, which libfuse 3.14
-        does not pass on; see `fuseconn`).  The backing fs clears the bits itself
-        when the caller writes, so clearing them with privilege grants nothing the
-        caller could not get by writing; run as the caller, the chmod is EPERM."""
-        if req.uid is not None or req.gid is not None or not self.options.switch_identity:
-            return False  # (a truncate comes as mode + size: the size part runs as the caller)
-        st = os.fstat(node.fd)
-        if caller.uid in (0, st.st_uid) or not stat.S_ISREG(st.st_mode):
-            return False
-        current = st.st_mode & 0o7777
-        kill = current & ~(mode & 0o7777)
-        if not kill or kill & ~(stat.S_ISUID | stat.S_ISGID) or mode & 0o7777 & ~current:
-            return False
-        return os.access(sysio.proc_fd_path(node.fd), os.W_OK, effective_ids=True)
-
-    # ----------------------------------------------------------- symlinks
-
-    def readlink(self, nodeid: int, caller: Caller) -> bytes:
-        node = self.nodes.get(nodeid)
-        result: dict[str, bytes] = {}
-
-        def backing(ins: list) -> list:
-            result["target"] = os.readlink(b"", dir_fd=node.fd)
-            return []
-
-        # readlinkat(fd, "") on an O_PATH fd checks no permission.
-        self.policy.run(node, "readlink", [b""], [], backing, caller)
-        return result["target"]
-
-    # ---------------------------------------------------- namespace: create
-
-    def _created(self, parent: Node, name: bytes, caller: Caller) -> Entry:
+    def created(self, call: Call, name: bytes) -> Entry:
         """Entry of a just-created child: found like a lookup (scope attach included)."""
+        parent = call.node
         fd = os.open(name, OPATH_FLAGS, dir_fd=parent.fd)
-        st = os.fstat(fd)
         try:
-            program, scope, fd, st = self._attachment(parent, name, fd, st, {})
+            st = os.fstat(fd)
+            program, scope, fd, st = self._attachment(parent, name, fd, st, parent.program)
         except BaseException:
             os.close(fd)
             raise
         node = self.nodes.attach(fd, st, program, scope)
         return self._entry(node, st, parent)
 
-    def mknod(self, parent_id: int, name: bytes, mode: int, rdev: int, umask: int,
-              caller: Caller) -> Entry:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
+    def linked(self, call: Call) -> Entry:
+        node = call.other
+        assert node is not None
+        st = os.fstat(node.fd)
+        with self.nodes.lock:
+            node.lookups += 1
+        return self._entry(node, st, call.node)
 
-        def backing(ins: list) -> list:
-            v = ins[0]
-            with thread_umask(v["umask"]):
-                os.mknod(name, v["mode"], v["rdev"], dir_fd=parent.fd)
-            return []
+    def forget(self, nodeid: int, count: int) -> None:
+        self.nodes.forget(nodeid, count)
 
-        with self._caller_scope(caller):
-            self.policy.run(parent, "mknod", [{"mode": mode, "rdev": rdev, "umask": umask}, name],
-                            [], backing, caller)
-            return self._created(parent, name, caller)
+    # ------------------------------------------------------------ handles
 
-    def mkdir(self, parent_id: int, name: bytes, mode: int, umask: int, caller: Caller) -> Entry:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
+    def _new_fh(self, obj: OpenFile | OpenDir) -> int:
+        with self._fh_lock:
+            if len(self.files) >= self.nodes.budget.max_handles:
+                os.close(obj.fd)  # the rest of the fd table is the daemon's reserve
+                raise OSError(errno.ENFILE, "too many open files in this mount")
+            fh = self._next_fh
+            self._next_fh += 1
+            self.files[fh] = obj
+            return fh
 
-        def backing(ins: list) -> list:
-            v = ins[0]
-            with thread_umask(v["umask"]):
-                os.mkdir(name, v["mode"] & 0o7777, dir_fd=parent.fd)
-            return []
+    def opened(self, call: Call, fd: int, bpf_fh: int) -> Opened:
+        return Opened(self._new_fh(OpenFile(fd, call.node, call.caller, call.req.flags,
+                                            bpf_fh=bpf_fh)))
 
-        with self._caller_scope(caller):
-            self.policy.run(parent, "mkdir", [{"mode": mode, "umask": umask}, name],
-                            [], backing, caller)
-            return self._created(parent, name, caller)
+    def opened_dir(self, call: Call, fd: int) -> Opened:
+        return Opened(self._new_fh(OpenDir(fd, call.node, call.caller, flags=call.req.flags)))
 
-    def symlink(self, parent_id: int, name: bytes, target: bytes, caller: Caller) -> Entry:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
-
-        def backing(ins: list) -> list:
-            os.symlink(target, name, dir_fd=parent.fd)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(parent, "symlink", [name, target], [], backing, caller)
-            return self._created(parent, name, caller)
-
-    def link(self, nodeid: int, new_parent_id: int, new_name: bytes, caller: Caller) -> Entry:
-        node = self.nodes.get(nodeid)
-        parent = self.nodes.get(new_parent_id)
-        self._check_name(new_name)
-
-        def backing(ins: list) -> list:
-            # linkat(fd, "", ..., AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the
-            # /proc magic link with AT_SYMLINK_FOLLOW works for any caller.
-            if scopes.link_crosses(self.policy, node, parent, new_name):
-                raise OSError(errno.EXDEV, "hard link across a scope boundary")
-            if stat.S_ISLNK(node.mode):
-                _linkat_empty(node.fd, parent.fd, new_name)
-            else:
-                os.link(sysio.proc_fd_path(node.fd), new_name, dst_dir_fd=parent.fd,
-                        follow_symlinks=True)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(parent, "link", [{"oldnodeid": node.ctx_nodeid}, new_name], [],
-                            backing, caller, ctx_nodeid=0)
-            st = os.fstat(node.fd)
-            with self.nodes.lock:
-                node.lookups += 1
-            return self._entry(node, st, parent)
-
-    def create(self, parent_id: int, name: bytes, mode: int, flags: int, umask: int,
-               caller: Caller) -> tuple[Entry, int]:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
-        made: dict[str, Any] = {}
-
-        def backing(ins: list) -> list:
-            v, real_name = ins[0], ins[1]  # CREATE honours mode and the name
-            self._check_name(real_name)
-            oflags = (v["flags"] | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC) & ~os.O_NOCTTY
-            with thread_umask(umask):
-                fd = os.open(real_name, oflags, v["mode"] & 0o7777, dir_fd=parent.fd)
-            made["fd"], made["name"] = fd, real_name
-            return [{"nodeid": 0}, {"fh": 0, "open_flags": 0}]
-
-        with self._caller_scope(caller):
-            try:
-                outs = self.policy.run(parent, "create",
-                                       [{"flags": flags, "mode": mode, "umask": umask}, name],
-                                       [{}, {}], backing, caller)
-                entry = self._created(parent, made["name"], caller)
-            except BaseException:
-                if "fd" in made:
-                    os.close(made["fd"])
-                raise
-        node = self.nodes.get(entry.nodeid)
-        if outs and outs[0].get("nodeid"):
-            node.bpf_nodeid = outs[0]["nodeid"]
+    def created_open(self, call: Call, made: B.Made, bpf_nodeid: int) -> Opened:
         try:
-            fh = self._new_fh(OpenFile(made["fd"], node, caller, flags))
+            entry = self.created(call, made.name)
+        except BaseException:
+            os.close(made.fd)
+            raise
+        node = self.nodes.get(entry.nodeid)
+        if bpf_nodeid:
+            node.bpf_nodeid = bpf_nodeid
+        try:
+            fh = self._new_fh(OpenFile(made.fd, node, call.caller, call.req.flags))
         except OSError:
             self.nodes.forget(entry.nodeid, 1)  # the kernel gets no entry: no FORGET either
             raise
-        return entry, fh
+        return Opened(fh, entry)
 
-    # --------------------------------------------------- namespace: remove
+    def _release(self, row: Row, call: Call) -> None:
+        """RELEASE/RELEASEDIR: the backing file is dropped before the program runs (§9),
+        whatever it returns."""
+        with self._fh_lock:
+            handle = self.files.pop(call.req.fh, None)
+        if handle is None:
+            return
+        os.close(handle.fd)
+        call.handle, call.node = handle, handle.node
+        try:
+            self._serve(row, call)
+        except OSError:
+            pass
 
-    def unlink(self, parent_id: int, name: bytes, caller: Caller) -> None:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
-
-        def backing(ins: list) -> list:
-            os.unlink(name, dir_fd=parent.fd)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(parent, "unlink", [name], [], backing, caller)
-
-    def rmdir(self, parent_id: int, name: bytes, caller: Caller) -> None:
-        parent = self.nodes.get(parent_id)
-        self._check_name(name)
-
-        def backing(ins: list) -> list:
-            os.rmdir(name, dir_fd=parent.fd)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(parent, "rmdir", [name], [], backing, caller)
-
-    def rename(self, parent_id: int, name: bytes, new_parent_id: int, new_name: bytes,
-               flags: int, caller: Caller) -> None:
-        parent = self.nodes.get(parent_id)
-        new_parent = self.nodes.get(new_parent_id)
-        self._check_name(name)
-        self._check_name(new_name)
-        if new_parent.key[0] != parent.key[0]:
-            raise OSError(errno.EXDEV, "cross-device rename")
-
-        def backing(ins: list) -> list:
-            if scopes.rename_crosses(self.policy, parent, name, new_parent, new_name):
-                raise OSError(errno.EXDEV, "rename across a scope boundary")
-            real_flags = ins[0].get("flags", 0) if flags else 0
-            sysio.renameat2(parent.fd, name, new_parent.fd, new_name, real_flags)
-            return []
-
-        op = "rename2" if flags else "rename"
-        first = {"newdir": new_parent.ctx_nodeid}
-        if flags:
-            first["flags"] = flags
-        with self._caller_scope(caller):
-            self.policy.run(parent, op, [first, name, new_name], [], backing, caller)
-
-    # ---------------------------------------------------------- open files
-
-    def open(self, nodeid: int, flags: int, caller: Caller) -> int:
-        node = self.nodes.get(nodeid)
-        opened: dict[str, int] = {}
-
-        def backing(ins: list) -> list:
-            # The kernel resolved the path (O_NOFOLLOW on a symlink already gave
-            # ELOOP there); reopening through the /proc magic link must follow it.
-            oflags = (ins[0]["flags"] & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW)
-                      ) | os.O_CLOEXEC
-            opened["fd"] = os.open(sysio.proc_fd_path(node.fd), oflags)
-            return [{"fh": 0, "open_flags": 0}]
-
-        with self._caller_scope(caller):
-            try:
-                self.policy.run(node, "open", [{"flags": flags, "open_flags": 0}], [{}],
-                                backing, caller)
-            except BaseException:
-                if "fd" in opened:
-                    os.close(opened["fd"])
-                raise
-        return self._new_fh(OpenFile(opened["fd"], node, caller, flags))
+    def may_block(self, req: Any) -> bool:
+        """May this request wait on the backing filesystem for long?  (Data I/O, and a
+        flush that follows writes; everything else is cheap metadata work.)"""
+        if isinstance(req, R.Flush):
+            return bool(getattr(self.files.get(req.fh), "written", True))
+        return row_for(req).may_block
 
     def read_cached(self, fh: int, offset: int, size: int) -> bytes | None:
         """The data, if no filter runs for this read and the page cache holds all of it.
@@ -678,253 +396,113 @@ class Engine:
             return None
         return bytes(memoryview(buf)[:n])
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
-        f = self._file(fh)
-        data: dict[str, bytes] = {}
-
-        def backing(ins: list) -> list:
-            data["buf"] = os.pread(f.fd, size, offset)
-            return [{"ret": len(data["buf"])}]
-
-        outs = self.policy.run(f.node, "read", [{"fh": fh, "offset": offset, "size": size}],
-                               [{"ret": size}], backing, f.caller)
-        buf = data.get("buf", b"")
-        ret = outs[0].get("ret", len(buf)) if outs else len(buf)
-        if ret < 0:
-            raise OSError(-ret, "read failed")
-        return buf[:ret]
-
-    def write(self, fh: int, offset: int, buf: bytes) -> int:
-        f = self._file(fh)
-        f.written = True
-        written: dict[str, int] = {}
-
-        def backing(ins: list) -> list:
-            written["n"] = os.pwrite(f.fd, buf, offset)
-            return [{"ret": written["n"]}]
-
-        # As the opener: a non-owner's write clears S_ISUID/S_ISGID on the backing
-        # fs (FUSE_HANDLE_KILLPRIV leaves that to us), a privileged one does not.
-        with self._caller_scope(f.caller):
-            outs = self.policy.run(f.node, "write",
-                                   # data: NULL pointer, size = byte count (spec 9)
-                                   [{"fh": fh, "offset": offset, "size": len(buf)}, len(buf)],
-                                   [{"ret": len(buf)}], backing, f.caller)
-        ret = outs[0].get("ret", written.get("n", 0)) if outs else written.get("n", 0)
-        if ret < 0:
-            raise OSError(-ret, "write failed")
-        return ret
-
-    def flush_may_block(self, fh: int) -> bool:
-        """Only a flush after writes can wait for the backing fs (dirty data, NFS)."""
+    def mark_written(self, fh: int, written: bool) -> None:
         f = self.files.get(fh)
-        return bool(getattr(f, "written", True))
+        if isinstance(f, OpenFile):
+            f.written = written
 
-    def flush(self, fh: int) -> None:
-        f = self._file(fh)
-        f.written = False
+    def backing_fd(self, nodeid: int) -> int:
+        """A new opened (not O_PATH) fd of a node's backing file or directory, for a
+        kernel passthrough reply (fuse_entry_bpf_out.backing_fd, FUSE_PASSTHROUGH);
+        the caller closes it once the reply is written."""
+        node = self.nodes.get(nodeid)
+        flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if node.is_dir else 0)
+        return os.open(sysio.proc_fd_path(node.fd), flags)
 
-        def backing(ins: list) -> list:
-            # close(dup(fd)) so the backing fs sees close(2) semantics (NFS, locks).
-            os.close(os.dup(f.fd))
-            return []
+    def program_of(self, nodeid: int) -> str | None:
+        return self.nodes.get(nodeid).program
 
-        self.policy.run(f.node, "flush", [{"fh": fh}], [], backing, f.caller)
+    # -------------------------------------------------- fuse-bpf filter requests
 
-    def release(self, fh: int) -> None:
-        with self._fh_lock:
-            f = self.files.pop(fh, None)
-        if not isinstance(f, OpenFile):
-            return
-        os.close(f.fd)  # the backing file is dropped before the program runs (spec 9)
+    def user_filter(self, op: str | int, phase: str, nodeid: int, caller: Caller,
+                    payload: bytes, error_in: int = 0) -> bytes:
+        """Serve a fuse-bpf kernel's userspace filter request (`OP | 0x10000` with the
+        inputs, `OP | 0x20000` with inputs + outputs, spec §7): the reply payload
+        (the replacement inputs, or the outputs).  OSError = an error reply;
+        READDIR|POSTFILTER is always answered with data."""
+        spec = abi.OPS[op] if isinstance(op, str) else abi.OPS_BY_NUMBER[op & abi.OPCODE_MASK]
+        node = self.nodes.nodes.get(nodeid, self.root)
+        frame = frames.acquire(spec)
         try:
-            self.policy.run(f.node, "release", [{"fh": fh, "flags": f.flags}], [],
-                            lambda ins: [], f.caller)
-        except OSError:
-            pass
+            frame.begin(nodeid)
+            rest = _split_args(frame, spec.inputs, payload, "in")
+            if phase == "post":
+                _split_args(frame, frame.shape.outputs, rest, "out")
+                frame.to_post(error_in)
+            user = self.policy.user_half(node, caller, spec.name)
+            if user is not None:
+                user(phase, frame, error_in)
+            if phase == "pre":
+                return b"".join(frame.input_bytes(i) for i in range(len(spec.inputs))
+                                if frame.in_off[i])
+            return b"".join(frame.output_bytes(j) for j in range(len(frame.shape.outputs)))
+        finally:
+            frames.release(frame)
 
-    def fsync(self, fh: int, datasync: bool) -> None:
-        f = self._file(fh)
+    # ------------------------------------------------------------ readdir
 
-        def backing(ins: list) -> list:
-            (os.fdatasync if ins[0]["fsync_flags"] & 1 else os.fsync)(f.fd)
-            return []
+    def _readdir(self, row: Row, call: Call) -> list[DirEntry]:
+        """Up to `limit` entries after `offset`, one READDIR sequence per dirent page.
 
-        self.policy.run(f.node, "fsync", [{"fh": fh, "fsync_flags": int(datasync)}], [],
-                        backing, f.caller)
-
-    # ---------------------------------------------------------- directories
-
-    def opendir(self, nodeid: int, caller: Caller) -> int:
-        node = self.nodes.get(nodeid)
-        opened: dict[str, int] = {}
-
-        def backing(ins: list) -> list:
-            opened["fd"] = os.open(sysio.proc_fd_path(node.fd),
-                                   os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            return [{"fh": 0, "open_flags": 0}]
-
-        with self._caller_scope(caller):
-            try:
-                self.policy.run(node, "opendir", [{"flags": os.O_RDONLY | os.O_DIRECTORY,
-                                                   "open_flags": 0}], [{}], backing, caller)
-            except BaseException:
-                if "fd" in opened:
-                    os.close(opened["fd"])
-                raise
-        return self._new_fh(OpenDir(opened["fd"], node, caller))
-
-    def _snapshot(self, d: OpenDir) -> list[tuple[bytes, int, int]]:
-        os.lseek(d.fd, 0, os.SEEK_SET)
-        names = []
-        with os.scandir(d.fd) as it:
-            for e in it:
+        Each entry is looked up (READDIRPLUS: every returned `Entry` counts one
+        kernel lookup; the transport must `forget` the ones it could not send).
+        Only readdir rules filter the listing (as on ACK): a name whose lookup
+        fails is listed without attributes."""
+        req, d = call.req, call.handle
+        out: list[DirEntry] = []
+        offset = req.offset
+        if offset == 0:
+            out.append(DirEntry(b".", None, 1, d.node.nodeid, abi.DT_DIR))
+        if offset <= 1:
+            out.append(DirEntry(b"..", None, 2, ROOT_ID, abi.DT_DIR))
+        offset = max(offset, 2)
+        lookup_row = TABLE["lookup"]
+        while len(out) < req.limit:
+            call.page_offset = offset
+            page = self._serve(row, call)
+            for name, ino, next_offset, dtype in page.records:
+                if len(out) >= req.limit:
+                    return out
                 try:
-                    dtype = 4 if e.is_dir(follow_symlinks=False) else 10 if e.is_symlink() else 8
+                    sub = Call(self, R.Lookup(call.caller, d.node.nodeid, name), d.node,
+                               call.caller)
+                    B.check_name(name)
+                    entry: Entry | None = self._lookup(lookup_row, sub)
                 except OSError:
-                    dtype = 0
-                names.append((os.fsencode(e.name), e.inode(), dtype))
-        return names
+                    entry = None   # hidden by a lookup rule, vanished, or no search permission
+                out.append(DirEntry(name, entry, next_offset, ino, dtype))
+            if not page.records and not page.again:
+                break
+            if page.next_offset <= offset and not page.records:
+                break
+            offset = page.next_offset
+        return out
 
-    def readdir(self, fh: int, offset: int, caller: Caller, limit: int = 32) -> list[DirEntry]:
-        """Up to `limit` entries after `offset`, each already looked up (readdirplus:
-        every returned entry with an Entry counts one kernel lookup; the transport
-        must `forget` the ones it could not send)."""
-        d = self._dir(fh)
-        with self._caller_scope(caller):
-            with d.lock:
-                if d.names is None or offset == 0:
-                    d.names = self._snapshot(d)
-                names = d.names
-            out: list[DirEntry] = []
-            # "." and ".." first (offsets 1, 2); the kernel takes no lookup count for them.
-            if offset == 0:
-                out.append(DirEntry(b".", None, 1, d.node.nodeid, 4))
-            if offset <= 1:
-                out.append(DirEntry(b"..", None, 2, ROOT_ID, 4))
-            offset = max(offset, 2)
-            index = offset - 2
-            while index < len(names) and len(out) < limit:
-                chunk = names[index:index + limit]
-                visible = set(self.policy.filter_dirents(d.node, chunk, index, caller))
-                for name, ino, dtype in chunk:
-                    index += 1
-                    if name not in visible:
-                        continue
-                    try:
-                        entry = self._lookup(d.node, name, caller)
-                    except OSError as err:
-                        if err.errno in (errno.ENOENT, errno.ESTALE):
-                            continue  # vanished since the snapshot, or hidden by a lookup rule
-                        # e.g. EACCES in a directory without search permission: the
-                        # name is still listed (as on the backing fs), without attributes.
-                        entry = None
-                    out.append(DirEntry(name, entry, index + 2, ino, dtype))
-                    if len(out) >= limit:
-                        break
-            return out
+    # ---------------------------------------------------------- attributes
 
-    def releasedir(self, fh: int) -> None:
-        with self._fh_lock:
-            d = self.files.pop(fh, None)
-        if isinstance(d, OpenDir):
-            os.close(d.fd)
-            try:
-                self.policy.run(d.node, "releasedir", [{"fh": fh}], [], lambda ins: [], d.caller)
-            except OSError:
-                pass
+    def attr_timeout(self, node: Node, filtered: bool) -> float:
+        """How long the kernel may cache a node's attributes.
 
-    def fsyncdir(self, fh: int, datasync: bool) -> None:
-        d = self._dir(fh)
+        `filtered`: they went through the node's getattr rules (a GETATTR reply),
+        cacheable unless those rules must see every stat.  Unfiltered backing
+        attributes (the replies to lookup, setattr, create, ...) are cacheable
+        only where no getattr rule could rewrite them: otherwise timeout 0, so
+        the next stat asks GETATTR, as a fuse-bpf kernel runs the program."""
+        if filtered or not self.policy.has_rules(node, "getattr"):
+            return self.policy.attr_timeout(node, self.options.attr_timeout)
+        return 0.0
 
-        def backing(ins: list) -> list:
-            (os.fdatasync if ins[0]["fsync_flags"] & 1 else os.fsync)(d.fd)
-            return []
+    def attr_of(self, node: Node, st: os.stat_result) -> Attr:
+        return Attr.from_stat(node.nodeid, st, self.attr_timeout(node, False))
 
-        self.policy.run(d.node, "fsyncdir", [{"fh": fh, "fsync_flags": int(datasync)}], [],
-                        backing, d.caller)
-
-    # --------------------------------------------------------------- misc
-
-    def statfs(self, nodeid: int, caller: Caller) -> StatFs:
-        node = self.nodes.get(nodeid)
-        holder: dict[str, os.statvfs_result] = {}
-
-        def backing(ins: list) -> list:
-            s = os.statvfs(node.fd)
-            holder["s"] = s
-            return [{"blocks": s.f_blocks, "bfree": s.f_bfree, "bavail": s.f_bavail,
-                     "files": s.f_files, "ffree": s.f_ffree, "bsize": s.f_bsize,
-                     "namelen": s.f_namemax, "frsize": s.f_frsize}]
-
-        # fstatvfs on an O_PATH fd checks no permission.
-        outs = self.policy.run(node, "statfs", [], [{}], backing, caller)
-        s, o = holder["s"], outs[0]
-        return StatFs(o.get("bsize", s.f_bsize), o.get("frsize", s.f_frsize),
-                      o.get("blocks", s.f_blocks), o.get("bfree", s.f_bfree),
-                      o.get("bavail", s.f_bavail), o.get("files", s.f_files),
-                      o.get("ffree", s.f_ffree), s.f_favail, o.get("namelen", s.f_namemax))
-
-    def access(self, nodeid: int, mask: int, caller: Caller) -> None:
-        node = self.nodes.get(nodeid)
-
-        def backing(ins: list) -> list:
-            m = ins[0]["mask"]
-            if not os.access(sysio.proc_fd_path(node.fd), m, effective_ids=True):
-                raise OSError(errno.EACCES, "access denied")
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(node, "access", [{"mask": mask}], [], backing, caller)
-
-    def _xattr_path(self, node: Node) -> str:
-        return sysio.proc_fd_path(node.fd)
-
-    def setxattr(self, nodeid: int, name: bytes, value: bytes, flags: int,
-                 caller: Caller) -> None:
-        node = self.nodes.get(nodeid)
-
-        def backing(ins: list) -> list:
-            os.setxattr(self._xattr_path(node), name, value, flags)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(node, "setxattr", [{"size": len(value), "flags": flags}, name, value],
-                            [], backing, caller)
-
-    def getxattr(self, nodeid: int, name: bytes, caller: Caller) -> bytes:
-        node = self.nodes.get(nodeid)
-        holder: dict[str, bytes] = {}
-
-        def backing(ins: list) -> list:
-            holder["v"] = os.getxattr(self._xattr_path(node), ins[1])
-            return [holder["v"]]
-
-        with self._caller_scope(caller):
-            outs = self.policy.run(node, "getxattr", [{"size": 65536}, name], [b""],
-                                   backing, caller)
-        return outs[0] if outs and isinstance(outs[0], (bytes, bytearray)) else holder["v"]
-
-    def listxattr(self, nodeid: int, caller: Caller) -> list[bytes]:
-        node = self.nodes.get(nodeid)
-
-        def backing(ins: list) -> list:
-            names = os.listxattr(self._xattr_path(node))
-            return [b"".join(os.fsencode(n) + b"\0" for n in names)]
-
-        with self._caller_scope(caller):
-            outs = self.policy.run(node, "listxattr", [{"size": 65536}], [b""], backing, caller)
-        return [n for n in bytes(outs[0]).split(b"\0") if n]
-
-    def removexattr(self, nodeid: int, name: bytes, caller: Caller) -> None:
-        node = self.nodes.get(nodeid)
-
-        def backing(ins: list) -> list:
-            os.removexattr(self._xattr_path(node), name)
-            return []
-
-        with self._caller_scope(caller):
-            self.policy.run(node, "removexattr", [name], [], backing, caller)
+    def _entry(self, node: Node, st: os.stat_result, parent: Node) -> Entry:
+        """Entry of `node` found in `parent`: the parent's lookup rules decide whether
+        the name may be cached (and so the attributes the lookup reply carries)."""
+        attr = self.attr_of(node, st)
+        entry_timeout = self.policy.entry_timeout(parent, self.options.entry_timeout)
+        if entry_timeout == 0:
+            attr.timeout = 0.0
+        return Entry(node.nodeid, attr, entry_timeout)
 
     def close(self) -> None:
         for fh in list(self.files):
@@ -937,8 +515,12 @@ class Engine:
         self.nodes.close_all()
 
 
+def _no_outputs(frame: frames.Frame, value: Any) -> None:
+    return None
+
+
 def _in_node_operation(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run an engine entry point as one node-table operation: the node fds it takes
+    """Run a transport entry point as one node-table operation: the node fds it takes
     stay open until it returns (nodes.NodeTable.operation)."""
     @functools.wraps(method)
     def entry_point(self: "Engine", *args: Any, **kwargs: Any) -> Any:
@@ -953,15 +535,30 @@ def _in_node_operation(method: Callable[..., Any]) -> Callable[..., Any]:
     return entry_point
 
 
-for _name, _method in list(vars(Engine).items()):
-    if not _name.startswith("_") and callable(_method) and _name != "close":
-        setattr(Engine, _name, _in_node_operation(_method))
+for _name in ("dispatch", "forget", "read_cached", "backing_fd", "program_of", "user_filter"):
+    setattr(Engine, _name, _in_node_operation(getattr(Engine, _name)))
 
 
-def _linkat_empty(src_fd: int, dst_dir_fd: int, new_name: bytes) -> None:
-    """Hard link to a symlink node through its O_PATH fd (needs CAP_DAC_READ_SEARCH)."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.linkat(src_fd, b"", dst_dir_fd, new_name, sysio.AT_EMPTY_PATH) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+def _split_args(frame: frames.Frame, args: tuple[abi.ArgSpec, ...], payload: bytes,
+                direction: str) -> bytes:
+    """Place concatenated arguments (spec §7: no padding, each with its current size)
+    into the frame; returns what is left.  Structs take their size field's bytes,
+    names run to their NUL, a buffer takes the rest."""
+    view = memoryview(payload)
+    for i, arg in enumerate(args):
+        if arg.null_value:
+            continue
+        if arg.kind == "struct":
+            n = arg.size_field if arg.size_field is not None else arg.struct.size
+        elif arg.kind == "string":
+            cut = payload.find(b"\0", len(payload) - len(view))
+            n = (cut - (len(payload) - len(view)) + 1) if cut >= 0 else len(view)
+        else:
+            n = len(view)
+        chunk = view[:n]
+        if direction == "in":
+            frame.set_input(i, chunk)
+        else:
+            frame.set_output(i, chunk)
+        view = view[n:]
+    return bytes(view)

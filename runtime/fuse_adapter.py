@@ -29,18 +29,19 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import functools
 import logging
 import stat
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pyfuse3
 import trio
 
 from . import identity
-from .engine import Attr, Engine, Entry, SetAttrRequest
+from . import requests as R
+from .engine import Engine
 from .identity import Caller
+from .requests import Attr, Entry
 
 log = logging.getLogger("fdsl.runtime")
 
@@ -50,7 +51,7 @@ _NOW_SLACK_NS = 50_000_000
 
 
 def _caller(ctx: Any) -> Caller:
-    return Caller(ctx.uid, ctx.gid, ctx.pid, ctx.umask)
+    return Caller(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
 
 
 def _entry_attrs(attr: Attr, entry_timeout: float | None = None) -> pyfuse3.EntryAttributes:
@@ -146,99 +147,90 @@ class FuseOperations(pyfuse3.Operations):
         log.error("internal error in %s", name, exc_info=err)
         return pyfuse3.FUSEError(errno.EIO)
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A cheap metadata operation: inline on the trio thread (unless inline=0)."""
-        if not self.inline:
-            return await self._blocking(fn, *args)
-        name = getattr(fn, "__name__", "?")
+    async def _run(self, req: Any) -> Any:
+        """One request: inline on the trio thread unless it may block (or inline=0)."""
+        if not self.inline or self.engine.may_block(req):
+            return await self._blocking(req)
+        name = type(req).__name__.lower()
         self._count(name)
         try:
-            return fn(*args)
+            return self.engine.dispatch(req)
         except Exception as err:
             raise self._failed(name, err) from None
 
-    async def _blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _blocking(self, req: Any) -> Any:
         """Data I/O that may block for long: in a worker thread."""
-        name = getattr(fn, "__name__", "?")
+        name = type(req).__name__.lower()
         self._count(name)
         try:
-            return await trio.to_thread.run_sync(functools.partial(fn, *args),
-                                                 limiter=self.limiter)
+            return await trio.to_thread.run_sync(self.engine.dispatch, req, limiter=self.limiter)
         except Exception as err:
             raise self._failed(name, err) from None
 
     # ----------------------------------------------------------- entries
 
     async def lookup(self, parent_inode, name, ctx):
-        return _entry(await self._run(self.engine.lookup, parent_inode, name, _caller(ctx)))
+        return _entry(await self._run(R.Lookup(_caller(ctx), parent_inode, name)))
 
     async def forget(self, inode_list):
         for inode, count in inode_list:
             self.engine.forget(inode, count)
 
     async def getattr(self, inode, ctx):
-        return _entry_attrs(await self._run(self.engine.getattr, inode, _caller(ctx)))
+        return _entry_attrs(await self._run(R.Getattr(_caller(ctx), inode)))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
-        req = SetAttrRequest()
-        if fields.update_mode:
-            req.mode = attr.st_mode
-        if fields.update_uid:
-            req.uid = attr.st_uid
-        if fields.update_gid:
-            req.gid = attr.st_gid
-        if fields.update_size:
-            req.size = attr.st_size
         now = time.time_ns()
-        if fields.update_atime:
-            req.atime_ns = attr.st_atime_ns
-        if fields.update_mtime:
-            req.mtime_ns = attr.st_mtime_ns
-        if (fields.update_atime and fields.update_mtime
-                and abs(attr.st_atime_ns - now) < _NOW_SLACK_NS
-                and abs(attr.st_mtime_ns - now) < _NOW_SLACK_NS):
-            req.atime_now = req.mtime_now = True
-        return _entry_attrs(await self._run(self.engine.setattr, inode, req, fh, _caller(ctx)))
+        both_now = (fields.update_atime and fields.update_mtime
+                    and abs(attr.st_atime_ns - now) < _NOW_SLACK_NS
+                    and abs(attr.st_mtime_ns - now) < _NOW_SLACK_NS)
+        req = R.Setattr(
+            _caller(ctx), inode,
+            mode=attr.st_mode if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            atime_now=bool(both_now), mtime_now=bool(both_now), fh=fh)
+        return _entry_attrs(await self._run(req))
 
     async def readlink(self, inode, ctx):
-        return await self._run(self.engine.readlink, inode, _caller(ctx))
+        return await self._run(R.Readlink(_caller(ctx), inode))
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return _entry(await self._run(self.engine.mknod, parent_inode, name, mode, rdev,
-                                      ctx.umask, _caller(ctx)))
+        return _entry(await self._run(R.Mknod(_caller(ctx), parent_inode, name, mode, rdev,
+                                              ctx.umask)))
 
     async def mkdir(self, parent_inode, name, mode, ctx):
-        return _entry(await self._run(self.engine.mkdir, parent_inode, name, mode, ctx.umask,
-                                      _caller(ctx)))
+        return _entry(await self._run(R.Mkdir(_caller(ctx), parent_inode, name, mode, ctx.umask)))
 
     async def unlink(self, parent_inode, name, ctx):
-        await self._run(self.engine.unlink, parent_inode, name, _caller(ctx))
+        await self._run(R.Unlink(_caller(ctx), parent_inode, name))
 
     async def rmdir(self, parent_inode, name, ctx):
-        await self._run(self.engine.rmdir, parent_inode, name, _caller(ctx))
+        await self._run(R.Rmdir(_caller(ctx), parent_inode, name))
 
     async def symlink(self, parent_inode, name, target, ctx):
-        return _entry(await self._run(self.engine.symlink, parent_inode, name, target,
-                                      _caller(ctx)))
+        return _entry(await self._run(R.Symlink(_caller(ctx), parent_inode, name, target)))
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        await self._run(self.engine.rename, parent_inode_old, name_old, parent_inode_new,
-                        name_new, flags, _caller(ctx))
+        await self._run(R.Rename(_caller(ctx), parent_inode_old, name_old, parent_inode_new,
+                                 name_new, flags))
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        return _entry(await self._run(self.engine.link, inode, new_parent_inode, new_name,
-                                      _caller(ctx)))
+        return _entry(await self._run(R.Link(_caller(ctx), inode, new_parent_inode, new_name)))
 
     # ------------------------------------------------------------- files
 
     async def open(self, inode, flags, ctx):
-        fh = await self._run(self.engine.open, inode, flags, _caller(ctx))
-        return pyfuse3.FileInfo(fh=fh)
+        opened = await self._run(R.Open(_caller(ctx), inode, flags))
+        return pyfuse3.FileInfo(fh=opened.fh)
 
     async def create(self, parent_inode, name, mode, flags, ctx):
-        entry, fh = await self._run(self.engine.create, parent_inode, name, mode, flags,
-                                    ctx.umask, _caller(ctx))
-        return pyfuse3.FileInfo(fh=fh), _entry(entry)
+        opened = await self._run(R.Create(_caller(ctx), parent_inode, name, mode, flags,
+                                          ctx.umask))
+        return pyfuse3.FileInfo(fh=opened.fh), _entry(opened.entry)
 
     async def read(self, fh, off, size):
         if self.inline:
@@ -246,36 +238,32 @@ class FuseOperations(pyfuse3.Operations):
             if data is not None:
                 self._count("read")
                 return data
-        return await self._blocking(self.engine.read, fh, off, size)
+        return await self._blocking(R.Read(None, fh, off, size))
 
     async def write(self, fh, off, buf):
-        return await self._blocking(self.engine.write, fh, off, buf)
+        return await self._blocking(R.Write(None, fh, off, buf))
 
     async def flush(self, fh):
         # Every close(2) sends a FLUSH; one that follows no write has nothing to
         # wait for, so it skips the worker-thread hop like the metadata ops.
-        if self.engine.flush_may_block(fh):
-            await self._blocking(self.engine.flush, fh)
-        else:
-            await self._run(self.engine.flush, fh)
+        await self._run(R.Flush(None, fh))
 
     async def release(self, fh):
-        await self._run(self.engine.release, fh)
+        await self._run(R.Release(None, fh))
 
     async def fsync(self, fh, datasync):
-        await self._blocking(self.engine.fsync, fh, datasync)
+        await self._blocking(R.Fsync(None, fh, bool(datasync)))
 
     # ------------------------------------------------------- directories
 
     async def opendir(self, inode, ctx):
-        return await self._run(self.engine.opendir, inode, _caller(ctx))
+        return (await self._run(R.Opendir(_caller(ctx), inode))).fh
 
     async def readdir(self, fh, start_id, token):
         # pyfuse3 answers READDIRPLUS only: each sent entry counts one lookup.
-        caller = self.engine.files[fh].caller if fh in self.engine.files else Caller()
         offset = start_id
         while True:
-            batch = await self._run(self.engine.readdir, fh, offset, caller)
+            batch = await self._run(R.Readdir(None, fh, offset))
             if not batch:
                 return
             for i, item in enumerate(batch):
@@ -293,15 +281,15 @@ class FuseOperations(pyfuse3.Operations):
                 offset = item.next_offset
 
     async def releasedir(self, fh):
-        await self._run(self.engine.releasedir, fh)
+        await self._run(R.Releasedir(None, fh))
 
     async def fsyncdir(self, fh, datasync):
-        await self._blocking(self.engine.fsyncdir, fh, datasync)
+        await self._blocking(R.Fsyncdir(None, fh, bool(datasync)))
 
     # -------------------------------------------------------------- misc
 
     async def statfs(self, ctx):
-        s = await self._run(self.engine.statfs, pyfuse3.ROOT_INODE, _caller(ctx))
+        s = await self._run(R.Statfs(_caller(ctx), pyfuse3.ROOT_INODE))
         out = pyfuse3.StatvfsData()
         out.f_bsize, out.f_frsize = s.bsize, s.frsize
         out.f_blocks, out.f_bfree, out.f_bavail = s.blocks, s.bfree, s.bavail
@@ -311,7 +299,7 @@ class FuseOperations(pyfuse3.Operations):
 
     async def access(self, inode, mode, ctx):
         try:
-            await self._run(self.engine.access, inode, mode, _caller(ctx))
+            await self._run(R.Access(_caller(ctx), inode, mode))
         except pyfuse3.FUSEError as err:
             if err.errno == errno.EACCES:
                 return False
@@ -319,18 +307,18 @@ class FuseOperations(pyfuse3.Operations):
         return True
 
     async def setxattr(self, inode, name, value, ctx):
-        await self._run(self.engine.setxattr, inode, name, value, 0, _caller(ctx))
+        await self._run(R.Setxattr(_caller(ctx), inode, name, value, 0))
 
     async def getxattr(self, inode, name, ctx):
         try:
-            return await self._run(self.engine.getxattr, inode, name, _caller(ctx))
+            return await self._run(R.Getxattr(_caller(ctx), inode, name))
         except pyfuse3.FUSEError as err:
             if err.errno == errno.ENODATA:
                 raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
             raise
 
     async def listxattr(self, inode, ctx):
-        return await self._run(self.engine.listxattr, inode, _caller(ctx))
+        return await self._run(R.Listxattr(_caller(ctx), inode))
 
     async def removexattr(self, inode, name, ctx):
-        await self._run(self.engine.removexattr, inode, name, _caller(ctx))
+        await self._run(R.Removexattr(_caller(ctx), inode, name))

@@ -11,33 +11,30 @@ the daemon.  New files get the caller's umask per thread (`thread_umask`).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from dataclasses import dataclass
+
+from fdsl.vm.helpers import Caller
 
 from . import sysio
 
-
-@dataclass(frozen=True)
-class Caller:
-    """The identity of a FUSE request (transport independent)."""
-
-    uid: int = 0
-    gid: int = 0
-    pid: int = 0
-    umask: int = 0o022
-    groups: tuple[int, ...] | None = None  # None: read lazily from /proc/<pid>/status
-
-    def tgid(self) -> int:
-        """The caller's thread-group id (process id); FUSE only gives the thread id.
-
-        Read from /proc on demand: only programs that call
-        bpf_get_current_pid_tgid need it.  A vanished task falls back to pid.
-        """
-        return read_status_field(self.pid, b"Tgid:") or self.pid
+__all__ = ["Caller", "ROOT", "as_caller", "thread_umask", "with_tgid"]
 
 
-ROOT = Caller(0, 0, 0, 0, ())
+ROOT = Caller(uid=0, gid=0, pid=0, tgid=0, umask=0, groups=())
+
+
+def with_tgid(caller: Caller) -> Caller:
+    """The caller with its thread-group id (process id) filled in from /proc.
+
+    FUSE gives only the thread id; only programs that call
+    bpf_get_current_pid_tgid need the tgid.  A vanished task falls back to pid."""
+    if caller.tgid:
+        return caller
+    return dataclasses.replace(caller, tgid=read_status_field(caller.pid, b"Tgid:") or caller.pid)
+
+
 _IS_ROOT = os.geteuid() == 0
 
 

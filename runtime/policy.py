@@ -1,15 +1,11 @@
-"""A loaded policy: programs attached to nodes and the spec section 6 sequence.
+"""A loaded policy: programs attached to nodes, their runners and userspace half.
 
-`FilterPolicy.run` is the heart of the emulation of a fuse-bpf kernel: for
-one operation on a node carrying a program it runs
-
-    PRE program -> [USER_FILTER: userspace prefilter] -> [BACKING: backing step]
-    -> [POST_FILTER: POST program -> [USER_FILTER: userspace postfilter]]
-
-exactly as spec section 6 describes (PRE writes through the aliased out
-slots become the backing step's inputs; POST sees inputs + outputs and its
-writes become the outputs; a postfilter cannot turn a failure into success).
-Userspace filters are the policy's userspace rules (`fdsl.vm.userspace`).
+The engine's driver runs the spec §6 sequence (`fdsl.vm.sequence`) with what
+this module provides: `program(section)`, the runner of one program section,
+and `user_half(node, caller, op)`, the policy's userspace rules
+(`fdsl.vm.userfilter.RuleFilter`) for the node's scope.  `runs_program` says
+where a program runs at all (programs whose outcome is statically BACKING
+are skipped).
 
 The scope table of the metadata is applied at lookup time, as the daemon's
 own LOOKUP postfilter would (spec 3.2): `under` = REPLACE the program,
@@ -30,21 +26,20 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from fdsl import abi
 from fdsl.vm import userspace
-from fdsl.errors import VmFault
+from fdsl.errors import MountError, VmFault
+
+from fdsl.vm.userfilter import RuleFilter
 
 from .engine import PassthroughPolicy
-from .identity import Caller
+from .identity import Caller, with_tgid
 from .nodes import Node
 
 log = logging.getLogger("fdsl.runtime")
-
-_DIRENT_HEAD = struct.Struct("<QQII")
 
 
 @dataclass
@@ -66,55 +61,11 @@ class NodeScope:
     rules_scope: str                 # scope path whose userspace rules apply ("" = root)
 
 
-def _encode_arg(arg: abi.ArgSpec, value: Any) -> Any:
-    if arg.null_value:
-        return len(value) if isinstance(value, (bytes, bytearray)) else int(value or 0)
-    if arg.kind == "struct":
-        return bytes(arg.struct.pack(value or {}))
-    if arg.kind == "string":
-        return bytes(value) + b"\0"
-    return bytes(value or b"")
-
-
-def _decode_arg(arg: abi.ArgSpec, raw: bytes | None, original: Any) -> Any:
-    if raw is None:
-        return original
-    if arg.kind == "struct":
-        return arg.struct.unpack(raw)
-    if arg.kind == "string":
-        return raw.split(b"\0", 1)[0]
-    return raw
-
-
-def entry_of(entry: bytes | tuple[bytes, int, int]) -> userspace.Dirent:
-    """A listing entry as userspace rules see it: name, ino and d_type when known."""
-    if isinstance(entry, tuple):
-        name, ino, dtype = entry
-        return userspace.Dirent(os.fsdecode(name), ino or 0, dtype or 0)
-    return userspace.Dirent(os.fsdecode(entry))
-
-
-def pack_dirents(names: list[bytes], first_offset: int, capacity: int = abi.DIRENT_BUFFER
-                 ) -> tuple[bytes, int]:
-    """fuse_dirent records for as many names as fit; returns (bytes, count)."""
-    out = bytearray()
-    count = 0
-    for i, name in enumerate(names):
-        reclen = (24 + len(name) + 7) & ~7
-        if len(out) + reclen > capacity:
-            break
-        rec = bytearray(reclen)
-        _DIRENT_HEAD.pack_into(rec, 0, 0, first_offset + i + 1, len(name), 0)
-        rec[24:24 + len(name)] = name
-        out += rec
-        count += 1
-    return bytes(out), count
-
-
 class FilterPolicy:
-    """Programs of one object + metadata, serving `Engine` through `run`."""
+    """Programs of one object + metadata: attachments, caching, program runners, userspace half."""
 
-    def __init__(self, filters: Any, metadata: Any, backing_root: str, stats: Any = None) -> None:
+    def __init__(self, filters: Any, metadata: Any, backing_root: str, stats: Any = None,
+                 root_section: str | None = None) -> None:
         self.filters = filters
         self.meta = metadata
         self.stats = stats
@@ -132,7 +83,8 @@ class FilterPolicy:
             name for name, lp in filters.programs.items()
             if abi.HELPER_IDS["get_current_pid_tgid"] in lp.verified.helpers_used}
         self.trie = ScopeNode("")
-        root_section = "fuse/root" if "fuse/root" in filters.sections else None
+        chosen = root_section
+        root_section = None
         if metadata is not None:
             for scope in metadata.scopes:
                 node = self.trie
@@ -143,16 +95,14 @@ class FilterPolicy:
                 node.kind, node.section, node.backing = scope.kind, scope.section, scope.backing
                 if not scope.path:
                     root_section = scope.section
-        self.root_section = root_section
+        self.root_section = choose_root_section(filters.sections, root_section, chosen)
         self.user_rules: dict[tuple[str, str, str], list] = {}
         if metadata is not None:
             for rule in metadata.userspace:
                 self.user_rules.setdefault((rule.scope, rule.op, rule.phase), []).append(rule)
-        self.readdir_filtered = any(k[1] == "readdir" for k in self.user_rules)
-        # The caller's tgid costs a /proc read: only rules that read it pay for it.
-        self._user_rules_reading_tgid = {
-            key for key, rules in self.user_rules.items()
-            if any(userspace.reads_builtin(r.body, "tgid") for r in rules)}
+        self.rule_filter = RuleFilter(self.user_rules, self.user_maps, filters.log_sink.emit)
+        self._program_runners: dict[str, Callable[[Any, Caller], int]] = {}
+        self._user_ops = {op for _scope, op, _phase in self.user_rules}
 
     # ------------------------------------------------------------ attachment
 
@@ -178,7 +128,11 @@ class FilterPolicy:
             target = child.backing or ""
             if not os.path.isabs(target):
                 target = os.path.join(self.backing_root, target)
-            return ("backing", NodeScope(child, child.path), child.section or parent.program, target)
+            # REPLACE the backing; the program stays REMOVEd below a passthrough scope
+            # (the scope's section carries its syntactic parents' rules, which a
+            # `passthrough` above it in the tree has switched off)
+            program = (child.section or parent.program) if parent.program is not None else None
+            return ("backing", NodeScope(child, child.path), program, target)
         return None
 
     def has_program(self, node: Node) -> bool:
@@ -229,181 +183,99 @@ class FilterPolicy:
 
     # ------------------------------------------------------------ section 6
 
-    def _exec(self, section: str, ctx: Any, caller: Caller, op: str, phase: str) -> int:
-        from fdsl.vm.helpers import Caller as VmCaller
+    def program(self, section: str) -> Callable[[Any, Caller], int]:
+        """The runner of one section for `fdsl.vm.sequence` (built once per section).
 
-        tgid = caller.tgid() if section in self._sections_reading_tgid else caller.pid
-        try:
-            return self.filters.run(section, ctx, VmCaller(caller.uid, caller.gid, caller.pid, tgid))
-        except VmFault as fault:
-            self.faults += 1
-            log.error("filter fault in %s (%s %s): %s", section, op, phase, fault)
-            raise OSError(errno.EIO, "filter fault") from None
+        A VmFault (or a verifier rejection) fails just that operation with EIO
+        and is logged; callers get their tgid from /proc only for programs that
+        call bpf_get_current_pid_tgid."""
+        runner = self._program_runners.get(section)
+        if runner is None:
+            runner = self._program_runners[section] = self._runner(section)
+        return runner
 
-    def run(self, node: Node, op: str, ins: list, outs: list,
-            backing: Callable[[list], list], caller: Caller,
-            ctx_nodeid: int | None = None, entries: list[tuple[bytes, int, int]] | None = None,
-            dropped: set[int] | None = None) -> list:
-        """Run one operation through the section 6 sequence; returns the final outputs.
+    def _runner(self, section: str) -> Callable[[Any, Caller], int]:
+        run = self.filters.run
+        reads_tgid = section in self._sections_reading_tgid
+        if not reads_tgid and self.filters.backend == "jit" and section in self.filters.programs:
+            vm_run = self.filters.programs[section].vm.run   # fixed: no tier switch to follow
+            run = lambda _section, ctx, caller: vm_run(ctx, caller)  # noqa: E731
 
-        `entries`/`dropped`: for READDIR, the names in the dirent page and the
-        indices the userspace postfilter drops.
-        """
-        if not self.runs_program(node, op):
-            return backing(ins)
-        section = node.program
-        from fdsl.vm.context import build_context
+        def program(ctx: Any, caller: Caller) -> int:
+            try:
+                return run(section, ctx, with_tgid(caller) if reads_tgid else caller)
+            except VmFault as fault:
+                self.faults += 1
+                log.error("filter fault in %s (%s %s): %s", section,
+                          getattr(getattr(ctx, "op", None), "name", "?"),
+                          getattr(ctx, "phase", "?"), fault)
+                raise OSError(errno.EIO, "filter fault") from None
+        return program
 
-        spec = abi.OPS[op]
-        nodeid = node.ctx_nodeid if ctx_nodeid is None else ctx_nodeid
+    def user_half(self, node: Node, caller: Caller, op: str) -> Any:
+        """The userspace filter for `op` on this node, None when its scope has no rules."""
+        if op not in self._user_ops:
+            return None
         scope = node.scope.rules_scope if isinstance(node.scope, NodeScope) else ""
+        if not self.rule_filter.has_rules(scope, op):
+            return None
+        return self.rule_filter.half(scope, caller, node.ctx_nodeid, with_tgid)
 
-        # 2-4: PRE program; its writes through out_args alias the inputs.
-        ctx = build_context(spec, "pre", [_encode_arg(a, v) for a, v in zip(spec.inputs, ins)],
-                            nodeid=nodeid)
-        ret = self._exec(section, ctx, caller, op, "pre")
-        if ret < 0:
-            raise OSError(-ret, f"{op} denied by policy")
-        modified = [_decode_arg(a, raw, v) for a, raw, v in zip(spec.inputs, ctx.inputs(), ins)]
-        # 5: userspace prefilter.
-        if ret & abi.USER_FILTER:
-            modified = self._user_pre(scope, spec, modified, caller, nodeid)
-        # 6: without BACKING the request goes to the daemon as a classic FUSE
-        # request built from the original arguments: we are that daemon, and we
-        # serve classic requests by passthrough, without a postfilter.
-        if not ret & abi.BACKING:
-            return backing(ins)
-        # 7: the backing step, with the honoured modifications.
-        effective = self._honoured(spec, ins, modified)
-        error_in = 0
-        try:
-            results = backing(effective)
-        except OSError as err:
-            error_in = -(err.errno or errno.EIO)
-            results = outs
-        if not ret & abi.POST_FILTER:
-            if error_in:
-                raise OSError(-error_in, os.strerror(-error_in))
-            return results
-        # 9: POST program on inputs + outputs.
-        if not spec.outputs:
-            results = []
-        enc_out = [_encode_arg(a, v) for a, v in zip(spec.outputs, results)]
-        ctx = build_context(spec, "post", [_encode_arg(a, v) for a, v in zip(spec.inputs, effective)],
-                            enc_out, nodeid=nodeid, error_in=error_in)
-        ret2 = self._exec(section, ctx, caller, op, "post")
-        if ret2 < 0:
-            raise OSError(-ret2, f"{op} denied by policy (post)")
-        results = [_decode_arg(a, raw, v) for a, raw, v in zip(spec.outputs, ctx.outputs(), results)]
-        # 10: userspace postfilter.
-        if ret2 & abi.USER_FILTER:
-            results = self._user_post(scope, spec, effective, results, caller, nodeid, error_in,
-                                      entries, dropped)
-        if error_in:
-            raise OSError(-error_in, os.strerror(-error_in))
-        return results
-
-    @staticmethod
-    def _honoured(spec: abi.OpSpec, original: list, modified: list) -> list:
-        """Inputs as the backing step sees them: only honoured fields keep PRE changes."""
-        out = []
-        for arg, orig, mod in zip(spec.inputs, original, modified):
-            if arg.kind == "struct":
-                merged = dict(orig or {})
-                for key, value in (mod or {}).items():
-                    if any(f"{arg.alias}.{key}" == h or f"{arg.alias}.{key}".startswith(h + ".")
-                           for h in spec.honoured):
-                        merged[key] = value
-                out.append(merged)
-            else:
-                out.append(mod if arg.alias in spec.honoured else orig)
-        return out
-
-    # ---------------------------------------------------- userspace filters
-
-    def _fields(self, spec: abi.OpSpec, ins: list, outs: list | None) -> dict[str, Any]:
-        fields: dict[str, Any] = {}
-        pairs = list(zip(spec.inputs, ins)) + (list(zip(spec.outputs, outs)) if outs else [])
-        for arg, value in pairs:
-            if arg.kind == "struct":
-                for k, v in (value or {}).items():
-                    fields.setdefault(f"{arg.alias}.{k}", v)
-            elif arg.kind == "string":
-                fields[arg.alias] = os.fsdecode(value or b"")
-            else:
-                fields[arg.alias] = value
-        return fields
-
-    def _evaluate(self, scope: str, spec: abi.OpSpec, phase: str, fields: dict[str, Any],
-                  caller: Caller, nodeid: int, error_in: int = 0,
-                  entries: list[str] | None = None) -> Any:
-
-        rules = self.user_rules.get((scope, spec.name, phase), [])
-        reads_tgid = (scope, spec.name, phase) in self._user_rules_reading_tgid
-        request = userspace.Request(spec.name, phase, fields, caller.uid, caller.gid, caller.pid,
-                                    caller.tgid() if reads_tgid else caller.pid, nodeid,
-                                    -error_in, entries)
-        outcome = userspace.evaluate(rules, request, maps=self.user_maps)
-        sink = self.filters.log_sink
-        for line in outcome.logs:
-            sink.emit(line)
-        if outcome.failure:
-            raise OSError(outcome.failure, f"{spec.name} denied by userspace rule")
-        return outcome
-
-    def _apply_writes(self, args: tuple[abi.ArgSpec, ...], values: list,
-                      writes: dict[str, int]) -> list:
-        values = [dict(v) if isinstance(v, dict) else v for v in values]
-        for path, value in writes.items():
-            for i, arg in enumerate(args):
-                if arg.kind == "struct" and path.startswith(arg.alias + "."):
-                    key = path[len(arg.alias) + 1:]
-                    if arg.struct.field(key) is not None:
-                        values[i][key] = value
-                        break
-        return values
+    # ------------------------------- the userspace half on decoded argument values
 
     def _user_pre(self, scope: str, spec: abi.OpSpec, ins: list, caller: Caller,
                   nodeid: int) -> list:
-        outcome = self._evaluate(scope, spec, "pre", self._fields(spec, ins, None), caller, nodeid)
-        return self._apply_writes(spec.inputs, ins, outcome.writes)
+        """The userspace prefilter on decoded values (structs as dicts, names as bytes);
+        the inputs as the rules left them.  For callers that decode filter requests
+        themselves (`runtime/kernel/filters.py`); the engine works on frames."""
+        return self._user_values(scope, spec, "pre", ins, [], caller, nodeid, 0)[0]
 
     def _user_post(self, scope: str, spec: abi.OpSpec, ins: list, outs: list, caller: Caller,
-                   nodeid: int, error_in: int, entries: list[tuple[bytes, int, int]] | None = None,
+                   nodeid: int, error_in: int,
+                   entries: list[bytes] | list[tuple[bytes, int, int]] | None = None,
                    dropped: set[int] | None = None) -> list:
-        names = [entry_of(n) for n in entries] if entries is not None else None
-        fields = self._fields(spec, ins, outs if names is None else outs[:1])
-        outcome = self._evaluate(scope, spec, "post", fields, caller, nodeid, error_in, names)
-        if dropped is not None:
-            dropped.update(outcome.dropped)
-        return self._apply_writes(spec.outputs, outs, outcome.writes)
+        """The userspace postfilter on decoded values; the outputs as the rules left them.
+        READDIR: `entries` are the listed names or (name, ino, d_type) triples, `dropped`
+        gets the indices to leave out."""
+        if entries is not None:
+            triples = [e if isinstance(e, tuple) else (e, 0, abi.DT_UNKNOWN) for e in entries]
+            records = [(name, ino, i + 1, dtype) for i, (name, ino, dtype) in enumerate(triples)]
+            outs = [outs[0], abi.pack_dirents(records, 1 << 20)[0]]
+        new_outs, half = self._user_values(scope, spec, "post", ins, outs, caller, nodeid,
+                                           error_in)[1:]
+        if entries is not None:
+            outcome = half.outcome if half is not None else None
+            if half is not None and (outcome is None or outcome.failure):
+                raise OSError((outcome.failure if outcome else 0) or errno.EIO,
+                              "readdir userspace filter failed")
+            if dropped is not None and outcome is not None:
+                dropped.update(outcome.dropped)
+        return new_outs
 
-    def filter_dirents(self, node: Node, listing: list[bytes] | list[tuple[bytes, int, int]],
-                       offset: int, caller: Caller) -> list[bytes]:
-        """READDIR through the section 6 sequence, one dirent page at a time; the
-        userspace postfilter's `drop` decides which names stay.  `listing` holds
-        names, or (name, ino, d_type) triples that `drop entries where` can read."""
-        entries = [e if isinstance(e, tuple) else (e, 0, 0) for e in listing]
-        names = [name for name, _, _ in entries]
-        if node.program is None:
-            return names
-        visible: list[bytes] = []
-        start = 0
-        while start < len(names):
-            page, count = pack_dirents(names[start:], offset + start)
-            count = max(count, 1)
-            chunk = names[start:start + count]
-            described = entries[start:start + count]
-            dropped: set[int] = set()
+    def _user_values(self, scope: str, spec: abi.OpSpec, phase: str, ins: list, outs: list,
+                     caller: Caller, nodeid: int, error_in: int) -> tuple[list, list, Any]:
+        from fdsl.vm import frame as frames
 
-            def backing(ins: list, page: bytes = page, chunk: list = chunk) -> list:
-                return [{"offset": offset + start + len(chunk), "again": 0}, page]
-
-            self.run(node, "readdir", [{"fh": 0, "offset": offset + start, "size": 4096}],
-                     [{}, b""], backing, caller, entries=described, dropped=dropped)
-            visible.extend(n for i, n in enumerate(chunk) if i not in dropped)
-            start += count
-        return visible
+        size0 = spec.name in abi.requests.XATTR_SIZE_OPS and isinstance(ins[0], dict) \
+            and ins[0].get("size") == 0
+        frame = frames.acquire(spec, size0)
+        try:
+            frame.begin(nodeid)
+            for i, (arg, value) in enumerate(zip(spec.inputs, ins)):
+                _put(frame, "in", i, arg, value)
+            for j, (arg, value) in enumerate(zip(frame.shape.outputs, outs)):
+                _put(frame, "out", j, arg, value)
+            if phase == "post":
+                frame.to_post(error_in)
+            half = None
+            if self.rule_filter.has_rules(scope, spec.name):
+                half = self.rule_filter.half(scope, caller, nodeid, with_tgid)
+                half(phase, frame, error_in)
+            new_ins = [_get(frame, "in", i, arg) for i, arg in enumerate(spec.inputs)]
+            new_outs = [_get(frame, "out", j, arg) for j, arg in enumerate(frame.shape.outputs)]
+            return new_ins, new_outs[:len(outs)], half
+        finally:
+            frames.release(frame)
 
     # ----------------------------------------------------- maps and logs
 
@@ -478,7 +350,35 @@ def _statically_backing(filters: Any, metadata: Any) -> frozenset[tuple[str, str
     return frozenset(pairs)
 
 
-def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None) -> Any:
+def choose_root_section(sections: list[str], from_metadata: str | None,
+                        chosen: str | None) -> str | None:
+    """The program attached to the mount root.
+
+    `-o root_section=` wins; then the object's metadata (fdsl objects), then
+    `fuse/root`, then the only `fuse/*` section of a bare object (clang-built
+    C, say `fuse/hidden`).  A bare object with several sections and none of
+    them `fuse/root` is refused: mounting it with no program would silently
+    drop the policy."""
+    programs = [s for s in sections if s.startswith(abi.PROGRAM_SECTION_PREFIX)]
+    if chosen:
+        if chosen not in sections:
+            raise MountError(f"no program section {chosen!r} in the object "
+                             f"(sections: {', '.join(programs) or 'none'})")
+        return chosen
+    if from_metadata:
+        return from_metadata
+    if "fuse/root" in sections:
+        return "fuse/root"
+    if len(programs) == 1:
+        return programs[0]
+    if not programs:
+        raise MountError("the object has no fuse/* program section: nothing to attach")
+    raise MountError(f"the object has several program sections and none is fuse/root "
+                     f"({', '.join(programs)}): choose the root's with -o root_section=SECTION")
+
+
+def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None,
+                root_section: str | None = None) -> Any:
     """PassthroughPolicy for no object; otherwise load + verify the programs.
 
     A malformed object (LoadError) fails the mount with a clear message.  A
@@ -498,4 +398,31 @@ def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any =
     if raw:
         import json
         meta = Metadata.from_json(json.dumps(raw) if isinstance(raw, dict) else raw)
-    return FilterPolicy(filters, meta, backing_root, stats)
+    return FilterPolicy(filters, meta, backing_root, stats, root_section)
+
+
+def _put(frame: Any, direction: str, index: int, arg: abi.ArgSpec, value: Any) -> None:
+    from fdsl.vm.frame import write_struct_fields
+
+    if arg.kind == "struct":
+        write_struct_fields(frame, direction, index, dict(value or {}))
+        if direction == "out":
+            frame.set_output_length(index, arg.struct.size)
+    elif arg.null_value:
+        frame.set_null_input(index, len(value) if isinstance(value, bytes) else int(value or 0))
+    elif direction == "in":
+        frame.set_input(index, bytes(value or b"") + (b"\0" if arg.kind == "string" else b""))
+    else:
+        frame.set_output(index, bytes(value or b""))
+
+
+def _get(frame: Any, direction: str, index: int, arg: abi.ArgSpec) -> Any:
+    from fdsl.vm.frame import read_struct
+
+    if arg.kind == "struct":
+        return read_struct(frame, direction, index)
+    if direction == "in":
+        if arg.null_value:
+            return frame.in_size[index]
+        return frame.input_string(index) if arg.kind == "string" else frame.input_bytes(index)
+    return frame.output_bytes(index)

@@ -160,3 +160,9 @@ def open_by_handle(mount_fd: int, handle: bytes, flags: int) -> int:
 def swap_fsuid(uid: int) -> int:
     """setfsuid returning the previous fsuid (so a caller can put it back)."""
     return int(_libc.setfsuid(uid))
+
+
+def linkat_empty(src_fd: int, dst_dir_fd: int, new_name: bytes) -> None:
+    """Hard link to a symlink node through its O_PATH fd (needs CAP_DAC_READ_SEARCH)."""
+    _check(_libc.linkat(ctypes.c_int(src_fd), b"", ctypes.c_int(dst_dir_fd), new_name,
+                        ctypes.c_int(AT_EMPTY_PATH)), "linkat")

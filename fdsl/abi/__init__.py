@@ -17,6 +17,7 @@ from fdsl.abi.ack import *  # noqa: F401,F403
 from fdsl.abi.ack import ACK
 from fdsl.abi.model import Abi, CtxField
 from fdsl.abi.rfc_v1 import RFC_V1
+from fdsl.abi import requests  # noqa: F401  (request defaults: abi.requests.*)
 
 ABIS: dict[str, Abi] = {ACK.id: ACK, RFC_V1.id: RFC_V1}
 DEFAULT = ACK

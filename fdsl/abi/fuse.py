@@ -310,3 +310,52 @@ ERRNOS: dict[str, int] = {name: getattr(_errno, name) for name in dir(_errno)
 def errno_name(number: int) -> str:
     """Symbolic name of a positive errno ('ENOENT'), or the number as text."""
     return _errno.errorcode.get(number, str(number))
+
+
+# ------------------------------------------------------ fuse_dirent records
+
+DIRENT_ALIGN = 8
+DT_UNKNOWN, DT_DIR, DT_REG, DT_LNK = 0, 4, 8, 10
+_DIRENT_HEAD = _struct.Struct("<QQII")
+
+
+def dirent_size(name: bytes) -> int:
+    """Bytes of one fuse_dirent record for `name` (24-byte head + name, 8-aligned)."""
+    return (FUSE_DIRENT.size + len(name) + DIRENT_ALIGN - 1) & ~(DIRENT_ALIGN - 1)
+
+
+def pack_dirents(entries: "list[tuple[bytes, int, int, int]]", capacity: int = DIRENT_BUFFER
+                 ) -> tuple[bytes, int]:
+    """fuse_dirent records for (name, ino, next offset, type) entries, as many as fit
+    in `capacity` bytes (the one packer: daemon, `fdsl test` and filter replies).
+    Returns (bytes, number of entries packed)."""
+    out = bytearray()
+    count = 0
+    for name, ino, off, dtype in entries:
+        size = dirent_size(name)
+        if len(out) + size > capacity:
+            break
+        start = len(out)
+        out += bytes(size)
+        _DIRENT_HEAD.pack_into(out, start, ino, off, len(name), dtype)
+        out[start + FUSE_DIRENT.size:start + FUSE_DIRENT.size + len(name)] = name
+        count += 1
+    return bytes(out), count
+
+
+def parse_dirents(data: "bytes | bytearray | memoryview") -> "list[tuple[bytes, int, int, int]]":
+    """(name, ino, off, type) of every record; a malformed record raises ValueError
+    (the kernel answers EIO: namelen 0, > 1024, a '/' in the name, or a cut record)."""
+    records = []
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < FUSE_DIRENT.size:
+            raise ValueError("truncated fuse_dirent record")
+        ino, off, namelen, dtype = _DIRENT_HEAD.unpack_from(data, pos)
+        start = pos + FUSE_DIRENT.size
+        name = bytes(data[start:start + namelen])
+        if not 0 < namelen <= 1024 or len(name) < namelen or b"/" in name:
+            raise ValueError(f"bad fuse_dirent record at byte {pos}")
+        records.append((name, ino, off, dtype))
+        pos += dirent_size(name)
+    return records

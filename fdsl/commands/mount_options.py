@@ -87,6 +87,9 @@ OPTIONS: tuple[MountOption, ...] = (
                 "path used within entry_timeout skips its parents' search permission and FIFO "
                 "modes go unchecked; transport=pyfuse3 defaults to 0: it cannot negotiate ACLs)",
                 BOOL, dest="default_permissions"),
+    MountOption("root_section", "program section attached to the mount root (default: the "
+                "policy's root scope, fuse/root, or a bare object's only fuse/* section)",
+                TEXT, dest="root_section", metavar="SECTION"),
     MountOption("no_identity", "run backing operations as the daemon, not as the caller",
                 FLAG, dest="switch_identity", default=True, flag_value=False),
     MountOption("nonempty", "allow mounting over a mount point that is already a mount",

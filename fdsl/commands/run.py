@@ -122,32 +122,9 @@ def _fields(args: argparse.Namespace) -> dict[str, Any]:
     return fields
 
 
-def _userspace(fs, section: str, prepared, result, fields: dict[str, Any]) -> dict | None:
-    """Evaluate the metadata's userspace rules when the program asked for them."""
-    from fdsl import abi
-    from fdsl.vm import userspace
-
-    meta = fs.object.meta
-    if meta is None or result.ret < 0 or not result.ret & abi.USER_FILTER:
-        return None
-    scope = meta.scope_by_section(section)
-    rules = meta.rules_for(scope.path if scope else "", prepared.op, prepared.phase)
-    if not rules:
-        return None
-    plain = {k: v for k, v in fields.items() if k not in ("uid", "gid", "pid", "tgid", "nodeid", "error")}
-    plain.update(prepared.read_fields())
-    request = userspace.Request(prepared.op, prepared.phase, plain, uid=prepared.caller.uid,
-                                gid=prepared.caller.gid, pid=prepared.caller.pid,
-                                tgid=prepared.caller.tgid, nodeid=int(fields.get("nodeid", 0)),
-                                error=-prepared.error_in)
-    outcome = userspace.evaluate(rules, request)
-    return {"rules": len(rules), "decision": outcome.decision or "allow", "value": outcome.value,
-            "writes": outcome.writes, "logs": outcome.logs}
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from fdsl import abi
-    from fdsl.vm import simulate
+    from fdsl.vm import simulate, userspace
     from fdsl.vm.filterset import FilterSet
     from fdsl.errors import UsageError, VmFault
 
@@ -160,21 +137,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         # a KeyError's str() is the repr of its message; show the message itself
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         raise UsageError(str(message)) from None
+    meta = fs.object.meta
+    scope = meta.scope_by_section(section) if meta is not None else None
+    rules = simulate.rule_filter(meta, userspace.TableMaps(fs.maps))
     try:
-        ret = fs.run(section, prepared.context, prepared.caller)
+        run = simulate.run_phase(lambda ctx, who: fs.run(section, ctx, who), prepared, rules,
+                                 scope.path if scope else "", args.nodeid)
     except VmFault as fault:
         print(f"fdsl run: {section}: fault at insn {fault.index}: {fault.reason}", file=sys.stderr)
         return 1
-    result = prepared.result(ret)
-    user = _userspace(fs, section, prepared, result, fields)
+    result = prepared.result(run.bpf_ret if run.bpf_ret is not None else run.ret)
+    result.ret = run.ret
+    user: dict[str, Any] | None = None
+    if run.user is not None:
+        outcome = run.user
+        user = {"rules": run.user_rules, "decision": outcome.decision or "allow",
+                "value": outcome.value, "writes": outcome.writes, "logs": outcome.logs}
     logs = fs.log_sink.recent()
+    note = None
+    if run.hidden_name:
+        note = "the VFS looks the new name up first and a lookup rule refuses it: ENOENT"
+    elif run.program_errno is not None and run.ret != -run.program_errno:
+        note = (f"the program denied {abi.errno_name(run.program_errno)}; a fuse-bpf kernel's "
+                f"{args.op} finalize answers {abi.errno_name(-run.ret)}")
 
     if args.json:
         print(json.dumps({
             "section": section, "backend": args.backend, "op": args.op, "phase": args.phase,
             "ret": result.ret, "decision": result.decision, "errno": result.errno_name,
             "bits": result.bits, "changed": {k: list(v) for k, v in result.changed.items()},
-            "userspace": user, "log": logs,
+            "userspace": user, "log": logs, "note": note,
         }, indent=2))
         return 0
 
@@ -182,6 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"{section} [{args.backend}] {args.op} {args.phase} (opcode {opcode:#x})")
     if result.ret < 0:
         print(f"result: {result.ret} = deny {result.errno_name or -result.ret}")
+        if note:
+            print(f"  ({note})")
     else:
         print(f"result: {result.ret} = allow {'|'.join(result.bits) or '0'}")
         if args.phase == "post" and result.error_in < 0:

@@ -102,8 +102,10 @@ def outcomes(body: list[ast.Stmt]) -> tuple[list[ast.Stmt], bool]:
     return found, True
 
 
-def decision_bits(d: ast.Stmt, allow_bits: int) -> str:
-    """What the program returns for a decision, in ABI terms."""
+def decision_bits(d: ast.Stmt, allow_bits: int, op: str | None = None,
+                  phase: str | None = None) -> str:
+    """What the program returns for a decision, in ABI terms (and, where the
+    kernel's finalize replaces a PRE deny's errno, what the caller sees)."""
     if isinstance(d, ast.Allow):
         return return_bits_text(allow_bits)
     if isinstance(d, ast.Deny):
@@ -111,16 +113,22 @@ def decision_bits(d: ast.Stmt, allow_bits: int) -> str:
         if value is None and isinstance(d.errno, ast.Ident) and isinstance(
                 d.errno.ref, (ast.ErrnoRef, ast.AbiConstRef)):
             value = d.errno.ref.value
-        return f"-{abi.errno_name(value)}" if isinstance(value, int) else f"-({fmt_expr(d.errno)})"
+        if not isinstance(value, int):
+            return f"-({fmt_expr(d.errno)})"
+        seen = abi.requests.caller_errno(op, value) if op and phase == "pre" else value
+        if seen != value:
+            return f"-{abi.errno_name(value)} (the caller sees {abi.errno_name(seen)})"
+        return f"-{abi.errno_name(value)}"
     if isinstance(d, ast.Return):
         return f"raw {fmt_expr(d.value)}"
     return "?"
 
 
-def _rule_line(r: RulePlan, allow_bits: int, scope: ScopePlan) -> str:
+def _rule_line(r: RulePlan, entry: OpPlan, scope: ScopePlan) -> str:
     where = "userspace" if r.userspace else "bpf"
     decisions, falls = outcomes(r.rule.body)
-    results = [f"{fmt_decision(d)} -> {decision_bits(d, allow_bits) if not r.userspace else 'daemon'}"
+    results = [f"{fmt_decision(d)} -> "
+               f"{decision_bits(d, entry.allow_bits, entry.op, entry.phase) if not r.userspace else 'daemon'}"
                for d in decisions]
     if falls:
         results.append("no decision -> next rule")
@@ -140,11 +148,11 @@ def _entry(entry: OpPlan, scope: ScopePlan) -> str:
     head = f"  {entry.op} {entry.phase} (opcode {entry.opcode:#x}): allow = {return_bits_text(entry.allow_bits)}"
     lines = [head]
     for r in entry.rules:
-        lines.append(_rule_line(r, entry.allow_bits, scope))
+        lines.append(_rule_line(r, entry, scope))
     default = entry.default
     what = "default" if entry.phase == "pre" else "post, no decision"
     lines.append(f"    otherwise ({what}): {fmt_decision(default)} -> "
-                 f"{decision_bits(default, entry.allow_bits)}")
+                 f"{decision_bits(default, entry.allow_bits, entry.op, entry.phase)}")
     if entry.user_rules:
         lines.append(f"    userspace {entry.phase}filter: {len(entry.user_rules)} rule(s) run in the "
                      "daemon after BPF allowed (a deny on either side wins)")

@@ -34,14 +34,24 @@ HELPER_GET_CURRENT_UID_GID = 15
 WRITEABLE_HELPERS = frozenset(h for a in abi.ABIS.values() for h in a.writable_helpers.values())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Caller:
-    """Identity of the task doing the file operation (fuse_in_header uid/gid/pid)."""
+    """The task doing a file operation: the one caller type of VMs, daemon and tests.
+
+    `uid`/`gid`/`pid` come from the fuse_in_header (`pid` is the thread id).
+    `tgid` 0 means "not known yet": FUSE gives only the thread id, so the daemon
+    reads it from /proc only for programs that call bpf_get_current_pid_tgid
+    (`runtime.identity.with_tgid`).  `umask` is the caller's (FUSE_DONT_MASK);
+    `groups` None = read from /proc/<pid>/status when a backing step checks
+    permissions as the caller.
+    """
 
     uid: int = 0
     gid: int = 0
     pid: int = 0
     tgid: int = 0
+    umask: int = 0o022
+    groups: tuple[int, ...] | None = None
 
 
 class Memory(Protocol):

@@ -10,10 +10,13 @@ request-level keys:
     uid gid pid tgid    the caller (helpers 14/15)
 
 `prepare()` packs the arguments with the abi structs, presetting what the
-kernel presets (GETATTR's fh = all ones, READ/WRITE's ret = the requested
-size, READDIR's size = 4096), and builds the context.  After a VM run,
-`Prepared.result(r0)` decodes the return value (allow/deny errno/bits) and
-reads back every writable field that changed.
+kernel presets (`fdsl.abi.requests`: GETATTR's fh = all ones, READ/WRITE's
+ret = the requested size, READDIR's size = 4096, the xattr size-0 shape), into
+the same argument frame the daemon uses (`fdsl.vm.frame`).  `run_phase()`
+runs that phase through the daemon's own §6 steps (`fdsl.vm.sequence`: the
+program, the userspace half, the kernel's finalize errnos, the VFS lookup of
+a name a create-type operation brings into existence).  `Prepared.result(r0)`
+decodes a return value and reads back every writable field that changed.
 """
 from __future__ import annotations
 
@@ -21,8 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fdsl import abi
-from fdsl.vm.context import Arena, Context, build_context
+from fdsl.vm import sequence, userspace
+from fdsl.vm.frame import Frame, FrameCtx, shape_of
 from fdsl.vm.helpers import Caller
+from fdsl.vm.userfilter import RuleFilter
 
 REQUEST_KEYS = ("error", "nodeid", "uid", "gid", "pid", "tgid")
 
@@ -44,13 +49,6 @@ def parse_errno(value: Any) -> int:
     return -abs(int(value))
 
 
-def _presets(op: str) -> dict[str, int]:
-    return {
-        "getattr": {"in.fh": 0xFFFFFFFFFFFFFFFF},
-        "readdir": {"in.size": abi.DIRENT_BUFFER},
-    }.get(op, {})
-
-
 def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, list]:
     """The input and output argument bytes for `fields` (outputs only in POST)."""
     spec = abi.OPS.get(op)
@@ -60,7 +58,8 @@ def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, lis
         raise RequestError(f"unknown phase {phase!r}")
     struct_values: dict[tuple[str, int], dict[str, int]] = {}
     blobs: dict[tuple[str, int], Any] = {}
-    merged = {**_presets(op), **{k: v for k, v in fields.items() if k not in REQUEST_KEYS}}
+    merged = {**abi.requests.INPUT_DEFAULTS.get(op, {}),
+              **{k: v for k, v in fields.items() if k not in REQUEST_KEYS}}
     for path, value in merged.items():
         loc = abi.resolve_field(op, phase, path)
         if loc is None:
@@ -72,9 +71,12 @@ def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, lis
         else:
             blobs[key] = value
     # READ/WRITE: the kernel presets the result to the requested size
-    if op in ("read", "write") and "out.ret" not in merged:
-        size = struct_values.get(("in", 0), {}).get("size", 0)
-        struct_values.setdefault(("out", 0), {})["ret"] = size
+    for out, source in abi.requests.OUTPUT_PRESETS.get(op, {}).items():
+        if out not in merged:
+            loc = abi.resolve_field(op, "pre", source)
+            value = struct_values.get(("in", loc.arg_index), {}).get(source.split(".", 1)[1], 0) \
+                if loc is not None else 0
+            struct_values.setdefault(("out", 0), {})[out.split(".", 1)[1]] = value
 
     def build(direction: str, specs) -> list:
         out = []
@@ -163,7 +165,7 @@ class Prepared:
     op: str
     phase: str
     fields: dict[str, Any]
-    context: Context
+    context: FrameCtx
     caller: Caller
     error_in: int
     before: dict[str, Any]
@@ -179,7 +181,7 @@ class Prepared:
         return Result(ret, self.phase, self.error_in, changed)
 
 
-def read_writable_fields(ctx: Context, op: str, phase: str) -> dict[str, Any]:
+def read_writable_fields(ctx: FrameCtx, op: str, phase: str) -> dict[str, Any]:
     """Current value of every field a program can write, read where it writes it."""
     values: dict[str, Any] = {}
     for loc in abi.fields_of(op, phase):
@@ -195,16 +197,103 @@ def read_writable_fields(ctx: Context, op: str, phase: str) -> dict[str, Any]:
     return values
 
 
-def prepare(op: str, phase: str, fields: dict[str, Any] | None = None, *,
-            arena: Arena | None = None) -> Prepared:
-    """Build the context for one field-level request."""
+def prepare(op: str, phase: str, fields: dict[str, Any] | None = None) -> Prepared:
+    """Build the argument frame for one field-level request (a frame of its own, so
+    several prepared requests stay valid side by side)."""
     fields = dict(fields or {})
     inputs, outputs = request_args(op, phase, fields)
     error_in = parse_errno(fields["error"]) if phase == "post" and "error" in fields else 0
-    caller = Caller(int(fields.get("uid", 0)), int(fields.get("gid", 0)),
-                    int(fields.get("pid", 0)), int(fields.get("tgid", fields.get("pid", 0))))
-    ctx = build_context(op, phase, inputs, outputs, nodeid=int(fields.get("nodeid", 0)),
-                        error_in=error_in, arena=arena)
+    caller = Caller(uid=int(fields.get("uid", 0)), gid=int(fields.get("gid", 0)),
+                    pid=int(fields.get("pid", 0)),
+                    tgid=int(fields.get("tgid", fields.get("pid", 0))))
+    spec = abi.OPS[op]
+    size0 = False
+    if op in abi.requests.XATTR_SIZE_OPS:
+        size0 = abi.FUSE_GETXATTR_IN.unpack(inputs[0])["size"] == 0
+    frame = Frame(shape_of(spec, size0))
+    frame.begin(int(fields.get("nodeid", 0)))
+    try:
+        for i, value in enumerate(inputs):
+            if isinstance(value, int):
+                frame.set_null_input(i, value)
+            else:
+                frame.set_input(i, value)
+        for j, value in enumerate(outputs):
+            frame.set_output(j, value)
+    except ValueError as err:
+        raise RequestError(str(err)) from None
+    if phase == "post":
+        frame.to_post(error_in)
+    ctx = frame.pre if phase == "pre" else frame.post
     prepared = Prepared(op, phase, fields, ctx, caller, error_in, {})
     prepared.before = prepared.read_fields()
     return prepared
+
+
+@dataclass
+class PhaseRun:
+    """What one phase did through the daemon's steps."""
+
+    ret: int                               # what the caller sees: bits, or -errno
+    bpf_ret: int | None                    # the program's own r0 (None: it did not run)
+    program_errno: int | None = None       # a deny's errno as the program returned it
+    user: userspace.Outcome | None = None
+    user_rules: int = 0
+    entries: list[str] | None = None       # readdir post: names left in the listing
+    hidden_name: bool = False              # refused by the VFS lookup of its new name
+
+
+def run_phase(run: sequence.Program, prepared: Prepared, rules: RuleFilter | None,
+              scope: str, nodeid: int = 0) -> PhaseRun:
+    """Run `prepared`'s phase as the daemon would: program, userspace half, finalize."""
+    seen: list[int] = []
+
+    def program(ctx: Any, caller: Caller) -> int:
+        r0 = run(ctx, caller)
+        seen.append(r0)
+        return r0
+
+    op, frame = prepared.op, prepared.context.frame
+    if prepared.phase == "pre" and op in abi.requests.NEW_NAME_FIELD:
+        name = prepared.fields.get(abi.requests.NEW_NAME_FIELD[op])
+        if name is not None and _lookup_denied(run, name, prepared.caller, rules, scope, nodeid):
+            return PhaseRun(-abi.ERRNOS["ENOENT"], None, hidden_name=True)
+    half = rules.half(scope, prepared.caller, nodeid) if rules and rules.has_rules(scope, op) \
+        else None
+    try:
+        if prepared.phase == "pre":
+            ret = sequence.pre(program, frame, prepared.caller, op, half)
+        else:
+            ret = sequence.post(program, frame, prepared.caller, op, prepared.error_in, half)
+        result = PhaseRun(ret, seen[0] if seen else None)
+    except sequence.Denied as denied:
+        result = PhaseRun(-(denied.errno or 0), seen[0] if seen else None, denied.program_errno)
+    except OSError as err:     # the userspace postfilter refused
+        result = PhaseRun(-(err.errno or 0), seen[0] if seen else None)
+    if half is not None:
+        result.user, result.user_rules, result.entries = half.outcome, half.rules, half.entries
+    return result
+
+
+def _lookup_denied(run: sequence.Program, name: Any, caller: Caller, rules: RuleFilter | None,
+                   scope: str, nodeid: int) -> bool:
+    lookup = prepare("lookup", "pre", {"name": name, "uid": caller.uid, "gid": caller.gid,
+                                       "pid": caller.pid, "tgid": caller.tgid, "nodeid": nodeid})
+    half = rules.half(scope, caller, nodeid) if rules and rules.has_rules(scope, "lookup") \
+        else None
+    try:
+        sequence.pre(run, lookup.context.frame, caller, "lookup", half)
+    except sequence.Denied:
+        return True
+    return False
+
+
+def rule_filter(meta: Any, maps: userspace.MapAccess | None,
+                emit: Any = None) -> RuleFilter | None:
+    """The userspace half of an object's metadata (None without metadata)."""
+    if meta is None:
+        return None
+    rules: dict[tuple[str, str, str], list] = {}
+    for rule in meta.userspace:
+        rules.setdefault((rule.scope, rule.op, rule.phase), []).append(rule)
+    return RuleFilter(rules, maps, emit)

@@ -35,14 +35,15 @@ def assert_all_pass(text: str, backend: str) -> None:
     assert failures == {}
 
 
+# unlink, not lookup: a refused LOOKUP always reaches the caller as ENOENT
 LAYOUT = '''
-on lookup pre { if name == "a" { deny EIO } if name == "b" { deny EPERM } }
+on unlink pre { if name == "a" { deny EIO } if name == "b" { deny EPERM } }
 on mkdir pre {
     if name startswith "tmp"
        and uid != 0
        or name == "x" { deny EACCES }
 }
-test "same line" { lookup pre { name = "b" } expect deny EPERM }
+test "same line" { unlink pre { name = "b" } expect deny EPERM }
 test "continued and" { mkdir pre { name = "tmp1"; uid = 5 } expect deny EACCES }
 test "continued and, root" { mkdir pre { name = "tmp1"; uid = 0 } expect allow }
 test "continued or" { mkdir pre { name = "x"; uid = 0 } expect deny EACCES }
@@ -56,13 +57,13 @@ def test_continuation_lines_and_blocks_without_semicolons(backend: str) -> None:
 
 USERSPACE = '''
 userspace {
-    on lookup pre { if name == "daemon" { deny EACCES } }
+    on unlink pre { if name == "daemon" { deny EACCES } }
     hide name == "hidden"
 }
-on lookup pre { if name == "kernel" { deny EPERM } }
-test "daemon rule" { lookup pre { name = "daemon" } expect deny EACCES }
+on unlink pre { if name == "kernel" { deny EPERM } }
+test "daemon rule" { unlink pre { name = "daemon" } expect deny EACCES }
 test "hidden by the daemon" { lookup pre { name = "hidden" } expect deny ENOENT }
-test "kernel rule" { lookup pre { name = "kernel" } expect deny EPERM }
+test "kernel rule" { unlink pre { name = "kernel" } expect deny EPERM }
 test "listing" { readdir post { dirents = {"a", "hidden"} } expect dirents == {"a"} }
 '''
 
@@ -72,7 +73,7 @@ def test_userspace_block_places_rules_in_the_daemon(backend: str) -> None:
     assert_all_pass(USERSPACE, backend)
     compiled = compile_source(USERSPACE, "t.fdsl")
     rules = [i for i in compiled.plan.policy.items if isinstance(i, A.Rule)]
-    placed = [(r.origin, r.userspace) for r in rules if r.resolved_ops[0] == "lookup"]
+    placed = [(r.origin, r.userspace) for r in rules if r.resolved_ops[0] in ("unlink", "lookup")]
     assert placed == [(None, True), ("hide", True), (None, False)]
     report = explain(compiled.plan)
     assert report.count("runs in the daemon: placed in userspace by the policy ('userspace { }')") >= 2

@@ -13,22 +13,24 @@ ROOT = Path(__file__).parent.parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.fdsl"))
 BACKENDS = ("jit", "interp")
 
+# unlink, not lookup: a refused LOOKUP always reaches the caller as ENOENT, and the
+# errnos are what tells the scopes' programs apart here.
 SCOPED = """
-on lookup pre { if name == "g" { deny EIO } }
+on unlink pre { if name == "g" { deny EIO } }
 under "private" {
-    on lookup pre { if uid != 1000 { deny EACCES } }
-    under "deep" { on lookup pre { if name == "d" { deny EPERM } } }
+    on unlink pre { if uid != 1000 { deny EACCES } }
+    under "deep" { on unlink pre { if name == "d" { deny EPERM } } }
 }
 under "private/open" passthrough
 
-test "root" { lookup pre { name = "x"; uid = 1 }; expect allow }
-test "scope" { lookup pre at "private/x" { name = "x"; uid = 1 }; expect deny EACCES }
-test "scope itself" { lookup pre at "private" { name = "x"; uid = 1 }; expect deny EACCES }
-test "prefix is not a parent" { lookup pre at "privateer/x" { name = "x"; uid = 1 }; expect allow }
-test "nested" { lookup pre at "private/deep/y" { name = "d"; uid = 1000 }; expect deny EPERM }
-test "nested falls back" { lookup pre at "private/deep" { name = "x"; uid = 1 }; expect deny EACCES }
-test "global rule inside" { lookup pre at "private/deep" { name = "g"; uid = 1000 }; expect deny EIO }
-test "passthrough" { lookup pre at "private/open/z" { name = "g"; uid = 1 }; expect allow }
+test "root" { unlink pre { name = "x"; uid = 1 }; expect allow }
+test "scope" { unlink pre at "private/x" { name = "x"; uid = 1 }; expect deny EACCES }
+test "scope itself" { unlink pre at "private" { name = "x"; uid = 1 }; expect deny EACCES }
+test "prefix is not a parent" { unlink pre at "privateer/x" { name = "x"; uid = 1 }; expect allow }
+test "nested" { unlink pre at "private/deep/y" { name = "d"; uid = 1000 }; expect deny EPERM }
+test "nested falls back" { unlink pre at "private/deep" { name = "x"; uid = 1 }; expect deny EACCES }
+test "global rule inside" { unlink pre at "private/deep" { name = "g"; uid = 1000 }; expect deny EIO }
+test "passthrough" { unlink pre at "private/open/z" { name = "g"; uid = 1 }; expect allow }
 """
 
 

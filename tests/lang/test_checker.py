@@ -217,3 +217,15 @@ def test_fields_table_mentions_every_opcode() -> None:
     table = fields_table()
     for name in abi.OPS:
         assert f"| {name} | pre |" in table
+
+
+def test_denies_whose_errno_the_kernel_replaces_are_warned() -> None:
+    """A PRE deny of LOOKUP reaches the caller as ENOENT, of GETATTR as EIO (spec §6)."""
+    assert warnings("on lookup pre { if name == \"x\" { deny ENOENT } }") == []
+    assert warnings("on open pre { deny EACCES }") == []
+    lookup = warnings("on lookup pre { if name == \"x\" { deny EACCES } }")
+    assert len(lookup) == 1 and "lookup as ENOENT" in lookup[0]
+    getattr = warnings("on getattr pre { if uid == 5 { deny EIO } }")
+    assert len(getattr) == 1 and "getattr as EIO" in getattr[0]
+    assert warnings("on getattr post { if uid == 5 { deny EPERM } }") == []
+    assert warnings("on all pre { if uid == 5 { deny EACCES } }") == []   # groups: explain says

@@ -148,12 +148,12 @@ def test_types_fold_constants_and_find_const_cycles() -> None:
 
 
 def test_types_check_predicate_bodies_with_the_arguments_types() -> None:
-    _, messages = run_until('predicate big(n) = n > 3\non lookup pre { if big(name) { deny EIO } }', "types")
+    _, messages = run_until('predicate big(n) = n > 3\non unlink pre { if big(name) { deny EIO } }', "types")
     assert messages == ["cannot compare a string with a number"]
 
 
 def test_reachability_warns_after_a_decision() -> None:
-    _, messages = run_until("on lookup pre { if uid == 0 { allow } else { deny EIO }\ndeny EPERM }",
+    _, messages = run_until("on unlink pre { if uid == 0 { allow } else { deny EIO }\ndeny EPERM }",
                             "reachability")
     assert messages == ["unreachable statement"]
 

@@ -120,7 +120,8 @@ def rename_name(expr: A.Expr, new: str) -> A.Expr:
 
 
 def desugar_hide(item: A.Hide) -> list[A.Rule]:
-    """lookup -> ENOENT, readdir listings drop it, creating it -> EACCES."""
+    """lookup -> ENOENT, readdir listings drop it, creating it -> ENOENT (what a
+    fuse-bpf kernel answers anyway: the VFS looks the new name up first)."""
     span, pred = item.span, item.pred
 
     def deny_if(p: A.Expr, errno: str) -> list[A.Stmt]:
@@ -132,9 +133,9 @@ def desugar_hide(item: A.Hide) -> list[A.Rule]:
     by_newname = _ops_with("pre", ("newname",), among=creating)
     by_name = [o for o in _ops_with("pre", ("name",), among=creating) if o not in by_newname]
     if by_name:
-        rules.append(_rule(span, by_name, "pre", deny_if(pred, "EACCES"), "hide"))
+        rules.append(_rule(span, by_name, "pre", deny_if(pred, "ENOENT"), "hide"))
     if by_newname:
-        rules.append(_rule(span, by_newname, "pre", deny_if(rename_name(pred, "newname"), "EACCES"),
+        rules.append(_rule(span, by_newname, "pre", deny_if(rename_name(pred, "newname"), "ENOENT"),
                            "hide"))
     return rules
 

@@ -31,6 +31,7 @@ def run(unit: Unit) -> None:
     for rule in all_rules(unit.policy.items):
         if rule.resolved_ops:
             fields.request = rule_request(rule)
+            fields.named_ops = {o.name for o in rule.ops}
             rule.body = fields.visit_all(rule.body)
 
 
@@ -38,6 +39,30 @@ class Fields(InliningVisitor):
     def __init__(self, unit: Unit) -> None:
         super().__init__(unit.diags)
         self.request = no_request("a const")
+        self.named_ops: set[str] = set()   # opcodes the rule names (not through a group)
+
+    def visit_Deny(self, s: A.Deny) -> A.Deny:
+        """Warn about a PRE deny whose errno the kernel's finalize replaces (spec §6):
+        a refused LOOKUP reaches the caller as ENOENT, a refused GETATTR as EIO.
+        Only for opcodes the rule names: `explain` shows it for groups."""
+        s.errno = self.visit(s.errno)
+        ref = getattr(s.errno, "ref", None)
+        value = ref.value if isinstance(ref, (A.ErrnoRef, A.AbiConstRef)) else \
+            s.errno.value if isinstance(s.errno, A.IntLit) else None
+        if value is None or not 1 <= value <= 4095 or self.request.phase != "pre":
+            return s
+        lost = [op for op in self.request.ops if op in self.named_ops
+                and op in abi.requests.PRE_DENY_ERRNO
+                and (op == "getattr" or abi.requests.PRE_DENY_ERRNO[op] != value)]
+        if lost:
+            seen = ", ".join(f"{op} as {abi.errno_name(abi.requests.PRE_DENY_ERRNO[op])}"
+                             for op in lost)
+            self.diags.warn(f"a fuse-bpf kernel answers this deny {abi.errno_name(value)} of "
+                            f"{seen}", s.span,
+                            "a refused LOOKUP always reaches the caller as ENOENT, a refused "
+                            "GETATTR as EIO (and the inode is marked bad); refuse open or "
+                            "access instead")
+        return s
 
     def check(self, node, request: Request):
         """Visit one node in the given request context."""
