@@ -111,16 +111,16 @@ def test_expect_error_and_log_report_what_happened() -> None:
 
 
 MAP_MEMBERSHIP = '''
-on lookup pre {
+on unlink pre {
     if nodeid in seen { deny EEXIST }
     if nodeid not in seen { seen[nodeid] = 0 }
 }
 '''
 
 MEMBERSHIP_TESTS = '''
-test "stored zero is an entry" { lookup pre { name = "a"; nodeid = 5; seen[5] = 0 } expect deny EEXIST }
-test "missing key is not" { lookup pre { name = "a"; nodeid = 6; seen[5] = 0 } expect allow }
-test "the store made one" { lookup pre { name = "a"; nodeid = 6 } expect seen[6] == 0 }
+test "stored zero is an entry" { unlink pre { name = "a"; nodeid = 5; seen[5] = 0 } expect deny EEXIST }
+test "missing key is not" { unlink pre { name = "a"; nodeid = 6; seen[5] = 0 } expect allow }
+test "the store made one" { unlink pre { name = "a"; nodeid = 6 } expect seen[6] == 0 }
 '''
 
 
