@@ -141,7 +141,7 @@ def read_fields(prepared: simulate.Prepared) -> dict[str, Any]:
         if loc.is_string:
             values[loc.path] = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
         else:
-            member = loc.arg.struct.field(loc.path.split(".", 1)[1])
+            member = loc.arg.layout.member(loc.path.split(".", 1)[1])
             values[loc.path] = int.from_bytes(raw[loc.offset:loc.offset + loc.size], "little",
                                               signed=member.signed)
     values.update(prepared.read_fields())   # writable fields, read where they are written
@@ -247,10 +247,10 @@ def check(test: A.TestBlock, outcome: Outcome, sources: Sources | None = None) -
             shown = ", ".join(f'"{line}"' for line in all_logs(outcome)) or "no log lines"
             failures.append(f'expected log "{x.log}", got {shown}')
         if x.error is not None:
-            want, got = x.error.const_value or 0, final_errno(outcome)
-            if got != want:
-                failures.append(f"expected error {abi.errno_name(want)}, got "
-                                + (f"error {abi.errno_name(got)}" if got else "no error"))
+            want_errno, got_errno = x.error.const_value or 0, final_errno(outcome)
+            if got_errno != want_errno:
+                failures.append(f"expected error {abi.errno_name(want_errno)}, got "
+                                + (f"error {abi.errno_name(got_errno)}" if got_errno else "no error"))
     return failures
 
 

@@ -112,7 +112,7 @@ class PassthroughPolicy:
     def runs_program(self, node: Node, op: str) -> bool:
         return False
 
-    def program(self, section: str) -> sequence.Program:
+    def program(self, section: str | None) -> sequence.Program:
         raise LookupError("no programs")
 
     def user_half(self, node: Node, caller: Caller, op: str) -> Any:
@@ -549,7 +549,7 @@ def _split_args(frame: frames.Frame, args: tuple[abi.ArgSpec, ...], payload: byt
         if arg.null_value:
             continue
         if arg.kind == "struct":
-            n = arg.size_field if arg.size_field is not None else arg.struct.size
+            n = arg.size_field if arg.size_field is not None else arg.layout.size
         elif arg.kind == "string":
             cut = payload.find(b"\0", len(payload) - len(view))
             n = (cut - (len(payload) - len(view)) + 1) if cut >= 0 else len(view)

@@ -113,7 +113,7 @@ class FilterPolicy:
                          ) -> tuple[str, NodeScope, str | None, str | None] | None:
         """(action, scope, program, backing dir) when the scope table says something about
         parent/name; None = inherit (KEEP) with the parent's rules scope."""
-        pscope: NodeScope = parent.scope or NodeScope(None, "")
+        pscope = parent.scope if isinstance(parent.scope, NodeScope) else NodeScope(None, "")
         child = pscope.trie.children.get(name) if pscope.trie else None
         if child is None:
             return ("inherit", NodeScope(None, pscope.rules_scope), parent.program, None)
@@ -183,12 +183,14 @@ class FilterPolicy:
 
     # ------------------------------------------------------------ section 6
 
-    def program(self, section: str) -> Callable[[Any, Caller], int]:
+    def program(self, section: str | None) -> Callable[[Any, Caller], int]:
         """The runner of one section for `fdsl.vm.sequence` (built once per section).
 
         A VmFault (or a verifier rejection) fails just that operation with EIO
         and is logged; callers get their tgid from /proc only for programs that
         call bpf_get_current_pid_tgid."""
+        if section is None:
+            raise LookupError("this node carries no program")
         runner = self._program_runners.get(section)
         if runner is None:
             runner = self._program_runners[section] = self._runner(section)
@@ -407,7 +409,7 @@ def _put(frame: Any, direction: str, index: int, arg: abi.ArgSpec, value: Any) -
     if arg.kind == "struct":
         write_struct_fields(frame, direction, index, dict(value or {}))
         if direction == "out":
-            frame.set_output_length(index, arg.struct.size)
+            frame.set_output_length(index, arg.layout.size)
     elif arg.null_value:
         frame.set_null_input(index, len(value) if isinstance(value, bytes) else int(value or 0))
     elif direction == "in":

@@ -69,6 +69,13 @@ class CStruct:
         i = self._index.get(name)
         return None if i is None else self.fields[i]
 
+    def member(self, name: str) -> CField:
+        """The field `name`, which must exist (KeyError naming the struct otherwise)."""
+        f = self.field(name)
+        if f is None:
+            raise KeyError(f"{self.name} has no field {name!r}")
+        return f
+
     def pack(self, values: dict[str, int] | None = None) -> bytearray:
         """Bytes of the struct with the named fields set (others zero)."""
         row = list(self._zeros)

@@ -36,6 +36,8 @@ your own `Arena()` to keep several alive).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import ctypes
 import struct
 import threading
@@ -126,7 +128,8 @@ class _Layout:
 
     def buffers(self) -> tuple[list[ArgBuffer], list[ArgBuffer]]:
         if self._buffers is None:
-            ins, outs = [], []
+            ins: list[ArgBuffer] = []
+            outs: list[ArgBuffer] = []
             for kind, address, size, length, window in self.args:
                 idx = len(ins) if kind == "in" else len(outs)
                 writable = kind == "out" or not self.post
@@ -321,7 +324,7 @@ def _new_layout(arena: Arena, key: tuple, spec: abi.OpSpec, phase: str, inputs, 
     if n_in + n_out > abi.MAX_IN_ARGS or n_out > abi.MAX_OUT_ARGS:
         raise ValueError("too many arguments: at most 5 in_args and 3 out_args")
 
-    args = []
+    args: list[list[Any]] = []     # [kind, offset or None, size, length, window]
     copies: dict[str, list[tuple[int, int, int]]] = {"in": [], "out": []}
     offset = _CTX_AREA
     for kind, values in (("in", inputs), ("out", outputs)):

@@ -79,11 +79,11 @@ def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, lis
             struct_values.setdefault(("out", 0), {})[out.split(".", 1)[1]] = value
 
     def build(direction: str, specs) -> list:
-        out = []
+        out: list[Any] = []
         for i, arg in enumerate(specs):
             key = (direction, i)
             if arg.kind == "struct":
-                out.append(bytes(arg.struct.pack(struct_values.get(key))))
+                out.append(bytes(arg.layout.pack(struct_values.get(key))))
             elif arg.null_value:
                 value = blobs.get(key)
                 out.append(len(value) if isinstance(value, (bytes, bytearray, str))
@@ -191,7 +191,7 @@ def read_writable_fields(ctx: FrameCtx, op: str, phase: str) -> dict[str, Any]:
         if not buf.address:
             continue
         raw = ctx.read_out(loc.write_slot, loc.offset + loc.size)
-        f = loc.arg.struct.field(loc.path.split(".", 1)[1])
+        f = loc.arg.layout.member(loc.path.split(".", 1)[1])
         values[loc.path] = int.from_bytes(raw[loc.offset:loc.offset + loc.size], "little",
                                           signed=f.signed)
     return values
