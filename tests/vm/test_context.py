@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from fdsl import abi
-from fdsl.vm.context import BUFFER_WINDOW, MAX_LAYOUTS, Arena, build_context
+from fdsl.vm.context import BUFFER_WINDOW, MAX_LAYOUTS, Arena, build_context, thread_arena
 from fdsl.vm.simulate import RequestError, parse_errno, prepare, request_args
 
 
@@ -134,15 +134,15 @@ def test_windows_are_zero_again_after_a_program_wrote_into_them():
             assert tail == bytes(len(tail))
 
 
-def test_build_cost_is_small():
-    import time
+def test_one_request_shape_builds_its_layout_once():
+    """What keeps a build cheap (cost itself is measured in bench/engine_bench.py):
+    repeated requests of one shape reuse one cached layout."""
+    arena = thread_arena()
     build_context("lookup", "post", [b"name\0"], [bytes(128), bytes(32)])
-    n = 2000
-    start = time.perf_counter()
-    for _ in range(n):
+    before = len(arena.layouts)
+    for _ in range(200):
         build_context("lookup", "post", [b"name\0"], [bytes(128), bytes(32)], nodeid=5)
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 50e-6          # ~3 us on an idle core; generous bound for shared CI
+    assert len(arena.layouts) == before
 
 
 # ---- simulate

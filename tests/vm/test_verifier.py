@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -707,14 +706,14 @@ def _policy_with_rules(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_compiled_200_rule_policy_verifies_fast(tmp_path):
+def test_compiled_200_rule_policy_verifies_in_linear_work(tmp_path):
+    """Work, not wall-clock time (timings belong in bench/compile_bench.py)."""
     src = tmp_path / "rules200.fdsl"
     src.write_text(_policy_with_rules(200))
     obj = _load_compiled(compile_policy(src, tmp_path), src)
-    start = time.perf_counter()
     results = verifier.verify_object(obj)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0, f"{elapsed:.2f}s: {[(s, r.processed) for s, r in results.items()]}"
+    for section, r in results.items():
+        assert r.processed < 3 * len(r.insns), (section, r.processed, len(r.insns))
 
 
 # ------------------------------------------------------------ fuzzing
