@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import private_tmp_base
 from fdsl import cache
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -17,8 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 @pytest.fixture
 def trusted(tmp_path):
-    """A scratch dir whose ancestors nobody else may write (not under the sticky /tmp)."""
-    path = Path(tempfile.mkdtemp(prefix=".cache-test-", dir=ROOT))
+    """A scratch dir whose ancestors nobody else may write (not under the sticky /tmp,
+    where a checkout may well live): the base the JIT cache tests use too."""
+    base = private_tmp_base()
+    assert base is not None, "no private base directory ($XDG_RUNTIME_DIR or /run as root)"
+    path = Path(tempfile.mkdtemp(prefix=".cache-test-", dir=base))
     try:
         yield path
     finally:
