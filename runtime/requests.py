@@ -266,7 +266,7 @@ class Write:
     caller: Caller | None
     fh: int
     offset: int
-    data: bytes
+    data: bytes | memoryview       # a view of the transport's read buffer: valid during dispatch
 
 
 @dataclass(frozen=True, slots=True)

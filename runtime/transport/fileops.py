@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 from fdsl import abi
 
+from .. import requests as R
 from .. import sysio
 from ..engine import Attr, Engine, Entry, OpenFile
 from ..identity import Caller, as_caller, thread_umask
-from .calls import EngineCalls
 from .passthrough import BackingFiles
 from .protocol import (FOPEN_PASSTHROUGH, LSEEK_OUT, WRITE_OUT, Request, dirent, direntplus,
                        entry_out, open_out)
@@ -38,7 +38,7 @@ _DIRENT_ESTIMATE = 200          # bytes per READDIRPLUS record, to size engine b
 class FileOperations:
     def __init__(self, engine: Engine, backing: BackingFiles) -> None:
         self.engine = engine
-        self.calls = EngineCalls(engine)
+        self.do = engine.dispatch
         self.backing = backing
 
     # -------------------------------------------------------- open files
@@ -57,43 +57,43 @@ class FileOperations:
 
     def open(self, req: Request) -> Any:
         flags, _ = req.struct(_OPEN_IN)
-        return self._open_reply(self.calls.open(req.nodeid, flags, req.caller()))
+        return self._open_reply(self.do(R.Open(req.caller(), req.nodeid, flags)).fh)
 
     def create(self, req: Request) -> Any:
         flags, mode, umask, _ = req.struct(_CREATE_IN)
         (name,) = req.names(_CREATE_IN.size)
-        entry, fh = self.calls.create(req.nodeid, name, mode, flags, umask, req.caller(umask))
-        return [entry_out(entry), self._open_reply(fh)]
+        opened = self.do(R.Create(req.caller(umask), req.nodeid, name, mode, flags, umask))
+        return [entry_out(opened.entry), self._open_reply(opened.fh)]
 
     def read(self, req: Request) -> Any:
         fh, offset, size, *_ = req.struct(_READ_IN)
-        data = self.calls.read_cached(fh, offset, size)
-        return data if data is not None else self.calls.read(fh, offset, size, req.caller())
+        data = self.engine.read_cached(fh, offset, size)
+        return data if data is not None else self.do(R.Read(req.caller(), fh, offset, size))
 
     def write(self, req: Request) -> Any:
         fh, offset, size, *_ = req.struct(_WRITE_IN)
         data = req.body[_WRITE_IN.size:_WRITE_IN.size + size]
         if len(data) != size:
             raise OSError(errno.EIO, "short write payload")
-        return WRITE_OUT.pack(self.calls.write(fh, offset, data, req.caller()), 0)
+        return WRITE_OUT.pack(self.do(R.Write(req.caller(), fh, offset, data)), 0)
 
     def flush(self, req: Request) -> Any:
         fh, *_ = req.struct(_FLUSH_IN)
-        self.calls.flush(fh, req.caller())
+        self.do(R.Flush(req.caller(), fh))
 
     def release(self, req: Request) -> Any:
         fh, *_ = req.struct(_RELEASE_IN)
         self.backing.detach(fh)
-        self.calls.release(fh, None)        # the opener's: RELEASE comes from a kernel worker
+        self.do(R.Release(None, fh))        # the opener's: RELEASE comes from a kernel worker
 
     def fsync(self, req: Request) -> Any:
         fh, flags, _ = req.struct(_FSYNC_IN)
-        self.calls.fsync(fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC), req.caller())
+        self.do(R.Fsync(req.caller(), fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC)))
 
     # -------------------------------------------------------- directories
 
     def opendir(self, req: Request) -> Any:
-        return open_out(self.calls.opendir(req.nodeid, req.caller()))
+        return open_out(self.do(R.Opendir(req.caller(), req.nodeid)).fh)
 
     def readdir(self, req: Request) -> Any:
         return self._listing(req, plus=False)
@@ -106,11 +106,12 @@ class FileOperations:
         with attributes counts one kernel lookup: those a plain READDIR does not
         link, and those that do not fit, are forgotten again."""
         fh, offset, size, *_ = req.struct(_READ_IN)
-        engine, caller = self.calls, req.caller()
+        engine, caller = self.engine, req.caller()
         records: list[bytes] = []
         used = 0
         while used < size:
-            batch = engine.readdir(fh, offset, caller, max(4, (size - used) // _DIRENT_ESTIMATE))
+            batch = engine.dispatch(R.Readdir(caller, fh, offset,
+                                              max(4, (size - used) // _DIRENT_ESTIMATE)))
             if not batch:
                 break
             for i, item in enumerate(batch):
@@ -135,11 +136,11 @@ class FileOperations:
 
     def releasedir(self, req: Request) -> Any:
         fh, *_ = req.struct(_RELEASE_IN)
-        self.calls.releasedir(fh, None)
+        self.do(R.Releasedir(None, fh))
 
     def fsyncdir(self, req: Request) -> Any:
         fh, flags, _ = req.struct(_FSYNC_IN)
-        self.calls.fsyncdir(fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC), req.caller())
+        self.do(R.Fsyncdir(req.caller(), fh, bool(flags & abi.FUSE_FSYNC_FDATASYNC)))
 
     # ------------------------------------- operations pyfuse3 never delivered
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from fdsl import abi
 
+from .. import requests as R
 from ..engine import Engine
 from . import fileops
-from .calls import AttrChange, EngineCalls
 from .dispatch import NO_REPLY, Dispatcher
 from .protocol import (GETXATTR_OUT, OPCODES, Request, attr_out, entry_out, signed64,
                        statfs_out, xattr_list)
@@ -35,20 +35,30 @@ _SETXATTR_IN = abi.FUSE_SETXATTR_IN.codec
 _SETXATTR_IN_OLD = struct.Struct("<II")       # without FUSE_SETXATTR_EXT
 _GETXATTR_IN = abi.FUSE_GETXATTR_IN.codec
 _ACCESS_IN = abi.FUSE_ACCESS_IN.codec
+_MODE, _UID, _GID, _SIZE = (FATTR[f"FATTR_{n}"] for n in ("MODE", "UID", "GID", "SIZE"))
+_ATIME, _MTIME, _MTIME_NOW = FATTR["FATTR_ATIME"], FATTR["FATTR_MTIME"], FATTR["FATTR_MTIME_NOW"]
+_ATIME_BOTH = _ATIME | FATTR["FATTR_ATIME_NOW"]
+_MTIME_BOTH = _MTIME | _MTIME_NOW
+
+
+def _ns(seconds: int, nsec: int) -> int:
+    return signed64(seconds) * 1_000_000_000 + nsec
 
 
 class Operations:
-    """The handlers, bound to one engine."""
+    """The handlers, bound to one engine: each builds the engine's request record
+    (`runtime/requests.py`) and hands it to `Engine.dispatch`."""
 
     def __init__(self, engine: Engine, setxattr_ext: bool = True) -> None:
-        self.engine = EngineCalls(engine)
+        self.engine = engine
+        self.do = engine.dispatch
         self._setxattr_in = _SETXATTR_IN if setxattr_ext else _SETXATTR_IN_OLD
 
     # ----------------------------------------------------------- entries
 
     def lookup(self, req: Request) -> Any:
         (name,) = req.names()
-        return entry_out(self.engine.lookup(req.nodeid, name, req.caller()))
+        return entry_out(self.do(R.Lookup(req.caller(), req.nodeid, name)))
 
     def forget(self, req: Request) -> Any:
         (nlookup,) = req.struct(_FORGET_IN)
@@ -66,86 +76,79 @@ class Operations:
 
     def getattr(self, req: Request) -> Any:
         flags, _, fh = req.struct(_GETATTR_IN)
-        return attr_out(self.engine.getattr(req.nodeid, req.caller(),
-                                            fh if flags & abi.FUSE_GETATTR_FH else None))
+        on_file = flags & abi.FUSE_GETATTR_FH
+        return attr_out(self.do(R.Getattr(req.caller(), req.nodeid, fh if on_file else None,
+                                          on_file)))
 
     def setattr(self, req: Request) -> Any:
         (valid, _, fh, size, _lock, atime, mtime, _ctime, atimensec, mtimensec, _ctimensec,
          mode, _, uid, gid, _) = req.struct(_SETATTR_IN)
-        change = AttrChange()
-        if valid & FATTR["FATTR_MODE"]:
-            change.mode = mode
-        if valid & FATTR["FATTR_UID"]:
-            change.uid = uid
-        if valid & FATTR["FATTR_GID"]:
-            change.gid = gid
-        if valid & FATTR["FATTR_SIZE"]:
-            change.size = size
-        if valid & FATTR["FATTR_ATIME"]:
-            if valid & FATTR["FATTR_ATIME_NOW"]:
-                change.atime_now = True
-            else:
-                change.atime_ns = signed64(atime) * 1_000_000_000 + atimensec
-        if valid & FATTR["FATTR_MTIME"]:
-            if valid & FATTR["FATTR_MTIME_NOW"]:
-                # truncate(2) sends "mtime = now" with the size: the backing
-                # truncate sets it (as the caller, who may not own the file).
-                if change.size is None or valid & FATTR["FATTR_ATIME"]:
-                    change.mtime_now = True
-            else:
-                change.mtime_ns = signed64(mtime) * 1_000_000_000 + mtimensec
-        handle = fh if valid & FATTR["FATTR_FH"] else None
-        return attr_out(self.engine.setattr(req.nodeid, change, handle, req.caller()))
+        has_size = bool(valid & _SIZE)
+        atime_now = valid & _ATIME_BOTH == _ATIME_BOTH
+        # truncate(2) sends "mtime = now" with the size: the backing truncate sets
+        # it (as the caller, who may not own the file).
+        mtime_now = valid & _MTIME_BOTH == _MTIME_BOTH and (not has_size or bool(valid & _ATIME))
+        return attr_out(self.do(R.Setattr(
+            req.caller(), req.nodeid,
+            mode=mode if valid & _MODE else None,
+            uid=uid if valid & _UID else None,
+            gid=gid if valid & _GID else None,
+            size=size if has_size else None,
+            atime_ns=_ns(atime, atimensec) if valid & _ATIME and not atime_now else None,
+            mtime_ns=_ns(mtime, mtimensec) if valid & _MTIME and not valid & _MTIME_NOW
+            else None,
+            atime_now=atime_now, mtime_now=mtime_now,
+            fh=fh if valid & FATTR["FATTR_FH"] else None)))
 
     def readlink(self, req: Request) -> Any:
-        return self.engine.readlink(req.nodeid, req.caller())
+        return self.do(R.Readlink(req.caller(), req.nodeid))
 
     def symlink(self, req: Request) -> Any:
         name, target = req.names(0, 2)
-        return entry_out(self.engine.symlink(req.nodeid, name, target, req.caller()))
+        return entry_out(self.do(R.Symlink(req.caller(), req.nodeid, name, target)))
 
     def mknod(self, req: Request) -> Any:
         mode, rdev, umask, _ = req.struct(_MKNOD_IN)
         (name,) = req.names(_MKNOD_IN.size)
-        return entry_out(self.engine.mknod(req.nodeid, name, mode, rdev, umask,
-                                           req.caller(umask)))
+        return entry_out(self.do(R.Mknod(req.caller(umask), req.nodeid, name, mode, rdev,
+                                         umask)))
 
     def mkdir(self, req: Request) -> Any:
         mode, umask = req.struct(_MKDIR_IN)
         (name,) = req.names(_MKDIR_IN.size)
-        return entry_out(self.engine.mkdir(req.nodeid, name, mode, umask, req.caller(umask)))
+        return entry_out(self.do(R.Mkdir(req.caller(umask), req.nodeid, name, mode, umask)))
 
     def unlink(self, req: Request) -> Any:
         (name,) = req.names()
-        self.engine.unlink(req.nodeid, name, req.caller())
+        self.do(R.Unlink(req.caller(), req.nodeid, name))
 
     def rmdir(self, req: Request) -> Any:
         (name,) = req.names()
-        self.engine.rmdir(req.nodeid, name, req.caller())
+        self.do(R.Rmdir(req.caller(), req.nodeid, name))
 
     def rename(self, req: Request) -> Any:
         (newdir,) = req.struct(_RENAME_IN)
         old, new = req.names(_RENAME_IN.size, 2)
-        self.engine.rename(req.nodeid, old, newdir, new, 0, req.caller())
+        self.do(R.Rename(req.caller(), req.nodeid, old, newdir, new, 0))
 
     def rename2(self, req: Request) -> Any:
         newdir, flags, _ = req.struct(_RENAME2_IN)
         old, new = req.names(_RENAME2_IN.size, 2)
-        self.engine.rename(req.nodeid, old, newdir, new, flags, req.caller())
+        self.do(R.Rename(req.caller(), req.nodeid, old, newdir, new, flags))
 
     def link(self, req: Request) -> Any:
         (oldnodeid,) = req.struct(_LINK_IN)
         (name,) = req.names(_LINK_IN.size)
-        return entry_out(self.engine.link(oldnodeid, req.nodeid, name, req.caller()))
+        return entry_out(self.do(R.Link(req.caller(), oldnodeid, req.nodeid, name)))
 
     # -------------------------------------------------------------- misc
 
     def statfs(self, req: Request) -> Any:
-        return statfs_out(self.engine.statfs(req.nodeid, req.caller()))
+        return statfs_out(self.do(R.Statfs(req.caller(), req.nodeid)))
 
     def access(self, req: Request) -> Any:
         mask, _ = req.struct(_ACCESS_IN)
-        self.engine.access(req.nodeid, mask, req.caller())
+        self.do(R.Access(req.caller(), req.nodeid, mask))
 
     def setxattr(self, req: Request) -> Any:
         size, flags, *_ = req.struct(self._setxattr_in)
@@ -155,20 +158,21 @@ class Operations:
         value = bytes(req.body[start:start + size])
         if len(value) != size:
             raise OSError(errno.EIO, "short setxattr value")
-        self.engine.setxattr(req.nodeid, name, value, flags, req.caller())
+        self.do(R.Setxattr(req.caller(), req.nodeid, name, value, flags))
 
     def getxattr(self, req: Request) -> Any:
         size, _ = req.struct(_GETXATTR_IN)
         (name,) = req.names(_GETXATTR_IN.size)
-        return _sized(self.engine.getxattr(req.nodeid, name, size, req.caller()), size)
+        # size 0 asks for the length: programs see that shape (fuse_getxattr_out)
+        return _sized(self.do(R.Getxattr(req.caller(), req.nodeid, name, size)), size)
 
     def listxattr(self, req: Request) -> Any:
         size, _ = req.struct(_GETXATTR_IN)
-        return _sized(xattr_list(self.engine.listxattr(req.nodeid, size, req.caller())), size)
+        return _sized(xattr_list(self.do(R.Listxattr(req.caller(), req.nodeid, size))), size)
 
     def removexattr(self, req: Request) -> Any:
         (name,) = req.names()
-        self.engine.removexattr(req.nodeid, name, req.caller())
+        self.do(R.Removexattr(req.caller(), req.nodeid, name))
 
     def interrupt(self, req: Request) -> Any:
         # Backing syscalls cannot be interrupted from here; the interrupted
