@@ -8,7 +8,10 @@ on the interpreter or the JIT.  When the program asks for the userspace filter
 bytes plus the real userspace half, never a second implementation of either.
 
 Decisions: PRE `allow` means the operation goes to the backing filesystem
-(BACKING set); POST `allow` means a non-negative result; `deny E` means -E.
+(ACK: BACKING set; RFC v1: a code that runs the backing step); POST `allow`
+means a non-negative result; `deny E` means -E; `return N` (an ACK value in
+the language) is compared with what the object's ABI returns for it.  The
+ABI is the compiled object's own (`FilterSet.abi`).
 `expect COND` is evaluated (with the userspace evaluator) on the fields after
 both halves ran: the modified inputs in PRE, the outputs in POST.
 """
@@ -21,7 +24,7 @@ from typing import Any
 from fdsl import abi
 from fdsl.lang import ast as A
 from fdsl.compile import userspace as rules
-from fdsl.vm import simulate, userspace
+from fdsl.vm import sequence, simulate, userspace
 from fdsl.lang.passes.common import const_str
 from fdsl.lang.diagnostics import Sources
 from fdsl.compile.metadata import Metadata, ScopeMeta
@@ -47,9 +50,10 @@ class Outcome:
     maps: userspace.MapAccess | None = None   # the maps after the request (`expect m[k] == v`)
     program_errno: int | None = None       # a deny's errno as the program returned it
     hidden_name: bool = False              # refused by the VFS lookup of the new name
+    abi: abi.Abi = abi.ACK                 # the object's ABI: how `ret` reads
 
     def describe(self) -> str:
-        text = describe_ret(self.ret, self.phase)
+        text = describe_ret(self.ret, self.phase, self.abi)
         if self.hidden_name:
             return text + " (the VFS looks the new name up first and a lookup rule hides it)"
         if self.program_errno is not None and self.ret != -self.program_errno:
@@ -71,13 +75,13 @@ class TestResult:
         return not self.failures
 
 
-def describe_ret(ret: int, phase: str) -> str:
+def describe_ret(ret: int, phase: str, record: abi.Abi = abi.ACK) -> str:
     if ret < 0:
         return f"deny {abi.errno_name(-ret)}"
-    bits = "|".join(n for n, b in abi.RETURN_BITS.items() if ret & b) or "0"
-    if phase == "pre" and not ret & abi.BACKING:
-        return f"return {bits} (no BACKING: a classic FUSE request)"
-    return f"allow {bits}"
+    name = sequence.describe(record, phase, ret)
+    if not sequence.allows(record, phase, ret):
+        return f"return {name} (no backing step: a classic FUSE request)"
+    return f"allow {name}"
 
 
 def scope_for(meta: Metadata | None, path: str | None) -> ScopeMeta | None:
@@ -122,7 +126,7 @@ def setup_values(test: A.TestBlock) -> tuple[dict[str, Any], list[str] | None]:
 def argument_sizes(prepared: simulate.Prepared) -> dict[str, int]:
     """in_args[i].size of every whole argument (names, data buffers), for `sizeof`."""
     ctx, sizes = prepared.context, {}
-    for loc in abi.fields_of(prepared.op, prepared.phase):
+    for loc in simulate.fields_of(ctx.abi, prepared.op, prepared.phase):
         if loc.ctype in ("string", "buffer") and loc.read_slot < len(ctx.in_args):
             sizes[loc.path] = ctx.in_args[loc.read_slot].length
     return sizes
@@ -132,10 +136,11 @@ def read_fields(prepared: simulate.Prepared) -> dict[str, Any]:
     """Every readable field's current value (what the daemon decodes from the payload)."""
     ctx = prepared.context
     values: dict[str, Any] = {}
-    for loc in abi.fields_of(prepared.op, prepared.phase):
-        if loc.ctype == "buffer" or loc.read_slot >= len(ctx.in_args):
+    for loc in simulate.fields_of(ctx.abi, prepared.op, prepared.phase):
+        slots = ctx.in_args if loc.read_args == "in" else ctx.out_args
+        if loc.ctype == "buffer" or loc.read_slot >= len(slots):
             continue
-        raw = ctx.read_in(loc.read_slot)
+        raw = ctx.read_arg(slots[loc.read_slot])
         if raw is None:
             continue
         if loc.is_string:
@@ -188,7 +193,7 @@ class Runner:
         """Run one test's request through the daemon's steps (`simulate.run_phase`)."""
         fields, entries = setup_values(test)
         section, scope_path = self.section_for(test.path)
-        prepared = simulate.prepare(test.op, test.phase, fields)
+        prepared = simulate.prepare(test.op, test.phase, fields, self.filters.abi)
         error = -prepared.error_in
         caller = prepared.caller
         nodeid = int(fields.get("nodeid", 0))
@@ -197,9 +202,10 @@ class Runner:
         self.logs.clear()
         self.preset(test)
         if section is None:   # no program: plain backing access (spec 3: like returning BACKING)
-            ret = abi.BACKING if test.phase == "pre" else 0
+            ret = self.filters.abi.from_ack_return(abi.BACKING if test.phase == "pre" else 0,
+                                                   test.phase) or 0
             return Outcome(ret, test.phase, None, read_fields(prepared), entries=entries,
-                           error=error, request=request)
+                           error=error, request=request, abi=self.filters.abi)
         filters = self.filters
 
         def program(ctx: Any, who: Any) -> int:
@@ -213,7 +219,7 @@ class Runner:
                           user=run.user, user_rules=run.user_rules,
                           entries=run.entries if run.entries is not None else entries,
                           error=error, request=request, program_errno=run.program_errno,
-                          hidden_name=run.hidden_name)
+                          hidden_name=run.hidden_name, abi=self.filters.abi)
         outcome.logs = list(self.logs)
         outcome.maps = self.maps
         return outcome
@@ -279,8 +285,9 @@ def decision_matches(d: A.Stmt, outcome: Outcome) -> bool:
     if isinstance(d, A.Deny):
         return ret == -abs(d.errno.const_value or 0)
     if isinstance(d, A.Return):
-        return ret == d.value.const_value
-    return ret >= 0 and (outcome.phase == "post" or bool(ret & abi.BACKING))
+        value = d.value.const_value
+        return value is not None and ret == outcome.abi.from_ack_return(value, outcome.phase)
+    return sequence.allows(outcome.abi, outcome.phase, ret)
 
 
 def check_condition(cond: A.Expr, outcome: Outcome, sources: Sources | None) -> str | None:

@@ -94,6 +94,8 @@ class PassthroughPolicy:
     """No program anywhere: every operation is its backing step (spec 3: 'no program
     behaves like a program that always returns BACKING')."""
 
+    abi = abi.ACK
+
     def attr_timeout(self, node: Node, default: float) -> float:
         return default
 
@@ -124,6 +126,9 @@ class Engine:
                  options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
         self.policy = policy or PassthroughPolicy()
+        # the layout of the programs' contexts and the meaning of their results (ACK or
+        # RFC v1, from the object): frames are laid out for it, `sequence` decodes by it
+        self.abi: abi.Abi = getattr(self.policy, "abi", abi.ACK)
         self.nodes = NodeTable()
         self.files: dict[int, OpenFile | OpenDir] = {}
         self._next_fh = 1
@@ -197,7 +202,7 @@ class Engine:
         if not self.policy.runs_program(node, row.op):
             return row.finalize(call, row.backing(call, None), None)
         size0 = row.op in abi.requests.XATTR_SIZE_OPS and call.req.size == 0
-        frame = frames.acquire(row.spec, size0)
+        frame = frames.acquire(row.spec, size0, self.abi)
         try:
             nodeid = 0 if row.ctx_nodeid_zero else node.ctx_nodeid
             frame.begin(nodeid)
@@ -248,7 +253,7 @@ class Engine:
             raise OSError(errno.ENOENT, "the name is hidden by a lookup rule")
 
     def _lookup_denied(self, directory: Node, name: bytes, caller: Caller) -> bool:
-        frame = frames.acquire(abi.OPS["lookup"])
+        frame = frames.acquire(abi.OPS["lookup"], record=self.abi)
         try:
             frame.begin(directory.ctx_nodeid)
             frame.set_input(0, name + b"\0")

@@ -67,6 +67,7 @@ class FilterPolicy:
     def __init__(self, filters: Any, metadata: Any, backing_root: str, stats: Any = None,
                  root_section: str | None = None) -> None:
         self.filters = filters
+        self.abi = filters.abi        # the object's ABI: how the engine lays out contexts
         self.meta = metadata
         self.stats = stats
         self.backing_root = backing_root
@@ -380,8 +381,9 @@ def choose_root_section(sections: list[str], from_metadata: str | None,
 
 
 def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None,
-                root_section: str | None = None) -> Any:
-    """PassthroughPolicy for no object; otherwise load + verify the programs.
+                root_section: str | None = None, abi_name: str | None = None) -> Any:
+    """PassthroughPolicy for no object; otherwise load + verify the programs under the
+    object's ABI (its metadata's, else `abi_name`, else ACK).
 
     A malformed object (LoadError) fails the mount with a clear message.  A
     program the verifier rejects is loaded partially: the operations that
@@ -392,7 +394,7 @@ def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any =
     from fdsl.vm.filterset import FilterSet
     from fdsl.compile.metadata import Metadata
 
-    filters = FilterSet.load(obj, backend=backend, partial=True)
+    filters = FilterSet.load(obj, backend=backend, partial=True, abi_name=abi_name)
     for section, error in filters.rejected.items():
         log.error("verifier rejected %s: operations that run it fail with EIO: %s", section, error)
     raw = filters.metadata

@@ -1,7 +1,8 @@
 """Subcommand implementations of the fdsl CLI, one module per area."""
 
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 def add_include_option(parser: Any) -> None:
@@ -59,3 +60,26 @@ def source_name(args: Any) -> str:
     if args.policy_text is not None:
         return TEXT_NAME
     return STDIN_NAME if args.policy == "-" else str(args.policy)
+
+
+ABI_HELP = ("ABI of an object without fdsl metadata, e.g. one built with clang (ack, rfc-v1; "
+            "default ack); an fdsl object's ABI is read from its metadata and a contradicting "
+            "--abi is refused")
+
+
+def add_abi_option(parser: Any) -> None:
+    """`--abi NAME`: the ABI of a clang-built object (fdsl objects record theirs)."""
+    parser.add_argument("--abi", metavar="NAME", help=ABI_HELP)
+
+
+@contextmanager
+def abi_choice(path: str) -> Iterator[None]:
+    """Turn an unknown `--abi` or one contradicting the object's metadata into a usage error
+    (exit 2) naming the object."""
+    from fdsl import abi
+    from fdsl.errors import UsageError
+
+    try:
+        yield
+    except abi.AbiChoiceError as err:
+        raise UsageError(f"{path}: {err}") from None

@@ -2,10 +2,11 @@
 
 Builds the context for one request from field values (`fdsl.vm.simulate`), runs
 the program of one section on the chosen backend and prints the decision
-(allow with the return bits decoded, or deny ERRNO), the fields the program
-rewrote, and the trace_printk lines.  When the program asks for the
-userspace filter (USER_FILTER) and the object's metadata has userspace rules
-for that op/phase, they are evaluated too, as the daemon would.
+(allow with the result decoded in the object's ABI: ACK's return bits or RFC
+v1's return code; or deny ERRNO), the fields the program rewrote, and the
+trace_printk lines.  When the program asks for the userspace filter and the
+object's metadata has userspace rules for that op/phase, they are evaluated
+too, as the daemon would.  The ABI is the object's metadata's, else `--abi`.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from fdsl.commands import add_include_option
+from fdsl.commands import abi_choice, add_abi_option, add_include_option
 
 
 def register(subparsers: Any) -> None:
@@ -41,6 +42,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--nodeid", type=_u64, default=0, help="the context's nodeid")
     p.add_argument("--backend", choices=("jit", "interp"), default="jit")
     p.add_argument("--section", help="program section (default: fuse/root, or the only one)")
+    add_abi_option(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_run)
 
@@ -128,11 +130,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fdsl.vm.filterset import FilterSet
     from fdsl.errors import UsageError, VmFault
 
-    fs = FilterSet.load(_load_bytes(args.object, args.include_dirs), backend=args.backend)
+    with abi_choice(args.object):
+        fs = FilterSet.load(_load_bytes(args.object, args.include_dirs), backend=args.backend,
+                            abi_name=args.abi)
     section = _pick_section(fs, args.section)
     fields = _fields(args)
     try:
-        prepared = simulate.prepare(args.op, args.phase, fields)
+        prepared = simulate.prepare(args.op, args.phase, fields, fs.abi)
     except (simulate.RequestError, ValueError, KeyError) as err:
         # a KeyError's str() is the repr of its message; show the message itself
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
@@ -163,7 +167,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.json:
         print(json.dumps({
-            "section": section, "backend": args.backend, "op": args.op, "phase": args.phase,
+            "section": section, "backend": args.backend, "abi": fs.abi.id,
+            "op": args.op, "phase": args.phase,
             "ret": result.ret, "decision": result.decision, "errno": result.errno_name,
             "bits": result.bits, "changed": {k: list(v) for k, v in result.changed.items()},
             "userspace": user, "log": logs, "note": note,
@@ -171,7 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
 
     opcode = abi.OPS[args.op].number | abi.PHASE_BITS[args.phase]
-    print(f"{section} [{args.backend}] {args.op} {args.phase} (opcode {opcode:#x})")
+    print(f"{section} [{args.backend}, {fs.abi.name}] {args.op} {args.phase} "
+          f"(opcode {opcode:#x})")
     if result.ret < 0:
         print(f"result: {result.ret} = deny {result.errno_name or -result.ret}")
         if note:

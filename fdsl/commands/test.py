@@ -141,7 +141,7 @@ def details(o: Any) -> list[str]:
 
     lines = [f"program: {o.section or 'none (passthrough: BACKING)'}"]
     if o.bpf_ret is not None:
-        lines.append(f"bpf: {o.bpf_ret} = {describe_ret(o.bpf_ret, o.phase)}")
+        lines.append(f"bpf: {o.bpf_ret} = {describe_ret(o.bpf_ret, o.phase, o.abi)}")
     if o.user is not None:
         verdict = o.user.decision or "no decision (allow)"
         if o.user.decision == "deny":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fdsl.commands import abi_choice, add_abi_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -21,25 +23,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("object", metavar="OBJ", help="BPF ELF object file")
     p.add_argument("-s", "--section", action="append", metavar="NAME",
                    help="verify only this section (repeatable)")
-    p.add_argument("--abi", metavar="NAME",
-                   help="ABI of an object without fdsl metadata (ack, rfc-v1); an fdsl "
-                   "object's ABI is read from its metadata")
+    add_abi_option(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print statistics (insns processed, states stored, stack depth)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdsl import abi
     from fdsl.errors import UsageError, VerifierError
     from fdsl.vm.loader import load_file
     from fdsl.vm.verifier import verify
 
     obj = load_file(args.object)
-    try:
+    with abi_choice(args.object):
         record = obj.abi(args.abi)
-    except abi.AbiChoiceError as err:
-        raise UsageError(f"{args.object}: {err}") from None
     sections = list(obj.programs)
     if args.section:
         missing = [s for s in args.section if s not in obj.programs]

@@ -8,19 +8,19 @@ only; the outputs stay in `out_args` (unlike ACK, §12.1).  In PRE the outputs
 are not visible (`out_numargs` 0).
 
 Helpers 208/209 (`bpf_fuse_get_writeable_in/out`, §8.2) find the context by its
-address (r1) in a per-thread registry and return the argument's own block when
+address (r1) in a registry of live contexts (these and the daemon's RFC v1
+argument frames, `fdsl.vm.frame`, both `register_writer`) and return the argument's own block when
 `size` fits (fixed-size arguments cannot grow; variable-size ones get their
 size set, up to `max_size`), else NULL.  The block is always writable memory
 for the VMs; it is the verifier that allows stores only through the helper's
-pointer.  A context stays valid (and registered) until the next build on the
-same thread.
+pointer.  A context stays registered as long as it is alive.
 """
 from __future__ import annotations
 
 import ctypes
 import struct
-import threading
-from typing import Sequence
+import weakref
+from typing import Any, Sequence
 
 from fdsl import abi
 from fdsl.abi import rfc_v1
@@ -32,7 +32,14 @@ _HEADER = struct.Struct("<QIIIII4x")
 _SLOT = struct.Struct("<QQII")
 assert _HEADER.size == rfc_v1.IN_ARGS_BASE and _SLOT.size == rfc_v1.ARG_SLOT_SIZE
 
-_local = threading.local()
+# context address -> the live object whose `writeable(direction, index, value, size)`
+# serves helpers 208/209 for it (an `RfcContext` or an RFC v1 `fdsl.vm.frame.Frame`)
+_writers: "weakref.WeakValueDictionary[int, Any]" = weakref.WeakValueDictionary()
+
+
+def register_writer(address: int, writer: Any) -> None:
+    """Serve helpers 208/209 for the context at `address` with `writer` while it lives."""
+    _writers[address] = writer
 
 
 class RfcArg:
@@ -76,7 +83,7 @@ class RfcContext:
                           len(self.out_args), 0)
         for arg in self.in_args + self.out_args:
             self._write_slot(arg)
-        _local.current = self
+        register_writer(self.address, self)
 
     def _write_slot(self, arg: RfcArg) -> None:
         end = arg.address + arg.length if arg.address else 0
@@ -127,9 +134,9 @@ def build_rfc_v1_context(op: str | abi.OpSpec, phase: str, inputs: Sequence[byte
 
 
 def get_writeable(ctx_address: int, helper_id: int, index: int, value: int, size: int) -> int:
-    """Helpers 208/209 as the VMs call them (r1..r4); 0 unless r1 is this thread's context."""
-    ctx = getattr(_local, "current", None)
-    if ctx is None or ctx.address != ctx_address:
+    """Helpers 208/209 as the VMs call them (r1..r4); 0 unless r1 is a live RFC v1 context."""
+    ctx = _writers.get(ctx_address)
+    if ctx is None:
         return 0
     direction = "in" if helper_id == V1.writable_helpers["in"] else "out"
     return ctx.writeable(direction, index & 0xFFFFFFFF, value, size)

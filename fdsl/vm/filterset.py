@@ -1,7 +1,11 @@
 """The execution facade: load an object, verify every program, prepare a VM per program.
 
-`FilterSet.load(data, backend="jit"|"interp"|"auto")` is what the daemon, `fdsl run`
-and `fdsl test` use ("auto" = tiered start-up, see `FilterSet`).  Loading is
+`FilterSet.load(data, backend="jit"|"interp"|"auto", abi_name=None)` is what the
+daemon, `fdsl run` and `fdsl test` use ("auto" = tiered start-up, see `FilterSet`).
+The object's ABI (`FilterSet.abi`) is the id in its metadata, else `abi_name`
+(`--abi`, for clang-built objects), else ACK (`BpfObject.abi`; a contradicting
+`abi_name` raises `fdsl.abi.AbiChoiceError`); the programs are verified under
+its rules and `fdsl.vm.sequence` runs them under its return codes.  Loading is
 all-or-nothing: a `LoadError` or `VerifierError` propagates and nothing runs.
 After loading, `run` is thread-safe: the VMs keep no per-run state outside the
 calling thread (the interpreter's registers are locals, the JIT's stack is a
@@ -19,6 +23,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from fdsl import abi
 from fdsl.vm import loader, verifier
 from fdsl.errors import FdslError, VerifierError, VmFault
 from fdsl.vm.helpers import Caller, LogSink
@@ -76,8 +81,9 @@ class FilterSet:
     """
 
     def __init__(self, obj: loader.BpfObject, programs: dict[str, LoadedProgram], runtime: Runtime,
-                 backend: str) -> None:
+                 backend: str, record: abi.Abi = abi.ACK) -> None:
         self.object = obj
+        self.abi = record
         self.programs = programs
         self.runtime = runtime
         self.backend = backend
@@ -91,16 +97,19 @@ class FilterSet:
     @classmethod
     def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
              log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET,
-             partial: bool = False) -> "FilterSet":
-        """Load + verify + prepare; raises LoadError, and VerifierError unless `partial`."""
+             partial: bool = False, abi_name: str | None = None) -> "FilterSet":
+        """Load + verify + prepare; raises LoadError, AbiChoiceError, and VerifierError
+        unless `partial`."""
         if backend not in BACKENDS:
             raise FdslError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         obj = loader.load_object(data)
+        record = obj.abi(abi_name)
         verified: dict[str, verifier.VerifiedProgram] = {}
         rejected: dict[str, VerifierError] = {}
         for name, prog in obj.programs.items():
             try:
-                verified[name] = verifier.verify(prog, obj.maps, section=name)
+                verified[name] = verifier.verify(prog, obj.maps, section=name,
+                                                 abi_record=record)
             except VerifierError as err:
                 if not partial:
                     raise
@@ -113,7 +122,7 @@ class FilterSet:
             else:
                 vm = Interpreter(vp.insns, runtime, budget=budget)
             programs[name] = LoadedProgram(name, vp, vm)
-        filters = cls(obj, programs, runtime, backend)
+        filters = cls(obj, programs, runtime, backend, record)
         if backend != "interp":
             filters.jit_skipped = {name: reason for name, vp in verified.items()
                                    if (reason := _too_big_to_jit(vp))}

@@ -1,9 +1,16 @@
 """Argument frames: the context memory of one request shape, laid out once.
 
-A `Frame` is one block of real memory holding `struct fuse_bpf_args` (spec §4)
+A `Frame` is one block of real memory holding the context of one ABI (ACK's
+`struct fuse_bpf_args`, spec §4, or RFC v1's `struct __bpf_fuse_args`, §12.2)
 and a window for every argument of one opcode (spec §9) at fixed addresses,
-with the PRE and POST header images precompiled (§6: PRE `out_args` alias the
-inputs; POST appends the outputs to `in_args`).  A request:
+with the PRE and POST header images precompiled.  What differs between the
+ABIs is data of their `abi.Abi` record, read once by `Layout`: the slot
+fields, whether PRE `out_args` alias the inputs (ACK §6) or are absent (RFC
+v1), whether POST appends the outputs to `in_args` (ACK) or leaves them in
+`out_args` (RFC v1), and whether `end_offset` bounds the valid bytes (RFC
+v1's packet pointers).  RFC v1 programs write arguments through helpers
+208/209 (`Frame.writeable`), which return the argument's own window, so their
+writes land in the request like ACK's stores through `out_args`.  A request:
 
     frame.begin(nodeid)                  # one copy: PRE header + zeroed windows
     codec.pack_into(frame.view, frame.in_off[0], ...)   # its few fields
@@ -32,15 +39,71 @@ from fdsl.vm.context import BUFFER_WINDOW, ArgBuffer
 from fdsl.vm.maps import Region
 
 _CTX_AREA = 256
-_HEADER = struct.Struct("<QIIIII4x" + "I4xQQ" * (abi.MAX_IN_ARGS + abi.MAX_OUT_ARGS))
+_HEADER = struct.Struct("<QIIIII4x")          # nodeid, opcode, error_in, numargs, flags: both ABIs
 _NODEID = struct.Struct("<Q")
 _ERROR_IN = struct.Struct("<i")
 _OPCODE_ERROR = struct.Struct("<Ii")          # opcode, error_in (offsets 8, 12)
 _POST_COPY_START = abi.CTX_OPCODE
 assert abi.CTX_ERROR_IN == abi.CTX_OPCODE + 4
+assert all((f.name, f.offset) == (g.name, g.offset) for r in abi.ABIS.values()
+           for f, g in zip(r.header_fields, abi.ACK.header_fields)), "shared context header"
 _U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
 _M64 = (1 << 64) - 1
 _FORMATS = {"u8": "B", "u16": "H", "u32": "I", "s32": "i", "u64": "Q", "s64": "q"}
+_WIDTH = {4: _U32, 8: _U64}
+
+ArgRef = tuple[str, int]        # ("in", i) or ("out", j): one argument of the opcode
+
+
+class Layout:
+    """How one ABI's context describes the arguments, read from its `abi.Abi` record."""
+
+    def __init__(self, record: abi.Abi) -> None:
+        self.abi = record
+        self.ctx_size = record.ctx_size
+        self.size_at = record.slot_fields["size"][0]
+        # RFC v1: `end_offset` is the packet end, value + valid bytes; ACK leaves it 0
+        self.end_at = record.slot_fields["end_offset"][0] \
+            if record.buffer_access == "packet" else None
+        self.pre_outs_alias_inputs = record.buffer_stores == "out_args"
+        self.post_appends_outputs = record.post_appends_outputs
+        # RFC v1 writes inputs through helper 208 in either phase; ACK's POST in_args are read-only
+        self.post_inputs_writable = record.buffer_stores == "helpers"
+
+    def slots(self, phase: str, n_in: int, n_out: int) -> tuple[list[ArgRef], list[ArgRef]]:
+        """The arguments `in_args[...]` and `out_args[...]` show in `phase`, in slot order."""
+        ins: list[ArgRef] = [("in", i) for i in range(n_in)]
+        outs: list[ArgRef] = [("out", j) for j in range(n_out)]
+        if phase == "pre":
+            return ins, (ins if self.pre_outs_alias_inputs else [])
+        return ins + (outs if self.post_appends_outputs else []), outs
+
+    def slot_bases(self, phase: str, n_in: int, n_out: int) -> dict[ArgRef, list[int]]:
+        """Context offsets of every slot each argument appears in during `phase`."""
+        ins, outs = self.slots(phase, n_in, n_out)
+        bases: dict[ArgRef, list[int]] = {}
+        for refs, where in ((ins, self.abi.in_arg_offset), (outs, self.abi.out_arg_offset)):
+            for k, ref in enumerate(refs):
+                bases.setdefault(ref, []).append(where(k))
+        return bases
+
+    def pack_slot(self, image: bytearray, base: int, ptr: int, size: int, length: int,
+                  capacity: int) -> None:
+        values = {"value": ptr, "size": size & 0xFFFFFFFF, "max_size": capacity,
+                  "end_offset": ptr + length if ptr and self.end_at is not None else 0}
+        for name, (offset, width) in self.abi.slot_fields.items():
+            _WIDTH[width].pack_into(image, base + offset, values[name])
+
+
+_LAYOUTS: dict[str, Layout] = {}
+
+
+def layout_of(record: abi.Abi) -> Layout:
+    layout = _LAYOUTS.get(record.id)
+    if layout is None:
+        layout = _LAYOUTS[record.id] = Layout(record)
+    return layout
 
 
 def _round(n: int, to: int = 64) -> int:
@@ -133,6 +196,10 @@ class FrameCtx:
         return self.frame.shape.spec
 
     @property
+    def abi(self) -> abi.Abi:
+        return self.frame.layout.abi
+
+    @property
     def flags(self) -> int:
         return self.frame.shape.flags
 
@@ -148,15 +215,21 @@ class FrameCtx:
     def n_inputs(self) -> int:
         return len(self.frame.shape.inputs)
 
-    def _buffers(self) -> tuple[list[ArgBuffer], list[ArgBuffer]]:
+    def _buffer(self, ref: ArgRef, slot: str) -> ArgBuffer:
         f, s = self.frame, self.frame.shape
-        ins = [ArgBuffer(f.address + s.in_off[i] if s.in_off[i] else 0, f.in_size[i],
-                         f.in_len[i], s.in_window[i], self.phase == "pre", f"in_args[{i}]")
-               for i in range(len(s.inputs))]
-        outs = [ArgBuffer(f.address + s.out_off[j], f.out_size[j], f.out_len[j],
-                          s.out_window[j], True, f"out_args[{j}]")
-                for j in range(len(s.outputs))]
-        return (ins, ins) if self.phase == "pre" else (ins + outs, outs)
+        kind, k = ref
+        if kind == "in":
+            writable = self.phase == "pre" or f.layout.post_inputs_writable
+            return ArgBuffer(f.address + s.in_off[k] if s.in_off[k] else 0, f.in_size[k],
+                             f.in_len[k], s.in_window[k], writable, slot)
+        return ArgBuffer(f.address + s.out_off[k], f.out_size[k], f.out_len[k],
+                         s.out_window[k], True, slot)
+
+    def _buffers(self) -> tuple[list[ArgBuffer], list[ArgBuffer]]:
+        s = self.frame.shape
+        ins, outs = self.frame.layout.slots(self.phase, len(s.inputs), len(s.outputs))
+        return ([self._buffer(r, f"in_args[{i}]") for i, r in enumerate(ins)],
+                [self._buffer(r, f"out_args[{j}]") for j, r in enumerate(outs)])
 
     @property
     def in_args(self) -> list[ArgBuffer]:
@@ -166,17 +239,18 @@ class FrameCtx:
     def out_args(self) -> list[ArgBuffer]:
         return self._buffers()[1]
 
-    def read_in(self, index: int, length: int | None = None) -> bytes | None:
-        arg = self.in_args[index]
+    def read_arg(self, arg: ArgBuffer, length: int | None = None) -> bytes | None:
+        """The bytes of one slot's argument (its valid ones, or `length` within its window)."""
         if not arg.address:
             return None
         return self.frame.read(arg.address - self.address,
                                arg.length if length is None else min(length, arg.window))
 
+    def read_in(self, index: int, length: int | None = None) -> bytes | None:
+        return self.read_arg(self.in_args[index], length)
+
     def read_out(self, index: int, length: int | None = None) -> bytes:
-        arg = self.out_args[index]
-        return self.frame.read(arg.address - self.address,
-                               arg.length if length is None else min(length, arg.window))
+        return self.read_arg(self.out_args[index], length) or b""
 
     def inputs(self) -> list[bytes | None]:
         return [self.read_in(i) for i in range(self.n_inputs)]
@@ -188,8 +262,9 @@ class FrameCtx:
 class Frame:
     """The memory of one request shape on one thread (see the module docstring)."""
 
-    def __init__(self, shape: Shape) -> None:
+    def __init__(self, shape: Shape, layout: Layout | None = None) -> None:
         self.shape = shape
+        self.layout = layout = layout or layout_of(abi.ACK)
         self._buf = (ctypes.c_ubyte * shape.total)()
         self.address = ctypes.addressof(self._buf)
         self.view = memoryview(self._buf).cast("B")
@@ -201,49 +276,68 @@ class Frame:
         self.out_size = list(shape.out_size)
         self.busy = False
         self.nodeid = 0
+        self.phase = "pre"
         spec, n_in, n_out = shape.spec, len(shape.inputs), len(shape.outputs)
-        in_ptr = [self.address + o if o else 0 for o in shape.in_off]
-        out_ptr = [self.address + o for o in shape.out_off]
-        self._pre_image = self._image(spec.number | abi.PREFILTER,
-                                      list(zip(shape.in_size, in_ptr)),
-                                      list(zip(shape.in_size, in_ptr)), shape.total)
-        self._post_header = self._image(
-            spec.number | abi.POSTFILTER,
-            list(zip(shape.in_size, in_ptr)) + list(zip(shape.out_size, out_ptr)),
-            list(zip(shape.out_size, out_ptr)), abi.CTX_SIZE)
+        self._in_ptr = in_ptr = [self.address + o if o else 0 for o in shape.in_off]
+        self._out_ptr = out_ptr = [self.address + o for o in shape.out_off]
+        ctx_size = layout.ctx_size
+        # slot offsets of every argument, per phase (ACK PRE: in_args[i] and the aliasing
+        # out_args[i]; ACK POST: outputs also in in_args[n + j]; RFC v1: one slot each)
+        self._pre_bases = layout.slot_bases("pre", n_in, n_out)
+        self._post_bases = layout.slot_bases("post", n_in, n_out)
+        self._pre_image = self._image("pre", spec.number | abi.PREFILTER, shape.total)
+        self._post_header = self._image("post", spec.number | abi.POSTFILTER, ctx_size)
         self._post_opcode = spec.number | abi.POSTFILTER
         self._post_tail = self._post_header[_POST_COPY_START:]
-        # arguments whose size field follows the data (strings, buffers, NULL args)
+        # arguments whose slot follows the data (strings, buffers, NULL args); with packet
+        # bounds (RFC v1) every argument's end_offset does
+        packet = layout.end_at is not None
         self._variable_in = [i for i, a in enumerate(shape.inputs)
-                             if a.kind != "struct" and a.size_field is None]
+                             if packet or (a.kind != "struct" and a.size_field is None)]
         self._variable_out = [j for j, a in enumerate(shape.outputs)
-                              if a.kind != "struct" and a.size_field is None]
-        ctx = Region(self.address, abi.CTX_SIZE, False, "ctx")
+                              if packet or (a.kind != "struct" and a.size_field is None)]
+        ctx = Region(self.address, ctx_size, False, "ctx")
         ins_pre = [Region(p, w, True, f"in_args[{i}]")
                    for i, (p, w) in enumerate(zip(in_ptr, shape.in_window)) if p]
-        ins_post = [Region(r.address, r.length, False, r.name) for r in ins_pre]
+        ins_post = [Region(r.address, r.length, layout.post_inputs_writable, r.name)
+                    for r in ins_pre]
         outs = [Region(p, w, True, f"out_args[{j}]")
                 for j, (p, w) in enumerate(zip(out_ptr, shape.out_window))]
         self.pre = FrameCtx(self, "pre", [ctx, *ins_pre])
         self.post = FrameCtx(self, "post", [ctx, *ins_post, *outs])
-        # header offsets of the size fields of each argument, per phase
-        self._in_size_at_pre = [(abi.in_arg_offset(i), abi.out_arg_offset(i))
-                                for i in range(n_in)]
-        self._in_size_at_post = [abi.in_arg_offset(i) for i in range(n_in)]
-        self._out_size_at_post = [(abi.in_arg_offset(n_in + j), abi.out_arg_offset(j))
-                                  for j in range(n_out)]
+        if layout.abi.writable_helpers:      # helpers 208/209 find this frame by its address
+            from fdsl.vm.context_rfc_v1 import register_writer
 
-    def _image(self, opcode: int, ins: list, outs: list, length: int) -> bytes:
-        values: list[int] = [0, opcode, 0, len(ins), len(outs), self.shape.flags & 0xFFFFFFFF]
-        for size, ptr in ins:
-            values += (size & 0xFFFFFFFF, ptr, 0)
-        values += [0] * (3 * (abi.MAX_IN_ARGS - len(ins)))
-        for size, ptr in outs:
-            values += (size & 0xFFFFFFFF, ptr, 0)
-        values += [0] * (3 * (abi.MAX_OUT_ARGS - len(outs)))
+            register_writer(self.address, self)
+
+    def _arg(self, ref: ArgRef) -> tuple[int, int, int, int]:
+        """(pointer, size field, valid bytes, capacity) of one argument as it is now."""
+        kind, k = ref
+        shape = self.shape
+        if kind == "in":
+            return (self._in_ptr[k], self.in_size[k], self.in_len[k],
+                    shape.inputs[k].capacity or shape.in_window[k])
+        return (self._out_ptr[k], self.out_size[k], self.out_len[k],
+                shape.outputs[k].capacity or shape.out_window[k])
+
+    def _image(self, phase: str, opcode: int, length: int) -> bytes:
+        shape, layout = self.shape, self.layout
+        ins, outs = layout.slots(phase, len(shape.inputs), len(shape.outputs))
         image = bytearray(length)
-        _HEADER.pack_into(image, 0, *values)
+        _HEADER.pack_into(image, 0, 0, opcode, 0, len(ins), len(outs),
+                          shape.flags & 0xFFFFFFFF)
+        for ref, bases in (self._pre_bases if phase == "pre" else self._post_bases).items():
+            for base in bases:
+                layout.pack_slot(image, base, *self._arg(ref))
         return bytes(image)
+
+    def _put_slots(self, bases: list[int], ptr: int, size: int, length: int) -> None:
+        """An argument's new size (and packet end) into each slot it appears in."""
+        view, end_at = self.view, self.layout.end_at
+        for base in bases:
+            _U32.pack_into(view, base + self.layout.size_at, size & 0xFFFFFFFF)
+            if end_at is not None:
+                _U64.pack_into(view, base + end_at, ptr + length if ptr else 0)
 
     # ------------------------------------------------------------ writing
 
@@ -251,6 +345,7 @@ class Frame:
         """PRE: header image and zeroed windows; argument sizes back to the shape's."""
         self.view[:self.shape.total] = self._pre_image
         self.nodeid = nodeid & _M64
+        self.phase = "pre"
         _NODEID.pack_into(self.view, abi.CTX_NODEID, self.nodeid)
         shape = self.shape
         self.in_len[:] = shape.in_size
@@ -271,18 +366,16 @@ class Frame:
         n = self._copy("in_args", self.in_off[index], self.shape.in_window[index], index, data)
         self.in_len[index] = n
         if self.shape.inputs[index].kind != "struct":
-            self._set_in_size(index, n)
+            self.in_size[index] = n
+        if index in self._variable_in:
+            self._put_slots(self._pre_bases[("in", index)], self._in_ptr[index],
+                            self.in_size[index], n)
 
     def set_null_input(self, index: int, size: int) -> None:
         """An input the kernel passes as a NULL pointer with a size (WRITE's data)."""
         self.in_len[index] = 0
-        self._set_in_size(index, size)
-
-    def _set_in_size(self, index: int, size: int) -> None:
         self.in_size[index] = size
-        a, b = self._in_size_at_pre[index]
-        _U32.pack_into(self.view, a, size & 0xFFFFFFFF)
-        _U32.pack_into(self.view, b, size & 0xFFFFFFFF)
+        self._put_slots(self._pre_bases[("in", index)], 0, size, 0)
 
     def set_output(self, index: int, data: bytes | bytearray | memoryview) -> None:
         """The bytes a backing step produced for a buffer output (size = their length)."""
@@ -293,19 +386,51 @@ class Frame:
         self.out_len[index] = n
         if self.shape.outputs[index].kind != "struct":
             self.out_size[index] = n
+        if self.phase == "post":        # a userspace postfilter reply shortening a buffer
+            self._put_slots(self._post_bases[("out", index)], self._out_ptr[index],
+                            self.out_size[index], n)
 
     def to_post(self, error_in: int) -> None:
-        """POST header over the same memory: inputs as PRE left them, outputs appended."""
+        """POST header over the same memory: inputs as PRE left them, outputs where the
+        ABI puts them (ACK: appended to `in_args`; RFC v1: in `out_args` only)."""
         view = self.view
-        view[_POST_COPY_START:abi.CTX_SIZE] = self._post_tail   # nodeid stays as PRE left it
+        view[_POST_COPY_START:self.layout.ctx_size] = self._post_tail   # nodeid stays
         _OPCODE_ERROR.pack_into(view, abi.CTX_OPCODE, self._post_opcode, error_in)
+        self.phase = "post"
+        bases = self._post_bases
         for i in self._variable_in:
-            _U32.pack_into(view, self._in_size_at_post[i], self.in_size[i] & 0xFFFFFFFF)
+            self._put_slots(bases[("in", i)], self._in_ptr[i], self.in_size[i], self.in_len[i])
         for j in self._variable_out:
-            a, b = self._out_size_at_post[j]
-            size = self.out_size[j] & 0xFFFFFFFF
-            _U32.pack_into(view, a, size)
-            _U32.pack_into(view, b, size)
+            self._put_slots(bases[("out", j)], self._out_ptr[j], self.out_size[j],
+                            self.out_len[j])
+
+    def writeable(self, direction: str, index: int, value: int, size: int) -> int:
+        """Helpers 208/209 (RFC v1, spec §8.2): the argument's own window when `size` fits
+        its capacity, else 0 (NULL).  A variable-size argument takes `size` as its new
+        size; a fixed-size one cannot grow.  Outputs exist in POST only."""
+        if direction == "in":
+            if index >= len(self.shape.inputs):
+                return 0
+            ref: ArgRef = ("in", index)
+        else:
+            if self.phase != "post" or index >= len(self.shape.outputs):
+                return 0
+            ref = ("out", index)
+        ptr, _size, length, capacity = self._arg(ref)
+        arg = (self.shape.inputs if direction == "in" else self.shape.outputs)[index]
+        if not ptr or value != ptr or size > capacity:
+            return 0
+        if arg.variable:
+            if direction == "in":
+                self.in_len[index] = self.in_size[index] = size
+            else:
+                self.out_len[index] = self.out_size[index] = size
+        elif size > length:
+            return 0                    # fixed-size arguments cannot grow
+        bases = (self._pre_bases if self.phase == "pre" else self._post_bases).get(ref, [])
+        ptr, size_field, length, _capacity = self._arg(ref)
+        self._put_slots(bases, ptr, size_field, length)
+        return ptr
 
     # ------------------------------------------------------------ reading
 
@@ -345,20 +470,20 @@ def shape_of(spec: abi.OpSpec, xattr_size0: bool = False) -> Shape:
     return shape
 
 
-def acquire(spec: abi.OpSpec, xattr_size0: bool = False) -> Frame:
-    """A free frame for this shape on this thread (`release` it when done).
+def acquire(spec: abi.OpSpec, xattr_size0: bool = False, record: abi.Abi = abi.ACK) -> Frame:
+    """A free frame for this shape and ABI on this thread (`release` it when done).
 
     A nested request of the same shape on the same thread (rare: readdir looks
     entries up, create checks its name with a lookup) gets a fresh frame."""
-    frames: dict[tuple[int, bool], Frame] | None = getattr(_local, "frames", None)
+    frames: dict[tuple[int, bool, str], Frame] | None = getattr(_local, "frames", None)
     if frames is None:
         frames = _local.frames = {}
-    key = (spec.number, xattr_size0)
+    key = (spec.number, xattr_size0, record.id)
     frame = frames.get(key)
     if frame is None:
-        frame = frames[key] = Frame(shape_of(spec, xattr_size0))
+        frame = frames[key] = Frame(shape_of(spec, xattr_size0), layout_of(record))
     elif frame.busy:
-        frame = Frame(frame.shape)
+        frame = Frame(frame.shape, frame.layout)
     frame.busy = True
     return frame
 

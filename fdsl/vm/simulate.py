@@ -12,11 +12,13 @@ request-level keys:
 `prepare()` packs the arguments with the abi structs, presetting what the
 kernel presets (`fdsl.abi.requests`: GETATTR's fh = all ones, READ/WRITE's
 ret = the requested size, READDIR's size = 4096, the xattr size-0 shape), into
-the same argument frame the daemon uses (`fdsl.vm.frame`).  `run_phase()`
-runs that phase through the daemon's own §6 steps (`fdsl.vm.sequence`: the
+the same argument frame the daemon uses (`fdsl.vm.frame`), laid out for the
+object's ABI (`prepare(..., record=filters.abi)`: ACK or RFC v1).  `run_phase()`
+runs that phase through the daemon's own steps (`fdsl.vm.sequence`: the
 program, the userspace half, the kernel's finalize errnos, the VFS lookup of
 a name a create-type operation brings into existence).  `Prepared.result(r0)`
-decodes a return value and reads back every writable field that changed.
+decodes a return value in the ABI's terms and reads back every writable field
+that changed.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from fdsl import abi
 from fdsl.vm import sequence, userspace
-from fdsl.vm.frame import Frame, FrameCtx, shape_of
+from fdsl.vm.frame import Frame, FrameCtx, layout_of, shape_of
 from fdsl.vm.helpers import Caller
 from fdsl.vm.userfilter import RuleFilter
 
@@ -49,9 +51,16 @@ def parse_errno(value: Any) -> int:
     return -abs(int(value))
 
 
-def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, list]:
+def fields_of(record: abi.Abi, op: str, phase: str) -> list[abi.FieldLoc]:
+    """Every field of `op` in `phase` in `record`'s slots (RFC v1: POST outputs in out_args)."""
+    return abi.fields_for(record.ops[op], phase,
+                          post_appends_outputs=record.post_appends_outputs)
+
+
+def request_args(op: str, phase: str, fields: dict[str, Any],
+                 record: abi.Abi = abi.ACK) -> tuple[list, list]:
     """The input and output argument bytes for `fields` (outputs only in POST)."""
-    spec = abi.OPS.get(op)
+    spec = record.ops.get(op)
     if spec is None:
         raise RequestError(f"unknown opcode {op!r}")
     if phase not in abi.PHASE_BITS:
@@ -61,7 +70,7 @@ def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, lis
     merged = {**abi.requests.INPUT_DEFAULTS.get(op, {}),
               **{k: v for k, v in fields.items() if k not in REQUEST_KEYS}}
     for path, value in merged.items():
-        loc = abi.resolve_field(op, phase, path)
+        loc = record.resolve_field(op, phase, path)
         if loc is None:
             raise RequestError(f"{op} {phase}: no field {path!r}")
         key = (loc.direction, loc.arg_index)
@@ -73,7 +82,7 @@ def request_args(op: str, phase: str, fields: dict[str, Any]) -> tuple[list, lis
     # READ/WRITE: the kernel presets the result to the requested size
     for out, source in abi.requests.OUTPUT_PRESETS.get(op, {}).items():
         if out not in merged:
-            loc = abi.resolve_field(op, "pre", source)
+            loc = record.resolve_field(op, "pre", source)
             value = struct_values.get(("in", loc.arg_index), {}).get(source.split(".", 1)[1], 0) \
                 if loc is not None else 0
             struct_values.setdefault(("out", 0), {})[out.split(".", 1)[1]] = value
@@ -122,6 +131,7 @@ class Result:
     phase: str
     error_in: int = 0
     changed: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # path -> (before, after)
+    abi: abi.Abi = abi.ACK
 
     @property
     def denied(self) -> bool:
@@ -141,9 +151,10 @@ class Result:
 
     @property
     def bits(self) -> list[str]:
+        """ACK: the return bits set; RFC v1: the return code's name."""
         if self.ret < 0:
             return []
-        return [name for name, bit in abi.RETURN_BITS.items() if self.ret & bit]
+        return [n for n in sequence.describe(self.abi, self.phase, self.ret).split("|") if n != "0"]
 
     @property
     def final_errno(self) -> int | None:
@@ -178,39 +189,42 @@ class Prepared:
         ret = ret - (1 << 32) if ret & 0x80000000 else ret
         after = self.read_fields()
         changed = {p: (self.before.get(p), v) for p, v in after.items() if self.before.get(p) != v}
-        return Result(ret, self.phase, self.error_in, changed)
+        return Result(ret, self.phase, self.error_in, changed, self.context.abi)
 
 
 def read_writable_fields(ctx: FrameCtx, op: str, phase: str) -> dict[str, Any]:
-    """Current value of every field a program can write, read where it writes it."""
+    """Current value of every field a program can write, read where it writes it
+    (ACK: through out_args; RFC v1: inputs in in_args, outputs in out_args)."""
     values: dict[str, Any] = {}
-    for loc in abi.fields_of(op, phase):
-        if loc.write_slot is None or loc.write_slot >= len(ctx.out_args):
+    for loc in fields_of(ctx.abi, op, phase):
+        slots = ctx.in_args if loc.write_args == "in" else ctx.out_args
+        if loc.write_slot is None or loc.write_slot >= len(slots):
             continue
-        buf = ctx.out_args[loc.write_slot]
+        buf = slots[loc.write_slot]
         if not buf.address:
             continue
-        raw = ctx.read_out(loc.write_slot, loc.offset + loc.size)
+        raw = ctx.read_arg(buf, loc.offset + loc.size) or b""
         f = loc.arg.layout.member(loc.path.split(".", 1)[1])
         values[loc.path] = int.from_bytes(raw[loc.offset:loc.offset + loc.size], "little",
                                           signed=f.signed)
     return values
 
 
-def prepare(op: str, phase: str, fields: dict[str, Any] | None = None) -> Prepared:
-    """Build the argument frame for one field-level request (a frame of its own, so
-    several prepared requests stay valid side by side)."""
+def prepare(op: str, phase: str, fields: dict[str, Any] | None = None,
+            record: abi.Abi = abi.ACK) -> Prepared:
+    """Build the argument frame for one field-level request under `record`'s layout (a
+    frame of its own, so several prepared requests stay valid side by side)."""
     fields = dict(fields or {})
-    inputs, outputs = request_args(op, phase, fields)
+    inputs, outputs = request_args(op, phase, fields, record)
     error_in = parse_errno(fields["error"]) if phase == "post" and "error" in fields else 0
     caller = Caller(uid=int(fields.get("uid", 0)), gid=int(fields.get("gid", 0)),
                     pid=int(fields.get("pid", 0)),
                     tgid=int(fields.get("tgid", fields.get("pid", 0))))
-    spec = abi.OPS[op]
+    spec = record.ops[op]
     size0 = False
     if op in abi.requests.XATTR_SIZE_OPS:
         size0 = abi.FUSE_GETXATTR_IN.unpack(inputs[0])["size"] == 0
-    frame = Frame(shape_of(spec, size0))
+    frame = Frame(shape_of(spec, size0), layout_of(record))
     frame.begin(int(fields.get("nodeid", 0)))
     try:
         for i, value in enumerate(inputs):
@@ -234,7 +248,7 @@ def prepare(op: str, phase: str, fields: dict[str, Any] | None = None) -> Prepar
 class PhaseRun:
     """What one phase did through the daemon's steps."""
 
-    ret: int                               # what the caller sees: bits, or -errno
+    ret: int                               # what the caller sees: the result, or -errno
     bpf_ret: int | None                    # the program's own r0 (None: it did not run)
     program_errno: int | None = None       # a deny's errno as the program returned it
     user: userspace.Outcome | None = None
@@ -256,7 +270,8 @@ def run_phase(run: sequence.Program, prepared: Prepared, rules: RuleFilter | Non
     op, frame = prepared.op, prepared.context.frame
     if prepared.phase == "pre" and op in abi.requests.NEW_NAME_FIELD:
         name = prepared.fields.get(abi.requests.NEW_NAME_FIELD[op])
-        if name is not None and _lookup_denied(run, name, prepared.caller, rules, scope, nodeid):
+        if name is not None and _lookup_denied(run, name, prepared.caller, rules, scope, nodeid,
+                                               prepared.context.abi):
             return PhaseRun(-abi.ERRNOS["ENOENT"], None, hidden_name=True)
     half = rules.half(scope, prepared.caller, nodeid) if rules and rules.has_rules(scope, op) \
         else None
@@ -276,9 +291,10 @@ def run_phase(run: sequence.Program, prepared: Prepared, rules: RuleFilter | Non
 
 
 def _lookup_denied(run: sequence.Program, name: Any, caller: Caller, rules: RuleFilter | None,
-                   scope: str, nodeid: int) -> bool:
+                   scope: str, nodeid: int, record: abi.Abi) -> bool:
     lookup = prepare("lookup", "pre", {"name": name, "uid": caller.uid, "gid": caller.gid,
-                                       "pid": caller.pid, "tgid": caller.tgid, "nodeid": nodeid})
+                                       "pid": caller.pid, "tgid": caller.tgid, "nodeid": nodeid},
+                     record)
     half = rules.half(scope, caller, nodeid) if rules and rules.has_rules(scope, "lookup") \
         else None
     try:
