@@ -19,6 +19,7 @@ from typing import Any
 
 from fdsl import abi
 
+from . import requests as R
 from . import scopes, sysio
 from .identity import ROOT, as_caller, thread_umask
 
@@ -244,6 +245,52 @@ def flush(call: Any, frame: Any) -> None:
 
 def fsync(fd: int, flags: int) -> None:
     (os.fdatasync if flags & abi.FUSE_FSYNC_FDATASYNC else os.fsync)(fd)
+
+
+def lseek(call: Any, offset: int, whence: int) -> int:
+    """SEEK_DATA/SEEK_HOLE on the backing file (its position is never used for I/O)."""
+    return os.lseek(call.handle.fd, _signed(offset), whence)
+
+
+def fallocate(call: Any, mode: int, offset: int, length: int) -> None:
+    call.handle.written = True
+    sysio.fallocate(call.handle.fd, mode, _signed(offset), _signed(length))
+
+
+# What one read(2) or copy_file_range(2) moves at most (the kernel's MAX_RW_COUNT).
+MAX_RW_COUNT = 0x7FFFF000
+_COPY_CHUNK = 1 << 20
+
+
+def copy_file_range(call: Any, off_in: int, off_out: int, length: int, flags: int) -> int:
+    """The copy on the backing files.  Where the source has read rules or the
+    destination write rules, it is done as READ and WRITE requests through the
+    engine (each with its rules and the caller), so copy_file_range cannot move
+    data those rules would refuse to read or write."""
+    if flags:
+        raise OSError(errno.EINVAL, "copy_file_range flags")
+    engine, src, dst = call.engine, call.handle, call.other_handle
+    length = min(length, MAX_RW_COUNT)
+    policy = engine.policy
+    if not (policy.runs_program(src.node, "read") or policy.runs_program(dst.node, "write")):
+        dst.written = True
+        return os.copy_file_range(src.fd, dst.fd, length, _signed(off_in), _signed(off_out))
+    done = 0
+    while done < length:
+        data = engine.dispatch(R.Read(call.caller, call.req.fh, off_in + done,
+                                    min(_COPY_CHUNK, length - done)))
+        if not data:
+            break
+        n = engine.dispatch(R.Write(call.caller, call.req.fh_out, off_out + done, data))
+        done += n
+        if n < len(data):
+            break
+    return done
+
+
+def _signed(value: int) -> int:
+    """A loff_t the kernel sent as a u64."""
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # ------------------------------------------------------------- directories

@@ -77,16 +77,19 @@ class EngineOptions:
 class Call:
     """One request on its way through the driver (what the table's steps receive)."""
 
-    __slots__ = ("engine", "req", "node", "caller", "handle", "other", "page_offset")
+    __slots__ = ("engine", "req", "node", "caller", "handle", "other", "other_handle",
+                 "page_offset")
 
     def __init__(self, engine: "Engine", req: Any, node: Node, caller: Caller,
-                 handle: Any = None, other: Node | None = None) -> None:
+                 handle: Any = None, other: Node | None = None,
+                 other_handle: "OpenFile | None" = None) -> None:
         self.engine = engine
         self.req = req
         self.node = node
         self.caller = caller
         self.handle = handle
         self.other = other
+        self.other_handle = other_handle     # COPY_FILE_RANGE: the destination
         self.page_offset = 0
 
 
@@ -172,6 +175,7 @@ class Engine:
 
     def _call(self, row: Row, req: Any) -> Call:
         target, handle, other = row.target, None, None
+        other_handle: OpenFile | None = None
         if target == "node":
             node = self.nodes.get(req.nodeid)
         elif target == "parent":
@@ -192,9 +196,14 @@ class Engine:
                 else:
                     raise OSError(errno.EBADF, "bad file handle")
             node = handle.node if handle is not None else self.root
+            if type(req) is R.CopyFileRange:
+                out = self.files.get(req.fh_out)
+                if not isinstance(out, OpenFile):
+                    raise OSError(errno.EBADF, "bad file handle")
+                other_handle = out
         caller = req.caller if req.caller is not None else (
             handle.caller if handle is not None else Caller())
-        return Call(self, req, node, caller, handle, other)
+        return Call(self, req, node, caller, handle, other, other_handle)
 
     def _serve(self, row: Row, call: Call) -> Any:
         """One §6 sequence for `call` (or just the backing step where no program runs)."""

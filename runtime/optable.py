@@ -56,6 +56,11 @@ READ_OUT = FieldCodec(abi.FUSE_READ_OUT, "offset", "again")
 RELEASE_IN = FieldCodec(abi.FUSE_RELEASE_IN, "fh", "flags")
 FLUSH_IN = FieldCodec(abi.FUSE_FLUSH_IN, "fh")
 FSYNC_IN = FieldCodec(abi.FUSE_FSYNC_IN, "fh", "fsync_flags")
+LSEEK_IN = FieldCodec(abi.FUSE_LSEEK_IN, "fh", "offset", "whence")
+LSEEK_OUT = FieldCodec(abi.FUSE_LSEEK_OUT, "offset")
+FALLOCATE_IN = FieldCodec(abi.FUSE_FALLOCATE_IN, "fh", "offset", "length", "mode")
+COPY_IN = FieldCodec(abi.FUSE_COPY_FILE_RANGE_IN, "fh_in", "off_in", "nodeid_out", "fh_out",
+                     "off_out", "len", "flags")
 ACCESS_IN = FieldCodec(abi.FUSE_ACCESS_IN, "mask")
 SETXATTR_IN = FieldCodec(abi.FUSE_SETXATTR_IN, "size", "flags")
 GETXATTR_IN = FieldCodec(abi.FUSE_GETXATTR_IN, "size")
@@ -352,6 +357,62 @@ def fsync_backing(call: Any, frame: Frame | None) -> None:
     B.fsync(call.handle.fd, flags)
 
 
+def lseek_inputs(call: Any, frame: Frame) -> None:
+    r = call.req
+    LSEEK_IN.pack_into(frame.view, frame.in_off[0], fh_of(call), r.offset, r.whence)
+
+
+def lseek_backing(call: Any, frame: Frame | None) -> int:
+    r = call.req
+    if frame is None or (r.offset == 0 and r.whence in (os.SEEK_SET, os.SEEK_CUR)):
+        return B.lseek(call, r.offset, r.whence)   # §9: the fast paths use the originals
+    _fh, offset, whence = LSEEK_IN.unpack_from(frame.view, frame.in_off[0])
+    return B.lseek(call, offset, whence)
+
+
+def lseek_outputs(frame: Frame, offset: int) -> None:
+    LSEEK_OUT.pack_into(frame.view, frame.out_off[0], offset)
+
+
+def lseek_finalize(call: Any, offset: int, frame: Frame | None) -> int:
+    """The file position := out.offset as POST left it (§9)."""
+    return offset if frame is None else int(LSEEK_OUT.unpack_from(frame.view,
+                                                                   frame.out_off[0])[0])
+
+
+def fallocate_inputs(call: Any, frame: Frame) -> None:
+    r = call.req
+    FALLOCATE_IN.pack_into(frame.view, frame.in_off[0], fh_of(call), r.offset, r.length,
+                           r.mode)
+
+
+def fallocate_backing(call: Any, frame: Frame | None) -> None:
+    r = call.req
+    if frame is None:
+        return B.fallocate(call, r.mode, r.offset, r.length)
+    _fh, offset, length, mode = FALLOCATE_IN.unpack_from(frame.view, frame.in_off[0])
+    return B.fallocate(call, mode, offset, length)
+
+
+def copy_inputs(call: Any, frame: Frame) -> None:
+    r, out = call.req, call.other_handle
+    COPY_IN.pack_into(frame.view, frame.in_off[0], fh_of(call), r.off_in, out.node.ctx_nodeid,
+                      out.bpf_fh or r.fh_out, r.off_out, r.len, r.flags)
+
+
+def copy_backing(call: Any, frame: Frame | None) -> int:
+    r = call.req
+    if frame is None:
+        return B.copy_file_range(call, r.off_in, r.off_out, r.len, r.flags)
+    _fh, off_in, _nodeid, _fh_out, off_out, length, flags = \
+        COPY_IN.unpack_from(frame.view, frame.in_off[0])
+    return B.copy_file_range(call, off_in, off_out, length, flags)
+
+
+def copy_finalize(call: Any, copied: int, frame: Frame | None) -> int:
+    return copied       # out (fuse_write_out) is never filled nor read back (§9)
+
+
 # ------------------------------------------------------------- directories
 
 def readdir_inputs(call: Any, frame: Frame) -> None:
@@ -482,6 +543,14 @@ TABLE: dict[str, Row] = {row.op: row for row in (
          fields=("in.fh", "in.flags")),
     _row("fsync", R.Fsync, "file", False, fsync_inputs, fsync_backing,
          fields=("in.fh", "in.fsync_flags"), may_block=True),
+    _row("lseek", R.Lseek, "file", False, lseek_inputs, lseek_backing, lseek_finalize,
+         outputs=lseek_outputs, fields=("in.fh", "in.offset", "in.whence", "out.offset")),
+    _row("fallocate", R.Fallocate, "file", True, fallocate_inputs, fallocate_backing,
+         fields=("in.fh", "in.offset", "in.length", "in.mode"), may_block=True),
+    _row("copy_file_range", R.CopyFileRange, "file", True, copy_inputs, copy_backing,
+         copy_finalize, outputs=_nothing,
+         fields=("in.fh_in", "in.off_in", "in.nodeid_out", "in.fh_out", "in.off_out",
+                 "in.len", "in.flags"), may_block=True),
     _row("opendir", R.Opendir, "node", True, open_inputs, lambda c, f: B.open_dir(c),
          lambda c, fd, f: c.engine.opened_dir(c, fd), cleanup=os.close,
          fields=("in.flags", "in.open_flags")),
@@ -508,11 +577,8 @@ TABLE: dict[str, Row] = {row.op: row for row in (
          fields=("name",)),
 )}
 
-# Opcodes of the ABI the engine does not serve (pyfuse3 has no handler for them).
+# Opcodes of the ABI the engine does not serve.
 NOT_SERVED: dict[str, str] = {
-    "fallocate": "no pyfuse3 handler; the kernel answers EOPNOTSUPP",
-    "lseek": "no pyfuse3 handler; the kernel falls back to generic_file_llseek",
-    "copy_file_range": "no pyfuse3 handler; the kernel falls back to read + write",
     "canonical_path": "Android only",
 }
 

@@ -289,6 +289,38 @@ class Fsync:
 
 
 @dataclass(frozen=True, slots=True)
+class Lseek:
+    """SEEK_DATA/SEEK_HOLE (the kernel answers SEEK_SET/CUR/END itself); the new offset."""
+
+    caller: Caller | None
+    fh: int
+    offset: int
+    whence: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fallocate:
+    caller: Caller | None
+    fh: int
+    offset: int
+    length: int
+    mode: int = 0                  # FALLOC_FL_*
+
+
+@dataclass(frozen=True, slots=True)
+class CopyFileRange:
+    """Copy `len` bytes from the file `fh` (the source) to `fh_out`; the bytes copied."""
+
+    caller: Caller | None
+    fh: int
+    off_in: int
+    fh_out: int
+    off_out: int
+    len: int
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Opendir:
     caller: Caller
     nodeid: int
@@ -363,6 +395,6 @@ class Removexattr:
 
 
 Request = (Lookup | Getattr | Setattr | Readlink | Symlink | Mknod | Mkdir | Unlink | Rmdir
-           | Rename | Link | Open | Create | Read | Write | Flush | Release | Fsync | Opendir
-           | Readdir | Releasedir | Fsyncdir | Statfs | Access | Setxattr | Getxattr
-           | Listxattr | Removexattr)
+           | Rename | Link | Open | Create | Read | Write | Flush | Release | Fsync | Lseek
+           | Fallocate | CopyFileRange | Opendir | Readdir | Releasedir | Fsyncdir | Statfs
+           | Access | Setxattr | Getxattr | Listxattr | Removexattr)

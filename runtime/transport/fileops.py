@@ -3,21 +3,22 @@ passthrough), read/write, flush/fsync/release, listings, and the operations
 pyfuse3 never delivered: LSEEK (SEEK_DATA/SEEK_HOLE), FALLOCATE (every mode
 the backing fs supports), COPY_FILE_RANGE and TMPFILE.
 
-READ and WRITE carry the caller of the request (the header has it); the
-current engine still runs them as the opener.
+Every handler builds the engine's request record and calls `Engine.dispatch`;
+READ and WRITE carry the caller of the request (the header has it), so their
+rules see who reads or writes, not who opened the file.
 """
 from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Callable
+from typing import Any
 
 from fdsl import abi
 
 from .. import requests as R
 from .. import sysio
 from ..engine import Attr, Engine, Entry, OpenFile
-from ..identity import Caller, as_caller, thread_umask
+from ..identity import as_caller, thread_umask
 from .passthrough import BackingFiles
 from .protocol import (FOPEN_PASSTHROUGH, LSEEK_OUT, WRITE_OUT, Request, dirent, direntplus,
                        entry_out, open_out)
@@ -144,81 +145,19 @@ class FileOperations:
 
     # ------------------------------------- operations pyfuse3 never delivered
 
-    def _file(self, fh: int) -> OpenFile:
-        f = self.engine.files.get(fh)
-        if not isinstance(f, OpenFile):
-            raise OSError(errno.EBADF, "bad file handle")
-        return f
-
-    def _filtered(self, f: OpenFile, op: str, ins: list, outs: list,
-                  backing: Callable[[list], list], caller: Caller) -> list:
-        """Run `op` through the node's program when its scope has rules on it."""
-        policy = self.engine.policy
-        if not policy.runs_program(f.node, op):
-            return backing(ins)
-        run = getattr(policy, "run", None)
-        if run is None:   # the table engine has no row for this opcode yet: refuse, never skip rules
-            raise OSError(errno.EOPNOTSUPP, f"{op} has rules the engine cannot run")
-        return run(f.node, op, ins, outs, backing, caller)  # type: ignore[no-any-return]
-
     def lseek(self, req: Request) -> Any:
-        with self.engine.nodes.operation():
-            return self._lseek(req)
-
-    def _lseek(self, req: Request) -> Any:
         fh, offset, whence, _ = req.struct(_LSEEK_IN)
-        f = self._file(fh)
-        found: dict[str, int] = {}
-
-        def backing(ins: list) -> list:
-            v = ins[0]
-            found["offset"] = os.lseek(f.fd, v["offset"], v["whence"])
-            return [{"offset": found["offset"]}]
-
-        outs = self._filtered(f, "lseek", [{"fh": fh, "offset": offset, "whence": whence}], [{}],
-                              backing, req.caller())
-        result = outs[0].get("offset", found.get("offset", 0)) if outs else found["offset"]
-        return LSEEK_OUT.pack(result)
+        return LSEEK_OUT.pack(self.do(R.Lseek(req.caller(), fh, offset, whence)))
 
     def fallocate(self, req: Request) -> Any:
-        with self.engine.nodes.operation():
-            self._fallocate(req)
-
-    def _fallocate(self, req: Request) -> None:
         fh, offset, length, mode, _ = req.struct(_FALLOCATE_IN)
-        f = self._file(fh)
-
-        def backing(ins: list) -> list:
-            v = ins[0]
-            sysio.fallocate(f.fd, v["mode"], v["offset"], v["length"])
-            return []
-
-        with as_caller(req.caller(), self.engine.options.switch_identity):
-            self._filtered(f, "fallocate", [{"fh": fh, "offset": offset, "length": length,
-                                             "mode": mode}], [], backing, req.caller())
+        self.do(R.Fallocate(req.caller(), fh, offset, length, mode))
 
     def copy_file_range(self, req: Request) -> Any:
-        with self.engine.nodes.operation():
-            return self._copy_file_range(req)
-
-    def _copy_file_range(self, req: Request) -> Any:
         fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = req.struct(_COPY_IN)
-        src, dst = self._file(fh_in), self._file(fh_out)
-        copied: dict[str, int] = {}
-
-        def backing(ins: list) -> list:
-            v = ins[0]
-            if v["flags"]:
-                raise OSError(errno.EINVAL, "copy_file_range flags")
-            copied["n"] = os.copy_file_range(src.fd, dst.fd, v["len"], v["off_in"], v["off_out"])
-            return [{"size": copied["n"]}]
-
-        with as_caller(req.caller(), self.engine.options.switch_identity):
-            self._filtered(src, "copy_file_range",
-                           [{"fh_in": fh_in, "off_in": off_in, "nodeid_out": _nodeid_out,
-                             "fh_out": fh_out, "off_out": off_out, "len": length,
-                             "flags": flags}], [{}], backing, req.caller())
-        return WRITE_OUT.pack(copied.get("n", 0), 0)
+        copied = self.do(R.CopyFileRange(req.caller(), fh_in, off_in, fh_out, off_out, length,
+                                         flags))
+        return WRITE_OUT.pack(copied, 0)
 
     def tmpfile(self, req: Request) -> Any:
         """O_TMPFILE: an unnamed file in the directory, open, with the parent's
