@@ -89,6 +89,36 @@ class Abi:
         """The context field that starts at `offset`, if any."""
         return next((f for f in self.ctx_fields() if f.offset == offset), None)
 
+    def header_offset(self, name: str) -> int:
+        """Context offset of a header field ("nodeid", "opcode", "error_in", ...)."""
+        return next(f.offset for f in self.header_fields if f.name == name)
+
+    def slot_offset(self, args: str, index: int, member: str) -> int:
+        """Context offset of `in_args[index].member` (args "in") or `out_args[...]` ("out")."""
+        base = self.in_arg_offset(index) if args == "in" else self.out_arg_offset(index)
+        return base + self.slot_fields[member][0]
+
+    def helper_id(self, name: str) -> int:
+        """The id of the helper called `name` ("map_lookup_elem", "trace_printk", ...)."""
+        return next(h.id for h in self.helpers.values() if h.name == name)
+
+    @property
+    def packet(self) -> bool:
+        """Buffers are packets: every read is proven below `end_offset` first (RFC v1)."""
+        return self.buffer_access == "packet"
+
+    def return_text(self, value: int, phase: str) -> str:
+        """How this ABI names the result an ACK bitmask `value` becomes in `phase`."""
+        if value < 0:
+            return str(value)
+        if self.return_style != "enumerated":
+            names = [n for n, bit in self.return_bits.items() if value & bit]
+            return "|".join(names) if names else "0"
+        code = self.from_ack_return(value, phase)
+        if code is None:
+            return "(none)"
+        return next((n for n, v in self.return_codes.items() if v == code), str(code))
+
     def valid_returns(self, phase: str) -> frozenset[int] | None:
         """Non-negative results a program may return in `phase` (None: any bitmask)."""
         if self.return_style != "enumerated":

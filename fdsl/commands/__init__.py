@@ -45,14 +45,40 @@ def policy_source(args: Any) -> tuple[bytes | None, str]:
     return None, args.policy
 
 
+def add_target_abi_option(parser: Any) -> None:
+    """`--abi NAME` of compile/check/explain: the fuse-bpf ABI to generate code for
+    (recorded in the object; `add_abi_option` is the object commands' flag)."""
+    parser.add_argument("--abi", metavar="NAME", default=None,
+                        help="fuse-bpf ABI to compile for: ack (Android Common Kernel, the "
+                        "default) or rfc-v1 (the September 2022 RFC); recorded in the object's "
+                        "metadata, so later commands need no flag")
+
+
+def target_abi(args: Any) -> Any:
+    """The `Abi` record `--abi` names (ACK without the flag); a usage error if unknown."""
+    from fdsl import abi
+    from fdsl.errors import UsageError
+
+    name = getattr(args, "abi", None)
+    if name is None:
+        return abi.DEFAULT
+    try:
+        return abi.by_id(name)
+    except KeyError:
+        raise UsageError(f"unknown ABI {name!r} (known: {', '.join(abi.names())})") from None
+
+
 def compile_args(args: Any, want_asm: bool = False) -> Any:
-    """Compile the policy the command line names (file, stdin or -e)."""
+    """Compile the policy the command line names (file, stdin or -e) for `--abi`."""
     from fdsl.compile.driver import compile_file, compile_source
 
     text, name = policy_source(args)
+    record = target_abi(args)
     if text is None:
-        return compile_file(name, want_asm=want_asm, include_dirs=args.include_dirs)
-    return compile_source(text, name, want_asm=want_asm, include_dirs=args.include_dirs)
+        return compile_file(name, want_asm=want_asm, include_dirs=args.include_dirs,
+                            abi_record=record)
+    return compile_source(text, name, want_asm=want_asm, include_dirs=args.include_dirs,
+                          abi_record=record)
 
 
 def source_name(args: Any) -> str:

@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Any
 
-from fdsl.commands import add_policy_argument, compile_args, policy_source, source_name
+from fdsl.commands import (add_target_abi_option, add_policy_argument, compile_args, policy_source,
+                           source_name, target_abi)
 
 EMITS = ("obj", "ir", "asm")
 
@@ -16,13 +17,17 @@ def register(subparsers: Any) -> None:
         description="Parse, check and plan a policy (and lower it to BPF) without writing "
         "anything.  Exit 0 if it compiles, 1 on policy errors.")
     add_policy_argument(p)
+    add_target_abi_option(p)
     p.set_defaults(func=run_check)
 
     p = subparsers.add_parser(
         "compile", help="compile a policy to a fuse-bpf object (.bpf.o)",
         description="Compile a policy to one BPF ELF object holding every scope's program, "
-        "the maps, the license and the metadata the daemon needs.")
+        "the maps, the license and the metadata the daemon needs.  --abi picks the "
+        "fuse-bpf ABI (ack by default, or rfc-v1); the object records it, so verify, run, "
+        "mount and disasm read it from there.")
     add_policy_argument(p)
+    add_target_abi_option(p)
     p.add_argument("-o", "--output", metavar="FILE",
                    help="output file (default: POLICY with .bpf.o for obj, stdout for ir/asm)")
     p.add_argument("--emit", choices=EMITS, default="obj",
@@ -32,8 +37,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "explain", help="show the decision table of every scope, opcode and phase",
         description="Print, per scope, opcode and phase, the rules in order with their "
-        "decisions, which rules run in BPF and which in the daemon, and the return bits.")
+        "decisions, which rules run in BPF and which in the daemon, and the return bits "
+        "(or, with --abi rfc-v1, the RFC v1 return codes).")
     add_policy_argument(p)
+    add_target_abi_option(p)
     p.set_defaults(func=run_explain)
 
 
@@ -111,7 +118,10 @@ def _write(path: str, data: bytes) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from fdsl.compile import abi_check
     from fdsl.compile.driver import load_checked
+    from fdsl.errors import PolicyError
+    from fdsl.lang.diagnostics import render_all
     from fdsl.lang.frontend import load_policy
     from fdsl.compile.explain import explain
     from fdsl.compile.planner import build_plan
@@ -122,6 +132,9 @@ def run_explain(args: argparse.Namespace) -> int:
     else:
         policy, sources, warnings = load_policy(text=text, filename=name,
                                                 include_dirs=tuple(args.include_dirs))
-    plan = build_plan(policy)
+    plan = build_plan(policy, target_abi(args))
+    problems = abi_check.check(plan)
+    if problems:
+        raise PolicyError(problems, render_all(problems, sources))
     sys.stdout.write(explain(plan))
     return 0

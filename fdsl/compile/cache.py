@@ -1,8 +1,8 @@
 """Compiled objects of .fdsl policies, cached so `fdsl mount POLICY.fdsl` need not compile
 (nor import the compiler and LLVM) when nothing changed.
 
-An entry is keyed by the policy's bytes and real path, the -I directories and the
-identity of this fdsl (version, the size and mtime of every module and grammar
+An entry is keyed by the policy's bytes and real path, the -I directories, the
+target ABI's id and the identity of this fdsl (version, the size and mtime of every module and grammar
 file, the llvmlite version); it records every included file with the SHA-256 of
 its bytes, and is used only while all of them still match.  Entries live in
 `fdsl.cache.private_dir("objects")` (0700, trusted ancestors), are written
@@ -48,10 +48,13 @@ def _identity() -> str:
     return h.hexdigest()
 
 
-def _key(data: bytes, path: str, include_dirs: Sequence[str]) -> str:
+def _key(data: bytes, path: str, include_dirs: Sequence[str], abi_id: str | None) -> str:
+    from fdsl import abi
+
+    abi_id = abi.by_id(abi_id).id if abi_id is not None else abi.DEFAULT.id
     h = hashlib.sha256(_identity().encode())
-    h.update(repr((os.path.realpath(path), sorted(os.path.realpath(d) for d in include_dirs)))
-             .encode())
+    h.update(repr((os.path.realpath(path), sorted(os.path.realpath(d) for d in include_dirs),
+                   abi_id)).encode())
     h.update(data)
     return h.hexdigest()
 
@@ -80,14 +83,15 @@ def _read_own(directory: Path, name: str) -> bytes | None:
         return fh.read()
 
 
-def lookup(data: bytes, path: str, include_dirs: Sequence[str] = ()) -> bytes | None:
-    """The cached object for this policy, or None."""
+def lookup(data: bytes, path: str, include_dirs: Sequence[str] = (),
+           abi_id: str | None = None) -> bytes | None:
+    """The cached object for this policy compiled for `abi_id`, or None."""
     from fdsl import cache
 
     directory = cache.private_dir("objects")
     if directory is None:
         return None
-    raw = _read_own(directory, _key(data, path, include_dirs) + ".o")
+    raw = _read_own(directory, _key(data, path, include_dirs, abi_id) + ".o")
     if raw is None or not raw.startswith(MAGIC):
         return None
     header, _, obj = raw[len(MAGIC):].partition(b"\n")
@@ -101,15 +105,15 @@ def lookup(data: bytes, path: str, include_dirs: Sequence[str] = ()) -> bytes | 
 
 
 def store(data: bytes, path: str, include_dirs: Sequence[str], obj: bytes,
-          included: Sequence[str]) -> None:
-    """Remember `obj` for this policy; `included` are the files it included."""
+          included: Sequence[str], abi_id: str | None = None) -> None:
+    """Remember `obj` for this policy and ABI; `included` are the files it included."""
     from fdsl import cache
 
     directory = cache.private_dir("objects")
     if directory is None:
         return
     files = {os.path.realpath(f): _digest(f) for f in included}
-    name = _key(data, path, include_dirs) + ".o"
+    name = _key(data, path, include_dirs, abi_id) + ".o"
     tmp = directory / f".{name}.{os.getpid()}.tmp"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -134,15 +138,19 @@ def _prune(directory: Path) -> None:
             pass
 
 
-def compile_cached(data: bytes, path: str, include_dirs: Sequence[str] = ()) -> tuple[bytes, bool]:
-    """(object, whether it came from the cache) for the .fdsl source `data` read from `path`."""
-    obj = lookup(data, path, include_dirs)
+def compile_cached(data: bytes, path: str, include_dirs: Sequence[str] = (),
+                   abi_id: str | None = None) -> tuple[bytes, bool]:
+    """(object, whether it came from the cache) for the .fdsl source `data` read from `path`,
+    compiled for the ABI `abi_id` names."""
+    obj = lookup(data, path, include_dirs, abi_id)
     if obj is not None:
         return obj, True
+    from fdsl import abi
     from fdsl.compile import driver
 
-    result = driver.compile_source(data, path, want_asm=False, include_dirs=include_dirs)
+    result = driver.compile_source(data, path, want_asm=False, include_dirs=include_dirs,
+                                   abi_record=abi.by_id(abi_id) if abi_id else abi.DEFAULT)
     texts = result.sources.texts if result.sources is not None else {}
     included = [f for f in texts if f != path and not f.startswith("<")]
-    store(data, path, include_dirs, result.obj, included)
+    store(data, path, include_dirs, result.obj, included, abi_id)
     return result.obj, False

@@ -13,6 +13,13 @@ constant (`names`); writes go through `out_args[j].value` only; context
 loads are kept apart from buffer loads (`ScopeGen.ctx_load`); helpers are
 called as `inttoptr (i64 ID)` (`effects`); no globals except maps, the
 license and the metadata; nothing that needs a bpf-to-bpf call.
+
+Everything that differs between ABIs comes from the plan's `Abi` record
+(`self.abi`): context offsets, field slots, helper ids, return codes (the
+planner's ACK bits mapped by `Abi.from_ack_return`).  Under a packet ABI (RFC
+v1, spec §12) every buffer read is preceded by a compare of the pointer it
+reads through against the slot's `end_offset` (`guard`), and writes go
+through the pointer helpers 208/209 return, after a NULL check (`emit_assign`).
 """
 from __future__ import annotations
 
@@ -97,6 +104,7 @@ class ScopeGen(NameTests, Effects):
         self.map_decls = {m.name: m for m in plan.maps}
         self.info = info
         fnty = ir.FunctionType(I32, [PTR])
+        self.abi = plan.abi
         self.fn = ir.Function(module, fnty, scope.symbol)
         self.fn.attributes.add("nounwind")
         self.fn.section = scope.section
@@ -118,7 +126,7 @@ class ScopeGen(NameTests, Effects):
         fallback = self.fn.append_basic_block("unmatched")
         self.dispatch([Member(e, 0) for e in self.scope.entries], fallback)
         self.b.position_at_end(fallback)
-        self.emit_fallback(self.ctx_load(abi.CTX_OPCODE, I32, "opcode"))
+        self.emit_fallback(self.opcode())
 
     def dispatch(self, members: list[Member], fallback: ir.Block | None) -> None:
         """Branch from the current block to the code of each member's next piece.
@@ -131,7 +139,7 @@ class ScopeGen(NameTests, Effects):
         the switch default and a single node needs no switch at all."""
         at = self.b.block
         targets: list[tuple[Member, ir.Block]] = []
-        for group in sharing.group(members):
+        for group in sharing.group(members, self.abi):
             node = self.emit_node(group)
             setups: dict[tuple, ir.Block] = {}
             for index, m in enumerate(group):
@@ -148,7 +156,7 @@ class ScopeGen(NameTests, Effects):
             if len(counts) == 1:
                 self.b.branch(fallback)
                 return
-        switch = self.b.switch(self.ctx_load(abi.CTX_OPCODE, I32, "opcode"), fallback)
+        switch = self.b.switch(self.opcode(), fallback)
         for m, block in targets:
             if block is not fallback:
                 switch.add_case(c32(m.entry.opcode), block)
@@ -182,7 +190,7 @@ class ScopeGen(NameTests, Effects):
             self.emit_piece(members[0])
             if self.b.block.is_terminated:
                 break
-            following = sharing.group([Member(m.entry, m.step + 1) for m in members])
+            following = sharing.group([Member(m.entry, m.step + 1) for m in members], self.abi)
             if len(following) > 1:
                 self.dispatch([m for g in following for m in g], None)
                 break
@@ -230,9 +238,12 @@ class ScopeGen(NameTests, Effects):
         """Ops without rules: the default, with plain BACKING (PRE) or 0 (POST) for allow."""
         default = self.scope.default
         if self.scope.kind == "passthrough" or isinstance(default, ast.Allow):
-            post = self.b.and_(opcode, c32(abi.POSTFILTER))
-            is_post = self.b.icmp_unsigned("!=", post, c32(0))
-            self.b.ret(self.b.select(is_post, c32(0), c32(abi.BACKING)))
+            pre, post = self.ret_code(abi.BACKING, "pre"), self.ret_code(0, "post")
+            if pre == post:         # RFC v1: CONTINUE either way
+                self.b.ret(c32(pre))
+                return
+            is_post = self.b.icmp_unsigned("!=", self.b.and_(opcode, c32(abi.POSTFILTER)), c32(0))
+            self.b.ret(self.b.select(is_post, c32(post), c32(pre)))
             return
         self.op, self.phase = "", "pre"
         self.members = []
@@ -268,18 +279,29 @@ class ScopeGen(NameTests, Effects):
         """Return the decision; `allow` and constant decisions may differ per member."""
         if isinstance(s, ast.Allow) or sharing.const_decision(s):
             if not self.members:            # the fallback: ops without entries
-                self.b.ret(c32(abi.BACKING if isinstance(s, ast.Allow) else self.decision_of(s)))
+                value = abi.BACKING if isinstance(s, ast.Allow) else self.decision_of(s)
+                self.b.ret(c32(self.ret_code(value, "pre", s)))
                 return
-            specs = [("const", m.entry.allow_bits if isinstance(s, ast.Allow)
-                      else self.decision_of(m.node(s))) for m in self.members]
+            specs = [("const", self.ret_code(m.entry.allow_bits if isinstance(s, ast.Allow)
+                                             else self.decision_of(m.node(s)), m.entry.phase, s))
+                     for m in self.members]
             self.b.ret(self.per_entry(I32, specs))
         elif isinstance(s, ast.Deny):
             errno = self.value(s.errno, env)
             self.b.ret(self.b.trunc(self.b.neg(errno), I32))
         elif isinstance(s, ast.Return):
+            if self.abi.return_style != "bitmask":
+                raise CodegenError(f"a computed 'return' has no {self.abi.name} return code", s)
             self.b.ret(self.b.trunc(self.value(s.value, env), I32))
         else:
             raise CodegenError("bad default decision", s)
+
+    def ret_code(self, value: int, phase: str, node: ast.Node | None = None) -> int:
+        """This ABI's result for the ACK result `value` (bits or a negative errno)."""
+        code = self.abi.from_ack_return(value, phase)
+        if code is None:        # abi_check reports these at the source first
+            raise CodegenError(f"{self.abi.name} has no return code for {value} in {phase}", node)
+        return code
 
     @staticmethod
     def decision_of(s: ast.Node) -> int:
@@ -315,9 +337,35 @@ class ScopeGen(NameTests, Effects):
         value = self.value(s.value, env)
         if s.op != "=":
             value = self.arith(s.op[:-1], self.load_field(f), value, loc.ctype.startswith("s"))
-        ptr = self.b.gep(self.write_base(f), [c64(loc.offset)], source_etype=I8)
+        base = self.writable_base(f) if self.abi.buffer_stores == "helpers" else self.write_base(f)
+        ptr = self.b.gep(base, [c64(loc.offset)], source_etype=I8)
         ity = INT_TYPES[loc.size]
         self.b.store(self.b.trunc(value, ity) if ity != I64 else value, ptr, align=loc.size)
+
+    def writable_base(self, f: Field) -> ir.Value:
+        """RFC v1: the argument's writable buffer from helper 208/209, NULL-checked.
+
+        The whole argument is asked for (a smaller size would shrink a
+        variable-size one), with copy set so the other bytes stay.  When the
+        kernel refuses (NULL) the operation fails with EIO rather than going
+        on without the write a policy asked for."""
+        directions = {l.write_args for l in f.locs}
+        if len(directions) != 1:
+            raise CodegenError("a write shared by inputs and outputs")
+        direction = directions.pop()
+        slot = self.per_entry(I64, [("const", l.write_slot or 0) for l in f.locs])
+        value = self.per_entry(PTR, [("ctx", self.abi.slot_offset(direction, l.write_slot or 0, "value"))
+                                     for l in f.locs])
+        size = self.per_entry(I64, [("const", l.arg.size) for l in f.locs])
+        ptr = self.helper(self.abi.writable_helpers[direction], PTR,
+                          [self.ctx, slot, value, size, c64(1)])
+        refused = self.fn.append_basic_block("write.refused")
+        ok = self.fn.append_basic_block("write")
+        self.b.cbranch(self.b.icmp_unsigned("==", ptr, ir.Constant(PTR, None)), refused, ok)
+        self.b.position_at_end(refused)
+        self.b.ret(c32(-abi.ERRNOS["EIO"]))
+        self.b.position_at_end(ok)
+        return ptr
 
     # ------------------------------------------------------------- conditions
     @staticmethod
@@ -596,7 +644,7 @@ class ScopeGen(NameTests, Effects):
             return True
         path = field_path(e)
         if path is not None and self.op:
-            loc = abi.resolve_field(self.op, self.phase, path)
+            loc = self.abi.resolve_field(self.op, self.phase, path)
             return bool(loc and loc.ctype.startswith("s"))
         return False
 
@@ -608,8 +656,8 @@ class ScopeGen(NameTests, Effects):
 
     def operand(self, e: ast.Expr, env: Env) -> ir.Value:
         """A comparison operand; an opcode name ("lookup") compared with `op` is its number."""
-        if isinstance(e, ast.StrLit) and e.value in abi.OPS:
-            return c64(abi.OPS[e.value].number)
+        if isinstance(e, ast.StrLit) and e.value in self.abi.ops:
+            return c64(self.abi.ops[e.value].number)
         return self.value(e, env)
 
     # ---------------------------------------------------------- context access
@@ -619,7 +667,7 @@ class ScopeGen(NameTests, Effects):
         locs = []
         for m in self.members:
             own = m.node(node)
-            loc = abi.resolve_field(m.entry.op, self.phase, field_path(own) or path)
+            loc = self.abi.resolve_field(m.entry.op, self.phase, field_path(own) or path)
             if loc is None:
                 raise CodegenError(f"field '{'.'.join(path)}' does not exist for "
                                    f"{m.entry.op} {self.phase}", node)
@@ -628,19 +676,41 @@ class ScopeGen(NameTests, Effects):
             raise CodegenError(f"field '{'.'.join(path)}' does not exist for this op", node)
         return Field(locs[0], locs)
 
+    def read_slot(self, f: Field, member: str, ty: ir.Type) -> ir.Value:
+        """A field of the argument slot the field is read from (per member)."""
+        return self.per_entry(ty, [("ctx", self.abi.slot_offset(l.read_args, l.read_slot, member))
+                                   for l in f.locs])
+
     def read_base(self, f: Field) -> ir.Value:
         """The buffer the field is read from (in_args[slot].value, per member)."""
-        return self.per_entry(PTR, [("ctx", abi.in_arg_offset(l.read_slot) + abi.ARG_VALUE)
-                                    for l in f.locs])
+        return self.read_slot(f, "value", PTR)
+
+    def read_end(self, f: Field) -> ir.Value | None:
+        """The end of that buffer under a packet ABI (`end_offset`); None for ACK."""
+        return self.read_slot(f, "end_offset", PTR) if self.abi.packet else None
 
     def write_base(self, f: Field) -> ir.Value:
-        return self.per_entry(PTR, [("ctx", abi.out_arg_offset(l.write_slot or 0) + abi.ARG_VALUE)
-                                    for l in f.locs])
+        return self.per_entry(PTR, [("ctx", self.abi.slot_offset(l.write_args, l.write_slot or 0,
+                                                                 "value")) for l in f.locs])
 
     def read_size(self, f: Field) -> ir.Value:
         """in_args[slot].size of the field's argument (a name's length + 1)."""
-        return self.per_entry(I32, [("ctx", abi.in_arg_offset(l.read_slot) + abi.ARG_SIZE)
-                                    for l in f.locs])
+        return self.read_slot(f, "size", I32)
+
+    def guard(self, base: ir.Value, end: ir.Value | None, nbytes: int, f: ir.Block) -> None:
+        """Packet ABIs: go on only if `nbytes` from `base` are below `end` (else to `f`).
+
+        The compare of base + nbytes against end_offset is what gives the
+        verifier (and the RFC kernel's) packet pointer its range (spec §12.1)."""
+        if end is None or nbytes <= 0:
+            return
+        ok = self.fn.append_basic_block("inbounds")
+        last = self.b.gep(base, [c64(nbytes)], source_etype=I8)
+        self.b.cbranch(self.b.icmp_unsigned(">", last, end), f, ok)
+        self.b.position_at_end(ok)
+
+    def opcode(self) -> ir.Value:
+        return self.ctx_load(self.abi.header_offset("opcode"), I32, "opcode")
 
     def ctx_load(self, offset: int, ty: ir.Type, name: str = "") -> ir.Value:
         """A context field, followed by an empty asm statement that uses it.
@@ -656,38 +726,60 @@ class ScopeGen(NameTests, Effects):
         load = self.b.load(ptr, name=name, typ=ty, align=8 if ty in (I64, PTR) else 4)
         # The context does not change while the program runs (nothing stores
         # into it), so one load serves every later use, even across stores
-        # into argument buffers.
-        load.set_metadata("invariant.load", self.invariant)
+        # into argument buffers.  Except RFC v1's argument slots: helpers
+        # 208/209 may move an argument, and the pointers loaded before the
+        # call are no longer valid packet pointers.
+        if not self.abi.packet or offset < self.abi.in_arg_offset(0):
+            load.set_metadata("invariant.load", self.invariant)
         return opaque(self.b, load)
 
     def load_field(self, f: Field) -> ir.Value:
+        """A numeric field as i64.  Under a packet ABI the whole struct is first
+        proven in bounds (one compare per argument, which later reads share);
+        a shorter argument reads as 0."""
         loc = f.loc
         if loc.ctype in ("string", "buffer"):
             raise CodegenError(f"'{loc.path}' is a {loc.ctype}, not a number")
-        ptr = self.b.gep(self.read_base(f), [c64(loc.offset)], source_etype=I8)
+        base = self.read_base(f)
+        end = self.read_end(f)
+        short = self.fn.append_basic_block("short") if end is not None else None
+        if short is not None:
+            # The smallest member struct still holds the field (equal shapes: same offset).
+            self.guard(base, end, min(l.arg.size for l in f.locs), short)
+        ptr = self.b.gep(base, [c64(loc.offset)], source_etype=I8)
         ity = INT_TYPES[loc.size]
         raw = self.b.load(ptr, typ=ity, align=loc.size)
-        if ity == I64:
-            return raw
-        return self.b.sext(raw, I64) if loc.ctype.startswith("s") else self.b.zext(raw, I64)
+        value = raw if ity == I64 else (self.b.sext(raw, I64) if loc.ctype.startswith("s")
+                                        else self.b.zext(raw, I64))
+        if short is None:
+            return value
+        loaded = self.b.block
+        done = self.fn.append_basic_block("field")
+        self.b.branch(done)
+        self.b.position_at_end(short)
+        self.b.branch(done)
+        self.b.position_at_end(done)
+        phi = self.b.phi(I64, "field")
+        phi.add_incoming(value, loaded)
+        phi.add_incoming(c64(0), short)
+        return phi
 
     def builtin(self, name: str) -> ir.Value:
         if name == "nodeid":
-            return self.ctx_load(abi.CTX_NODEID, I64, "nodeid")
+            return self.ctx_load(self.abi.header_offset("nodeid"), I64, "nodeid")
         if name == "opcode":    # the context's full opcode, phase bit included
-            return self.b.zext(self.ctx_load(abi.CTX_OPCODE, I32, "opcode"), I64)
+            return self.b.zext(self.opcode(), I64)
         if name == "op":
-            numbers = {abi.OPS[m.entry.op].number for m in self.members}
+            numbers = {self.abi.ops[m.entry.op].number for m in self.members}
             if len(numbers) == 1:
                 return c64(numbers.pop())
             # Shared by several opcodes: read it (one load and a mask, not a value per opcode).
-            raw = self.ctx_load(abi.CTX_OPCODE, I32, "opcode")
-            return self.b.zext(self.b.and_(raw, c32(abi.OPCODE_MASK)), I64)
+            return self.b.zext(self.b.and_(self.opcode(), c32(abi.OPCODE_MASK)), I64)
         if name == "error":
-            raw = self.ctx_load(abi.CTX_ERROR_IN, I32, "error_in")
+            raw = self.ctx_load(self.abi.header_offset("error_in"), I32, "error_in")
             return self.b.neg(self.b.sext(raw, I64))
         helper = "get_current_uid_gid" if name in ("uid", "gid") else "get_current_pid_tgid"
-        both = self.helper(abi.HELPER_IDS[helper], I64, [])
+        both = self.helper(self.abi.helper_id(helper), I64, [])
         if name in ("uid", "pid"):
             return self.b.and_(both, c64(0xFFFFFFFF))
         return self.b.lshr(both, c64(32))

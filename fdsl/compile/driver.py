@@ -14,6 +14,7 @@ from typing import Sequence
 
 from fdsl import __version__, abi
 from fdsl.lang import ast
+from fdsl.compile import abi_check
 from fdsl.compile.codegen import CodegenError, ModuleInfo, add_section, generate, map_sizes, module_text
 from fdsl.lang.diagnostics import Diagnostic, Severity, Sources, Span, render_all
 from fdsl.errors import PolicyError
@@ -97,7 +98,7 @@ def build_metadata(plan: Plan, info: ModuleInfo, sources: Sources, files: list[s
                                       r.reason or "", serialize_body(r.rule.body)))
     identity = plan.identity_entries()
     return Metadata(
-        abi=abi.ABI_ID, fdsl_version=__version__, source_sha256=digest.hexdigest(),
+        abi=plan.abi.id, fdsl_version=__version__, source_sha256=digest.hexdigest(),
         files=[os.path.basename(f) for f in files],
         programs={s.section: s.path for s in plan.scopes},
         scopes=scopes, maps=maps, userspace=users,
@@ -147,11 +148,16 @@ def _check_program_size(plan: Plan, sources: Sources, fallback: str) -> None:
 
 
 def compile_policy(policy: ast.Policy, sources: Sources | None = None,
-                   warnings: list[Diagnostic] | None = None, want_asm: bool = True) -> CompileResult:
-    """Checked AST -> object.  Raises PolicyError for constructs BPF cannot express."""
+                   warnings: list[Diagnostic] | None = None, want_asm: bool = True,
+                   abi_record: abi.Abi = abi.ACK) -> CompileResult:
+    """Checked AST -> object for `abi_record` (ACK by default, recorded in the metadata).
+    Raises PolicyError for constructs BPF (or that ABI) cannot express."""
     sources = sources or Sources()
     files = policy.files or list(sources.texts)
-    plan = build_plan(policy)
+    plan = build_plan(policy, abi_record)
+    problems = abi_check.check(plan)
+    if problems:
+        raise PolicyError(problems, render_all(problems, sources))
     _check_map_memory(plan, sources, policy.span.file)
     _check_program_size(plan, sources, policy.span.file)
     try:
@@ -178,9 +184,9 @@ def _front_end(text: str | bytes, filename: str,
 
 
 def compile_source(text: str | bytes, filename: str = "<string>", want_asm: bool = True,
-                   include_dirs: Sequence[str] = ()) -> CompileResult:
+                   include_dirs: Sequence[str] = (), abi_record: abi.Abi = abi.ACK) -> CompileResult:
     policy, sources, warnings = _front_end(text, filename, include_dirs)
-    return compile_policy(policy, sources, warnings, want_asm=want_asm)
+    return compile_policy(policy, sources, warnings, want_asm=want_asm, abi_record=abi_record)
 
 
 def _read(path: str) -> bytes:
@@ -199,7 +205,9 @@ def load_checked(path: str, include_dirs: Sequence[str] = ()) -> tuple[ast.Polic
     return _front_end(_read(path), path, include_dirs)
 
 
-def compile_file(path: str, want_asm: bool = True, include_dirs: Sequence[str] = ()) -> CompileResult:
-    return compile_source(_read(path), path, want_asm=want_asm, include_dirs=include_dirs)
+def compile_file(path: str, want_asm: bool = True, include_dirs: Sequence[str] = (),
+                 abi_record: abi.Abi = abi.ACK) -> CompileResult:
+    return compile_source(_read(path), path, want_asm=want_asm, include_dirs=include_dirs,
+                          abi_record=abi_record)
 
 

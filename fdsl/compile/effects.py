@@ -59,6 +59,7 @@ class Effects:
     maps: dict[str, ir.GlobalVariable]
     map_decls: dict[str, ast.MapDecl]
     info: ModuleInfo
+    abi: abi.Abi
 
     def value(self, e: ast.Expr, env: Any) -> ir.Value:
         raise NotImplementedError
@@ -84,7 +85,7 @@ class Effects:
         self.info.map_keys.setdefault(s.map, key_meaning(s.key))
         key_slot = self.stack(key_ty, "key")
         self.b.store(self.b.trunc(key, key_ty) if key_ty != I64 else key, key_slot)
-        found = self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR, [self.maps[s.map], key_slot])
+        found = self.helper(self.abi.helper_id("map_lookup_elem"), PTR, [self.maps[s.map], key_slot])
         hit = self.fn.append_basic_block("count.hit")
         miss = self.fn.append_basic_block("count.miss")
         done = self.fn.append_basic_block("count.done")
@@ -95,7 +96,7 @@ class Effects:
         self.b.position_at_end(miss)
         value_slot = self.stack(value_ty, "init")
         self.b.store(by, value_slot)
-        self.helper(abi.HELPER_IDS["map_update_elem"], I64,
+        self.helper(self.abi.helper_id("map_update_elem"), I64,
                     [self.maps[s.map], key_slot, value_slot, c64(abi.BPF_NOEXIST)])
         self.b.branch(done)
         self.b.position_at_end(done)
@@ -128,7 +129,7 @@ class Effects:
         key_slot = self.map_key(decl, key)
         value_slot = self.stack(value_ty, "value")
         self.b.store(self.b.trunc(value, value_ty) if value_ty != I64 else value, value_slot)
-        self.helper(abi.HELPER_IDS["map_update_elem"], I64,
+        self.helper(self.abi.helper_id("map_update_elem"), I64,
                     [self.maps[s.map], key_slot, value_slot, c64(abi.BPF_ANY)])
 
     def map_read(self, e: ast.MapRead, env: Any) -> ir.Value:
@@ -155,7 +156,7 @@ class Effects:
         decl = self.map_decl(e.map, e)
         key = self.value(e.key, env)
         self.info.map_keys.setdefault(e.map, key_meaning(e.key))
-        return self.helper(abi.HELPER_IDS["map_lookup_elem"], PTR,
+        return self.helper(self.abi.helper_id("map_lookup_elem"), PTR,
                            [self.maps[e.map], self.map_key(decl, key)])
 
     def emit_log(self, s: ast.Log, env: Any) -> None:
@@ -174,7 +175,7 @@ class Effects:
             slot = self.b.gep(buf, [c64(i)], source_etype=I8)
             self.b.store(c64(word), self.b.bitcast(slot, I64.as_pointer()), align=8)
         args = [self.log_arg(a, env) for a in s.args]
-        self.helper(abi.HELPER_IDS["trace_printk"], I64, [buf, c32(len(data)), *args])
+        self.helper(self.abi.helper_id("trace_printk"), I64, [buf, c32(len(data)), *args])
 
     def log_arg(self, e: ast.Expr, env: Any) -> ir.Value:
         """Integers as u64; a name field as its buffer pointer (for %s)."""

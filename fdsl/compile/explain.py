@@ -103,11 +103,11 @@ def outcomes(body: list[ast.Stmt]) -> tuple[list[ast.Stmt], bool]:
 
 
 def decision_bits(d: ast.Stmt, allow_bits: int, op: str | None = None,
-                  phase: str | None = None) -> str:
-    """What the program returns for a decision, in ABI terms (and, where the
+                  phase: str | None = None, record: abi.Abi = abi.ACK) -> str:
+    """What the program returns for a decision, in `record`'s terms (and, where the
     kernel's finalize replaces a PRE deny's errno, what the caller sees)."""
     if isinstance(d, ast.Allow):
-        return return_bits_text(allow_bits)
+        return allow_text(allow_bits, phase or "pre", record)
     if isinstance(d, ast.Deny):
         value = d.errno.const_value
         if value is None and isinstance(d.errno, ast.Ident) and isinstance(
@@ -124,11 +124,18 @@ def decision_bits(d: ast.Stmt, allow_bits: int, op: str | None = None,
     return "?"
 
 
-def _rule_line(r: RulePlan, entry: OpPlan, scope: ScopePlan) -> str:
+def allow_text(bits: int, phase: str, record: abi.Abi) -> str:
+    """ACK's bits as ACK names them; an enumerated ABI's code name for them."""
+    if record.return_style == "bitmask":
+        return return_bits_text(bits)
+    return record.return_text(bits, phase)
+
+
+def _rule_line(r: RulePlan, entry: OpPlan, scope: ScopePlan, record: abi.Abi) -> str:
     where = "userspace" if r.userspace else "bpf"
     decisions, falls = outcomes(r.rule.body)
     results = [f"{fmt_decision(d)} -> "
-               f"{decision_bits(d, entry.allow_bits, entry.op, entry.phase) if not r.userspace else 'daemon'}"
+               f"{decision_bits(d, entry.allow_bits, entry.op, entry.phase, record) if not r.userspace else 'daemon'}"
                for d in decisions]
     if falls:
         results.append("no decision -> next rule")
@@ -144,15 +151,16 @@ def _rule_line(r: RulePlan, entry: OpPlan, scope: ScopePlan) -> str:
     return "\n".join(lines)
 
 
-def _entry(entry: OpPlan, scope: ScopePlan) -> str:
-    head = f"  {entry.op} {entry.phase} (opcode {entry.opcode:#x}): allow = {return_bits_text(entry.allow_bits)}"
+def _entry(entry: OpPlan, scope: ScopePlan, record: abi.Abi) -> str:
+    allow = allow_text(entry.allow_bits, entry.phase, record)
+    head = f"  {entry.op} {entry.phase} (opcode {entry.opcode:#x}): allow = {allow}"
     lines = [head]
     for r in entry.rules:
-        lines.append(_rule_line(r, entry, scope))
+        lines.append(_rule_line(r, entry, scope, record))
     default = entry.default
     what = "default" if entry.phase == "pre" else "post, no decision"
     lines.append(f"    otherwise ({what}): {fmt_decision(default)} -> "
-                 f"{decision_bits(default, entry.allow_bits, entry.op, entry.phase)}")
+                 f"{decision_bits(default, entry.allow_bits, entry.op, entry.phase, record)}")
     if entry.user_rules:
         lines.append(f"    userspace {entry.phase}filter: {len(entry.user_rules)} rule(s) run in the "
                      "daemon after BPF allowed (a deny on either side wins)")
@@ -169,19 +177,19 @@ def _kernel_line(scope: ScopePlan) -> str:
     return f"  in the kernel: nothing ({why}: read and write go through the daemon)"
 
 
-def _scope(scope: ScopePlan) -> str:
+def _scope(scope: ScopePlan, record: abi.Abi) -> str:
     where = f"under \"{scope.path}\"" if scope.path else "root"
     backing = f", backing {scope.backing}" if scope.backing else ""
     lines = [f"scope {where} -> program {scope.section} ({scope.kind}{backing})"]
     if scope.kind == "passthrough":
-        lines.append("  passthrough: every op -> BACKING, no rules")
+        lines.append(f"  passthrough: every op -> {allow_text(abi.BACKING, 'pre', record)}, no rules")
         lines.append(_kernel_line(scope))
         return "\n".join(lines)
     lines.append(f"  default: {fmt_decision(scope.default)}")
     for entry in scope.entries:
-        lines.append(_entry(entry, scope))
-    fallback = decision_bits(scope.default, abi.BACKING)
-    post = "0" if isinstance(scope.default, ast.Allow) else fallback
+        lines.append(_entry(entry, scope, record))
+    fallback = decision_bits(scope.default, abi.BACKING, record=record)
+    post = allow_text(0, "post", record) if isinstance(scope.default, ast.Allow) else fallback
     lines.append(f"  every other op: pre -> {fallback}, post -> {post}")
     lines.append(_kernel_line(scope))
     return "\n".join(lines)
@@ -189,7 +197,9 @@ def _scope(scope: ScopePlan) -> str:
 
 def explain(plan: Plan) -> str:
     """The full report."""
-    parts = [_scope(s) for s in plan.scopes]
+    parts = [_scope(s, plan.abi) for s in plan.scopes]
+    if plan.abi is not abi.ACK:
+        parts.insert(0, f"abi: {plan.abi.name} ({plan.abi.id})")
     if plan.maps:
         parts.append("maps: " + ", ".join(f"{m.name} ({m.map_type}, max {m.max_entries})"
                                            for m in plan.maps))

@@ -5,6 +5,12 @@ need constant offsets per possible name size, share one `switch` on the size
 per name.  Every compare uses the fewest, possibly unaligned, loads of up to
 4 bytes and exits at the first mismatch; nothing is read past the name's
 size or past the constant.
+
+Under a packet ABI (RFC v1) every compare is preceded by the bounds check of
+the bytes it reads against the name's `end_offset` (`ScopeGen.guard`), and
+suffixes are read through the pointer moved to the name's end instead of a
+switch on the size (variable offsets are allowed there once proven in
+bounds, as in the RFC selftests).
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from fdsl.compile.irbase import I8, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64, opaque
+from fdsl.compile.irbase import I8, I64, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64, opaque
 from fdsl.compile.planner import simple_glob
 from fdsl.compile.sharing import field_path
 from fdsl.lang import ast
@@ -31,6 +37,12 @@ class NameTests:
         raise NotImplementedError
 
     def read_size(self, f: Field) -> ir.Value:
+        raise NotImplementedError
+
+    def read_end(self, f: Field) -> ir.Value | None:
+        raise NotImplementedError
+
+    def guard(self, base: ir.Value, end: ir.Value | None, nbytes: int, f: ir.Block) -> None:
         raise NotImplementedError
 
     def string_any(self, subject: ast.Expr, tests: list[tuple[str, bytes]],
@@ -66,12 +78,48 @@ class NameTests:
             self.b.cbranch(self.b.icmp_unsigned(pred, size, c32(test.need)), ok, nxt)
             self.b.position_at_end(ok)
             base = self.read_base(fld)
-            self.compare_bytes(base, 0, test.prefix, test.wild, nxt)
+            self.compare_bytes(base, 0, test.prefix, test.wild, nxt, self.read_end(fld))
             self.b.branch(t)
             self.b.position_at_end(nxt)
         for (prefix, wild), group in groups.items():
             nxt = self.fn.append_basic_block("str.next")
-            self.suffix_group(fld, capacity, prefix, wild, group, t, nxt)
+            if self.read_end(fld) is not None:
+                self.suffix_group_packet(fld, capacity, prefix, wild, group, t, nxt)
+            else:
+                self.suffix_group(fld, capacity, prefix, wild, group, t, nxt)
+            self.b.position_at_end(nxt)
+        self.b.branch(f)
+
+    def suffix_group_packet(self, fld: Field, capacity: int, prefix: bytes, wild: bool,
+                            group: list[_StrTest], t: ir.Block, f: ir.Block) -> None:
+        """Suffix tests on a packet: per test, the pointer to where the suffix must start
+        (value + size - 1 - len(suffix)), proven in bounds, then constant-offset compares.
+
+        The size is checked against the smallest matching name and the buffer's
+        capacity first (bounding the variable offset, as the kernel requires);
+        the variable offset passes through an empty asm so LLVM cannot split it
+        into base + size and a negative constant (packet offsets must not be
+        negative)."""
+        need = min(test.need for test in group)
+        size = self.read_size(fld)
+        fits = self.fn.append_basic_block("str.size")
+        small = self.b.icmp_unsigned("<", size, c32(need))
+        big = self.b.icmp_unsigned(">", size, c32(capacity))
+        self.b.cbranch(self.b.or_(small, big), f, fits)
+        self.b.position_at_end(fits)
+        base = self.read_base(fld)
+        end = self.read_end(fld)
+        self.compare_bytes(base, 0, prefix, wild, f, end)
+        for test in group:
+            nxt = self.fn.append_basic_block("suffix.next")
+            if test.need > need:
+                ok = self.fn.append_basic_block("suffix.size")
+                self.b.cbranch(self.b.icmp_unsigned(">=", size, c32(test.need)), ok, nxt)
+                self.b.position_at_end(ok)
+            start = opaque(self.b, self.b.sub(self.b.zext(size, I64), c64(1 + len(test.suffix))))
+            moved = self.b.gep(base, [start], source_etype=I8)
+            self.compare_bytes(moved, 0, test.suffix, test.wild, nxt, end)
+            self.b.branch(t)
             self.b.position_at_end(nxt)
         self.b.branch(f)
 
@@ -136,8 +184,9 @@ class NameTests:
         self.b.cbranch(self.b.icmp_unsigned("==", word, ir.Constant(ity, expected)), t, f)
 
     def compare_bytes(self, base: ir.Value, offset: int, expected: bytes, wild: bool,
-                      f: ir.Block) -> None:
-        """Compare `expected` at base+offset; exit to `f` at the first mismatch.
+                      f: ir.Block, end: ir.Value | None = None) -> None:
+        """Compare `expected` at base+offset; exit to `f` at the first mismatch
+        (and, with a packet `end`, when the bytes are not all below it).
 
         Each run of literal bytes (globs skip '?') is read with the fewest
         loads of up to 4 bytes, the last one overlapping the previous one
@@ -147,7 +196,10 @@ class NameTests:
         claims natural alignment because the BPF back end would otherwise
         split each one into byte loads, and the kernels fuse-bpf ships on
         (x86-64, arm64) load unaligned buffer words."""
-        for start, width in _load_plan(expected, wild, True):
+        plan = _load_plan(expected, wild, True)
+        if plan:
+            self.guard(base, end, offset + max(start + width for start, width in plan), f)
+        for start, width in plan:
             ity = INT_TYPES[width]
             value = int.from_bytes(expected[start:start + width], "little")
             ptr = self.b.gep(base, [c64(offset + start)], source_etype=I8)

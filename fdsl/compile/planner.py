@@ -80,6 +80,9 @@ class Plan:
     maps: list[ast.MapDecl]
     default: ast.Stmt
     warnings: list[Diagnostic] = field(default_factory=list)
+    # The ABI the code is generated for.  `allow_bits` stay in ACK's bitmask
+    # terms (the language's meaning of `allow`); codegen maps them (`Abi.from_ack_return`).
+    abi: abi.Abi = abi.ACK
 
     def identity_entries(self) -> list[str]:
         """'scope:op:phase' of every entry whose rules read the caller's ids."""
@@ -177,15 +180,16 @@ def _collect_maps(policy: ast.Policy) -> list[ast.MapDecl]:
 
 # ------------------------------------------------------------- rule analysis
 
-def rule_ops(rule: ast.Rule) -> list[str]:
-    """The opcodes a rule applies to (checker's `resolved_ops`, else expanded here)."""
+def rule_ops(rule: ast.Rule, record: abi.Abi = abi.ACK) -> list[str]:
+    """The opcodes a rule applies to under `record` (checker's `resolved_ops`, else
+    expanded here); an opcode the ABI lacks (RFC v1 has no CANONICAL_PATH) is left out."""
     if rule.resolved_ops:
-        return [op for op in rule.resolved_ops if op in abi.OPS]
+        return [op for op in rule.resolved_ops if op in record.ops]
     ops: list[str] = []
     for name in rule.ops:
         members = sorted(abi.GROUPS[name.name], key=lambda o: abi.OPS[o].number) \
             if name.name in abi.GROUPS else [name.name]
-        ops.extend(op for op in members if op in abi.OPS and op not in ops)
+        ops.extend(op for op in members if op in record.ops and op not in ops)
     return ops
 
 
@@ -221,8 +225,8 @@ def _decision_text(d: ast.Stmt) -> str:
 
 # ------------------------------------------------------------------ planning
 
-def build_plan(policy: ast.Policy) -> Plan:
-    """Compute the decision tables of every scope (of a checked policy)."""
+def build_plan(policy: ast.Policy, record: abi.Abi = abi.ACK) -> Plan:
+    """Compute the decision tables of every scope (of a checked policy) for the ABI `record`."""
     scopes = _collect_scopes(policy)
     policy_default = scopes[0].default() or ast.Allow(policy.span)
     warnings: list[Diagnostic] = []
@@ -244,10 +248,10 @@ def build_plan(policy: ast.Policy) -> Plan:
             user_rules = scope.parent is not None and any(
                 analysed[id(r)].userspace for r in _chain(scope))
             attaches = user_rules or any(_inside(s, scope) for s in scopes)
-            plan.entries = _scope_entries(scope, analysed, default, attaches)
+            plan.entries = _scope_entries(scope, analysed, default, attaches, record)
         plans.append(plan)
     _warn_split(plans, warnings)
-    return Plan(policy, plans, _collect_maps(policy), policy_default, warnings)
+    return Plan(policy, plans, _collect_maps(policy), policy_default, warnings, record)
 
 
 def _chain(scope: _Scope) -> list[ast.Rule]:
@@ -270,20 +274,21 @@ def _inside(scope: _Scope, ancestor: _Scope) -> bool:
 
 
 def _scope_entries(scope: _Scope, analysed: dict[int, RulePlan], default: ast.Stmt,
-                   attaches: bool = False) -> list[OpPlan]:
+                   attaches: bool = False, record: abi.Abi = abi.ACK) -> list[OpPlan]:
     """`attaches`: the daemon must see this scope's lookups.  They then end with a
     userspace postfilter, so that in a fuse-bpf kernel the daemon can attach the scopes
     below with the lookup reply's fuse_entry_bpf_out (spec 3.2) and name the nodes (so a
     filter request's nodeid tells it the node's scope)."""
     chain = _chain(scope)
     entries: list[OpPlan] = []
-    for op in sorted(abi.OPS, key=lambda o: abi.OPS[o].number):
-        per_phase = {ph: [analysed[id(r)] for r in chain if r.phase == ph and op in rule_ops(r)]
+    for op in sorted(record.ops, key=lambda o: record.ops[o].number):
+        per_phase = {ph: [analysed[id(r)] for r in chain
+                          if r.phase == ph and op in rule_ops(r, record)]
                      for ph in PHASES}
         attach = attaches and op == "lookup"
         if not per_phase["pre"] and not per_phase["post"] and not attach:
             continue
-        number = abi.OPS[op].number
+        number = record.ops[op].number
         pre_bits = abi.BACKING
         if per_phase["post"] or attach:
             pre_bits |= abi.POST_FILTER

@@ -72,8 +72,8 @@ def const_decision(s: object) -> bool:
 class _Shaper:
     """Computes a piece's shape and the nodes whose meaning is per-entry, in walk order."""
 
-    def __init__(self, op: str, phase: str) -> None:
-        self.op, self.phase = op, phase
+    def __init__(self, op: str, phase: str, record: abi.Abi = abi.ACK) -> None:
+        self.op, self.phase, self.abi = op, phase, record
         self.params: list[ast.Node] = []
         self.seen: dict[int, int] = {}
 
@@ -87,7 +87,7 @@ class _Shaper:
         path = field_path(n)
         if path is not None and isinstance(n, ast.Node):
             self.params.append(n)
-            loc = abi.resolve_field(self.op, self.phase, path)
+            loc = self.abi.resolve_field(self.op, self.phase, path)
             if loc is None:
                 return ("nofield", path)
             return ("field", loc.ctype, loc.size, loc.offset, loc.write_slot is None,
@@ -119,9 +119,9 @@ class _Shaper:
         return (kind, self.shape(payload))
 
 
-def shape_of(member: Member) -> tuple[Any, list[ast.Node]]:
+def shape_of(member: Member, record: abi.Abi = abi.ACK) -> tuple[Any, list[ast.Node]]:
     """(shape, per-entry nodes in walk order) of a member's current piece."""
-    shaper = _Shaper(member.entry.op, member.entry.phase)
+    shaper = _Shaper(member.entry.op, member.entry.phase, record)
     rule = member.piece()
     if rule is None:
         body: Any = member.entry.default
@@ -132,12 +132,12 @@ def shape_of(member: Member) -> tuple[Any, list[ast.Node]]:
     return (member.entry.phase, tag, shaper.shape(body)), shaper.params
 
 
-def group(members: list[Member]) -> list[list[Member]]:
+def group(members: list[Member], record: abi.Abi = abi.ACK) -> list[list[Member]]:
     """Members with equal shapes, in order of first appearance; each member's
     `nodes` maps the group's first member's per-entry nodes to its own."""
     groups: dict[Any, tuple[list[ast.Node], list[Member]]] = {}
     for m in members:
-        key, params = shape_of(m)
+        key, params = shape_of(m, record)
         found = groups.get(key)
         if found is None:
             groups[key] = (params, [Member(m.entry, m.step)])

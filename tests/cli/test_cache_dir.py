@@ -54,6 +54,22 @@ def test_parser_tables_are_cached_and_reused(trusted):
 
 # ---- compiled objects of .fdsl policies (fdsl.compile.cache), used by fdsl mount
 
+def test_compiled_objects_are_kept_per_abi(trusted, monkeypatch):
+    from fdsl import abi
+    from fdsl.compile import cache as objects
+    from fdsl.vm.loader import load_object
+
+    monkeypatch.setenv("FDSL_CACHE", str(trusted / "c"))
+    policy = trusted / "p.fdsl"
+    policy.write_text('hide name == ".env"\n')
+    data = policy.read_bytes()
+    ack, hit = objects.compile_cached(data, str(policy))
+    assert not hit
+    v1, hit = objects.compile_cached(data, str(policy), abi_id="rfc-v1")
+    assert not hit and v1 != ack and load_object(v1).meta.abi == abi.RFC_V1.id
+    assert objects.compile_cached(data, str(policy), abi_id="rfc-v1") == (v1, True)
+    assert objects.compile_cached(data, str(policy)) == (ack, True)
+
 def test_compiled_object_is_reused_until_an_include_changes(trusted, monkeypatch):
     from fdsl.compile import cache as objects
 

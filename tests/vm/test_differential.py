@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import ctypes
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,9 @@ from fdsl.vm.helpers import Caller
 from fdsl.vm.interpreter import Interpreter, Runtime
 from fdsl.vm.isa import Insn
 from fdsl.vm.jit import Jit
-from fdsl.vm.verifier import verify
+from fdsl.vm.context import BUFFER_WINDOW, build_context
+from fdsl.vm.context_rfc_v1 import build_rfc_v1_context
+from fdsl.vm.verifier import verify, verify_object
 
 from vm_util import sample_context
 
@@ -100,6 +103,150 @@ def test_examples_agree(compiled_examples, example):
     assert runs > 100
     assert [m.items() for m in jit.maps] == [m.items() for m in interp.maps]
     assert jit.log_sink.recent() == interp.log_sink.recent()
+
+
+# ------------------------------------------------------------------ both ABIs decide alike
+
+class AbiRunner:
+    """One example compiled for one ABI, verified, in both VMs over that ABI's context."""
+
+    def __init__(self, obj: bytes, expected_abi: abi.Abi) -> None:
+        from fdsl.vm.interpreter import Runtime
+        from fdsl.vm.loader import load_object
+        from fdsl.vm.helpers import LogSink
+        from fdsl.vm.maps import MapTable
+
+        loaded = load_object(obj)
+        self.abi = loaded.abi()
+        assert self.abi is expected_abi          # read from the metadata, no flag
+        verified = verify_object(loaded)
+        self.runtimes = {kind: Runtime(MapTable(loaded.maps), LogSink()) for kind in ("interp", "jit")}
+        self.vms = {name: (Interpreter(loaded.programs[name].insns, self.runtimes["interp"]),
+                           Jit(loaded.programs[name].insns, self.runtimes["jit"], verified=v))
+                    for name, v in verified.items()}
+
+    def context(self, op: str, phase: str, inputs, outputs, nodeid: int, error_in: int):
+        if self.abi.packet:
+            return build_rfc_v1_context(op, phase, [None if isinstance(i, int) else i for i in inputs],
+                                        outputs, nodeid=nodeid, error_in=error_in)
+        return build_context(op, phase, inputs, outputs, nodeid=nodeid, error_in=error_in)
+
+    def run(self, section: str, op: str, phase: str, fields: dict):
+        """(r0 as this ABI's code, the arguments afterwards) in both VMs, which must agree."""
+        inputs, outputs = simulate.request_args(op, phase, fields)
+        error_in = simulate.parse_errno(fields.get("error", 0))
+        caller = Caller(uid=fields["uid"], gid=fields["gid"], pid=fields["pid"])
+        seen = []
+        for vm in self.vms[section]:
+            ctx = self.context(op, phase, inputs, outputs, fields["nodeid"], error_in)
+            try:
+                r0 = ctypes.c_int32(vm.execute(ctx.address, ctx.regions, caller)).value
+            except VmFault as fault:
+                seen.append(("fault", fault.reason))
+                continue
+            args = ctx.outputs() if phase == "post" else [a for a in ctx.inputs() if a is not None]
+            # The RFC v1 builder keeps one window of a big buffer (a setxattr value)
+            seen.append((r0, [a[:BUFFER_WINDOW] for a in args]))
+        assert seen[0] == seen[1], (section, op, phase, fields, seen)
+        return seen[0]
+
+
+def both_abis(obj_ack: bytes, obj_v1: bytes) -> tuple[AbiRunner, AbiRunner]:
+    return AbiRunner(obj_ack, abi.ACK), AbiRunner(obj_v1, abi.RFC_V1)
+
+
+def assert_same_decision(ack: AbiRunner, v1: AbiRunner, section: str, op: str, phase: str,
+                         fields: dict) -> None:
+    """RFC v1's result is §12.2's image of ACK's, with the same argument bytes after."""
+    ack_r0, ack_args = ack.run(section, op, phase, fields)
+    v1_r0, v1_args = v1.run(section, op, phase, fields)
+    assert ack_r0 != "fault" and v1_r0 != "fault", (section, op, phase, fields, ack_r0, v1_r0)
+    assert v1_r0 == abi.RFC_V1.from_ack_return(ack_r0, phase), (section, op, phase, fields,
+                                                                 ack_r0, v1_r0)
+    assert v1_args == ack_args, (section, op, phase, fields)
+
+
+@pytest.fixture(scope="module")
+def examples_both_abis():
+    from fdsl.compile.driver import compile_file
+
+    return {path.name: both_abis(compile_file(str(path), want_asm=False).obj,
+                                 compile_file(str(path), want_asm=False, abi_record=abi.RFC_V1).obj)
+            for path in EXAMPLES}
+
+
+@pytest.mark.parametrize("example", [p.name for p in EXAMPLES])
+def test_examples_decide_alike_under_both_abis(examples_both_abis, example):
+    """Every example compiled for ACK and for RFC v1: the same decisions (in each ABI's
+    codes), the same rewritten arguments, the same maps and logs, over real contexts of
+    each ABI, through the loader, the verifier with that ABI's rules, and both VMs."""
+    ack, v1 = examples_both_abis[example]
+    assert set(ack.vms) == set(v1.vms)
+    runs = 0
+    for section in ack.vms:
+        for op in dispatched_ops():
+            for phase in ("pre", "post"):
+                for fields in requests_for(op, phase):
+                    try:
+                        simulate.request_args(op, phase, fields)
+                    except simulate.RequestError:
+                        continue                # a field set that does not fit the op
+                    assert_same_decision(ack, v1, section, op, phase, fields)
+                    runs += 1
+    assert runs > 100
+    for kind in ("interp", "jit"):
+        assert [m.items() for m in v1.runtimes[kind].maps] == \
+            [m.items() for m in ack.runtimes[kind].maps]
+        assert v1.runtimes[kind].sink.recent() == ack.runtimes[kind].sink.recent()
+
+
+GENERATED_POLICY = """
+set secrets = {".env", ".git", "id_rsa", "a"}
+counter per_uid[u32] max 64
+map last[u32] -> u64 max 64
+hide name in secrets or name like {"*.key", "*.pem", "x?z*", "lib*.so"} or name startswith ".cache"
+on create, mkdir pre { in.mode &= 0o755 }
+on mkdir pre { if in.mode & 0o002 == 0o002 { deny EPERM } }
+on open pre { count per_uid[uid]; if in.flags & O_ACCMODE != O_RDONLY and uid != 0 { deny EROFS } }
+on open post { out.fh = out.fh | 0x100; last[uid] = nodeid }
+on getattr post { if error == 0 { out.attr.mode &= 0o7775; out.attr.uid = 1000 } }
+on setattr pre { if in.valid & FATTR_MODE != 0 { in.mode = in.mode | 0o400 } }
+on rename pre { if newname like "*.tmp" { deny EXDEV } }
+on lookup post { if error == ENOENT and nodeid == 7 { deny EACCES } }
+"""
+
+NAME_CHARS = st.sampled_from("aexyz.klpmsoib_-0")
+
+
+@pytest.fixture(scope="module")
+def generated_both_abis():
+    from fdsl.compile.driver import compile_source
+
+    return both_abis(compile_source(GENERATED_POLICY, "gen.fdsl", want_asm=False).obj,
+                     compile_source(GENERATED_POLICY, "gen.fdsl", want_asm=False,
+                                    abi_record=abi.RFC_V1).obj)
+
+
+@HYPO
+@given(st.data())
+def test_generated_requests_decide_alike_under_both_abis(generated_both_abis, data):
+    """Random requests (names near the patterns, any numbers, errors, callers) on a
+    policy with name tests, counters, maps and writes in PRE and POST."""
+    ack, v1 = generated_both_abis
+    op = data.draw(st.sampled_from(("lookup", "create", "mkdir", "open", "getattr", "setattr",
+                                    "rename", "unlink", "readdir")))
+    phase = data.draw(st.sampled_from(("pre", "post")))
+    fields: dict = {"uid": data.draw(st.sampled_from((0, 1000, 5))), "gid": 100,
+                    "pid": 3, "nodeid": data.draw(st.sampled_from((1, 7, 99)))}
+    name = data.draw(st.text(NAME_CHARS, min_size=1, max_size=12).filter(lambda n: n not in (".", "..")))
+    for loc in abi.fields_of(op, phase):
+        if loc.is_string:
+            fields[loc.path] = data.draw(st.sampled_from((name, name + ".tmp", "lib" + name + ".so")))
+        elif loc.ctype != "buffer":
+            fields[loc.path] = data.draw(st.integers(0, (1 << (8 * loc.size)) - 1))
+    if phase == "post":
+        fields["error"] = data.draw(st.sampled_from((0, "ENOENT", "EACCES")))
+    assert_same_decision(ack, v1, "fuse/root", op, phase, fields)
 
 
 # ------------------------------------------------------------------ generated verified programs
