@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Any
 
-from fdsl.commands import add_policy_argument, compile_args, source_name
+from fdsl.commands import add_policy_argument, add_target_abi_option, compile_args, source_name
 
 
 def register(subparsers: Any) -> None:
@@ -24,6 +24,7 @@ def register(subparsers: Any) -> None:
         epilog="example: fdsl test examples/hide_secrets.fdsl --backend interp -v",
     )
     add_policy_argument(p)
+    add_target_abi_option(p)
     p.add_argument("--backend", choices=("jit", "interp"), default="jit",
                    help="run the programs with the JIT (default) or the interpreter")
     p.add_argument("-k", dest="keyword", metavar="NAME",

@@ -53,13 +53,20 @@ def results_of(text: str, backend: str = "interp") -> dict[str, testing.TestResu
     return {r.name: r for r in testing.run_tests(tests, runner, compiled.sources)}
 
 
+@pytest.mark.parametrize("abi_name", ("ack", "rfc-v1"))
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_example_blocks_pass(capsys, example: Path, backend: str) -> None:
-    code, out, _ = run_cli(capsys, example, "--backend", backend)
+def test_example_blocks_pass(capsys, example: Path, backend: str, abi_name: str) -> None:
+    """Every example's test blocks pass under both ABIs: `fdsl test --abi` compiles for
+    it and the runner takes the ABI from the object (RFC v1 codes in -v's lines)."""
+    code, out, _ = run_cli(capsys, example, "--backend", backend, "--abi", abi_name, "-v")
     assert code == 0, out
     assert "FAIL" not in out
     assert out.rstrip().endswith(" passed, 0 failed")
+    codes = set(abi.RFC_V1.return_codes)
+    named = {word for line in out.splitlines() if line.strip().startswith("bpf:")
+             for word in line.replace("|", " ").split()}
+    assert bool(named & codes) == (abi_name == "rfc-v1"), out
 
 
 def test_failing_expectation_is_reported(tmp_path, capsys) -> None:
