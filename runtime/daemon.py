@@ -45,6 +45,7 @@ class MountConfig:
     debug: bool = False
     switch_identity: bool = True
     root_section: str | None = None    # program section for the root (bare objects)
+    abi: str | None = None             # --abi: the ABI of an object without fdsl metadata
     nonempty: bool = False             # mount even if the mount point is already a mount
     log_file: str | None = None        # detached daemon's log (default: next to the socket)
     log_size: int = 1 << 20            # bytes before the log file is rotated
@@ -161,7 +162,7 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     stats = MountStats()
     logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
     try:
-        policy = load_policy(obj, cfg.backend, cfg.backing, stats, cfg.root_section)
+        policy = load_policy(obj, cfg.backend, cfg.backing, stats, cfg.root_section, cfg.abi)
         filters = getattr(policy, "filters", None)
         if filters is not None:     # policy `log` lines: to stderr (-f) or the log file
             filters.log_sink.callback = logs.policy_line_writer()
@@ -463,15 +464,24 @@ Server = Callable[[MountConfig, "bytes | None", Callable[[str | None], None]], i
 
 def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
     """`serve` (emulation) or the kernel-mode mount, as `-o mode=` and the kernel say."""
+    from fdsl import abi
+
     from .kernel import features
     from .kernel import mode as modes
 
     support = features.detect()
     needs = None
-    if support.supported and obj is not None:
+    if obj is not None:
         from fdsl.vm.loader import load_object
 
-        needs = modes.daemon_needed(load_object(obj).meta)
+        loaded = load_object(obj)
+        record = loaded.abi(cfg.abi)
+        if record.id != abi.ACK.id:     # fuse-bpf kernels are ACK's; RFC v1 was never merged
+            support = features.FuseBpfSupport(
+                None, f"{record.name} objects run in emulation only: no fuse-bpf kernel "
+                "takes them (the kernels with fuse-bpf are ACK's)")
+        if support.supported:
+            needs = modes.daemon_needed(loaded.meta)
     chosen = modes.select(cfg.mode, cfg.no_daemon, support, needs)
     if not chosen.kernel:
         return serve
@@ -484,6 +494,12 @@ def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
     obj = read_policy_object(cfg.policy, cfg.include_dirs)
+    if obj is not None:     # an unknown or contradicting --abi is a usage error before forking
+        from fdsl.commands import abi_choice
+        from fdsl.vm.loader import load_object
+
+        with abi_choice(cfg.policy or ""):
+            load_object(obj).abi(cfg.abi)
     # The daemon works from "/" (it must not keep the launcher's directory busy),
     # so every path it keeps is made absolute now.
     cfg.backing = os.path.realpath(cfg.backing)

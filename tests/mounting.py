@@ -128,12 +128,14 @@ class Mounter:
         return backing, mnt
 
     def mount(self, policy: str | Path = "", backing: Path | None = None, mnt: Path | None = None,
-              options: str = "", expect_fail: bool = False) -> Mount:
+              options: str = "", expect_fail: bool = False,
+              flags: tuple[str, ...] = ()) -> Mount:
+        """`flags`: more `fdsl mount` arguments (`("--abi", "rfc-v1")`)."""
         if backing is None or mnt is None:
             b, m = self.dirs()
             backing, mnt = backing or b, mnt or m
         options = ",".join(filter(None, [f"transport={self.transport}", options]))
-        args = ["mount", "-o", options, policy, backing, mnt]
+        args = ["mount", *flags, "-o", options, policy, backing, mnt]
         proc = fdsl(*args)
         if expect_fail:
             assert proc.returncode != 0, "mount unexpectedly succeeded"

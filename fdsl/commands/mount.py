@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Any
 
-from fdsl.commands import add_include_option
+from fdsl.commands import add_abi_option, add_include_option
 
 MOUNT_EPILOG = """examples:
   fdsl mount examples/hide_secrets.fdsl /srv/data /mnt/view
@@ -19,20 +19,23 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "mount", help="mount BACKING at MOUNTPOINT through a policy (.fdsl or .bpf.o)",
-        usage="fdsl mount [-f] [-d] [-o OPT[,OPT...]] [POLICY] BACKING MOUNTPOINT",
+        usage="fdsl mount [-f] [-d] [--abi NAME] [-o OPT[,OPT...]] [POLICY] BACKING MOUNTPOINT",
         description="Mount a filtered passthrough view of BACKING at MOUNTPOINT. The policy "
         "(a .fdsl source compiled on the fly, or a compiled .bpf.o; an empty file or '' "
         "means pure passthrough) runs on every operation as a fuse-bpf kernel would. "
         "It is the first argument or -o policy=FILE (the form mount(8) and fstab use: "
         "'mount -t fuse.fdsl BACKING MOUNTPOINT -o policy=FILE' runs 'fdsl BACKING "
         "MOUNTPOINT -o policy=FILE'). "
-        "Daemonizes and returns once the mount is ready unless -f is given.",
+        "Daemonizes and returns once the mount is ready unless -f is given. "
+        "RFC v1 objects (their metadata, or --abi rfc-v1 for clang-built ones) run in "
+        "emulation only: no fuse-bpf kernel takes them, so -o mode=kernel refuses them.",
         epilog=mount_options.help_text() + "\n\n" + MOUNT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="[POLICY] BACKING MOUNTPOINT",
                    help="policy file (.fdsl or .bpf.o, '' for none; or -o policy=FILE), "
                    "backing directory, mount point")
     add_include_option(p)
+    add_abi_option(p)
     p.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
     p.add_argument("-d", "--debug", action="store_true", help="FUSE debug output (implies -f)")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="OPT[,OPT...]",
@@ -77,6 +80,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
                       fuse_options=parsed.fuse, **settings)
     cfg.policy = cfg.policy or None
     cfg.include_dirs = tuple(args.include_dirs)
+    cfg.abi = args.abi
     return mount(cfg)
 
 

@@ -7,12 +7,18 @@ the text objdump prints with `--mattr=+alu32`.  Instructions objdump 14 does
 not know (v4's sdiv/smod, movsx, bswap, ldsx, gotol, ST with immediate, and
 mod/jset, which LLVM 14 never emits) use the syntax of newer LLVM releases.
 Invalid encodings print as `<unknown>`, as objdump does.
+
+`ctx_notes(insns, record)` names the context field each load reads, in the
+layout of the object's ABI (`; ctx in_args[0].end_offset` under RFC v1,
+`; ctx out_args[0].value` under ACK), from the registers' provenance.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fdsl import abi
 from fdsl.vm import isa
+from fdsl.vm.flow import provenance
 from fdsl.vm.isa import Insn
 
 _ALU_SYM = {
@@ -150,3 +156,22 @@ def render(insns: list[Insn], notes: dict[int, str] | None = None) -> str:
         if notes and line.slot in notes:
             out.append(f"\t\t; {notes[line.slot]}")
     return "\n".join(out) + ("\n" if out else "")
+
+
+def ctx_notes(insns: list[Insn], record: abi.Abi) -> dict[int, str]:
+    """slot -> "ctx FIELD" for every load from the context (`FIELD+N` inside a field)."""
+    notes: dict[int, str] = {}
+    fields = record.ctx_fields()
+    for pc, regs in provenance(insns).items():
+        insn = insns[pc]
+        kind = regs[insn.src] if insn.cls == isa.BPF_LDX else None
+        if kind is None or kind[0] != "ctx":
+            continue
+        offset = kind[1] + insn.off
+        field = next((f for f in fields if f.offset <= offset < f.offset + f.size), None)
+        if field is None:
+            notes[pc] = f"ctx +{offset} (no {record.name} field)"
+        else:
+            inside = offset - field.offset
+            notes[pc] = f"ctx {field.name}" + (f"+{inside}" if inside else "")
+    return notes

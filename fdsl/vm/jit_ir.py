@@ -16,6 +16,7 @@ import llvmlite.ir as ir
 from fdsl import abi
 from fdsl.vm import isa
 from fdsl.vm.interpreter import (MASK64, STACK_SIZE)
+from fdsl.vm.flow import Kind, provenance as _provenance, successors as _successors
 from fdsl.vm.isa import Insn
 from fdsl.vm.verifier_state import AccessCheck
 
@@ -53,10 +54,7 @@ RUN_FAULTED = 1 << 40   # bpf_run's result when the run faulted (any s32 is smal
 
 
 # ------------------------------------------------------------------ static pointer provenance
-
-
-# A register's kind: ("ctx", off) / ("stack", off from r10) / None (unknown).
-Kind = tuple[str, int] | None
+# (register kinds: fdsl.vm.flow)
 
 
 def _leaders(insns: Sequence[Insn]) -> list[int]:
@@ -77,67 +75,6 @@ def _leaders(insns: Sequence[Insn]) -> list[int]:
             leaders.add(pc + 1)
         pc += step
     return sorted(leaders)
-
-
-def _successors(insns: Sequence[Insn], pc: int) -> list[int]:
-    insn = insns[pc]
-    if insn.is_exit:
-        return []
-    if insn.is_branch:
-        if insn.is_cond_jump:
-            return [pc + 1, insn.jump_target(pc)]
-        return [insn.jump_target(pc)]
-    return [pc + (2 if insn.is_ld_imm64 and insn.imm64 is not None else 1)]
-
-
-def _provenance(insns: Sequence[Insn]) -> dict[int, list[Kind]]:
-    """Register kinds before each reachable slot (forward dataflow to a fixpoint)."""
-    n = len(insns)
-    start: list[Kind] = [None] * isa.REG_COUNT
-    start[1] = ("ctx", 0)
-    start[10] = ("stack", 0)
-    state: dict[int, list[Kind]] = {0: start}
-    work = [0]
-    while work:
-        pc = work.pop()
-        regs = list(state[pc])
-        _transfer(insns[pc], regs)
-        for nxt in _successors(insns, pc):
-            if not 0 <= nxt < n:
-                continue
-            old = state.get(nxt)
-            if old is None:
-                state[nxt] = regs
-                work.append(nxt)
-                continue
-            merged = [a if a == b else None for a, b in zip(old, regs)]
-            if merged != old:
-                state[nxt] = merged
-                work.append(nxt)
-    return state
-
-
-def _transfer(insn: Insn, regs: list[Kind]) -> None:
-    cls = insn.cls
-    if cls == isa.BPF_ALU64 and insn.dst < isa.FP:
-        kind = regs[insn.dst]
-        if insn.op == isa.BPF_MOV and insn.source == isa.BPF_X and insn.off == 0:
-            regs[insn.dst] = regs[insn.src]
-        elif insn.op in (isa.BPF_ADD, isa.BPF_SUB) and insn.source == isa.BPF_K and kind:
-            delta = insn.imm if insn.op == isa.BPF_ADD else -insn.imm
-            regs[insn.dst] = (kind[0], kind[1] + delta)
-        else:
-            regs[insn.dst] = None
-    elif cls in (isa.BPF_ALU, isa.BPF_LDX, isa.BPF_LD) and insn.dst < isa.FP:
-        regs[insn.dst] = None
-    elif cls == isa.BPF_STX and insn.mode == isa.BPF_ATOMIC:
-        if insn.imm == isa.BPF_CMPXCHG:
-            regs[0] = None
-        elif insn.imm & isa.BPF_FETCH and insn.src < isa.FP:
-            regs[insn.src] = None
-    elif insn.is_call:
-        for r in range(6):
-            regs[r] = None
 
 
 def _may_exceed(insns: Sequence[Insn], kinds: dict[int, list[Kind]], budget: int) -> bool:
