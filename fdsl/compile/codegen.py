@@ -35,7 +35,7 @@ from fdsl.compile.irbase import (BARRIER_ATTRS, FN_ATTRS, I1, I8, I32, I64, INT_
                                  PTR, CodegenError, Field, Node, Param, c32, c64, opaque)
 from fdsl.compile.effects import Effects, ModuleInfo, key_meaning, map_sizes
 from fdsl.compile.names import NameTests
-from fdsl.compile.planner import Plan, ScopePlan
+from fdsl.compile.planner import Plan, ScopePlan, walk_exprs
 from fdsl.compile.sharing import Member, field_path
 from fdsl.compile.userspace import ident_meaning
 
@@ -217,6 +217,9 @@ class ScopeGen(NameTests, Effects):
         A spec is ("const", int) or ("ctx", offset): a context load."""
         if all(spec == specs[0] for spec in specs):
             return self.materialize(ty, specs[0])
+        if self.abi.packet and self.members_write() and any(
+                spec[0] == "ctx" and spec[1] >= self.abi.in_arg_offset(0) for spec in specs):
+            return self.selected_slot_field(ty, specs)
         node = self.node
         assert node is not None, "per-entry values exist only inside a node"
         key = (str(ty), tuple(specs))
@@ -228,6 +231,26 @@ class ScopeGen(NameTests, Effects):
         phi = here.phi(ty, "param")
         node.params.append(Param(key, specs, phi))
         return phi
+
+    def members_write(self) -> bool:
+        """Some rule of the current members' entries writes a field (calls 208/209)."""
+        return any(isinstance(n, ast.Assign) for m in self.members for r in m.entry.bpf_rules
+                   for n in walk_exprs(r.rule.body))
+
+    def selected_slot_field(self, ty: ir.Type, specs: list[tuple]) -> ir.Value:
+        """Packet ABIs with writes: a slot field that differs between the members, loaded here.
+
+        A node parameter holding the loaded pointer would live across the
+        node's helper 208/209 calls, which invalidate (and may move) the
+        argument; so the parameter is the member's index among the distinct
+        fields, and every use loads each candidate and selects one."""
+        distinct = list(dict.fromkeys(specs))
+        index = self.per_entry(I32, [("const", distinct.index(spec)) for spec in specs])
+        value = self.materialize(ty, distinct[-1])
+        for k, spec in enumerate(distinct[:-1]):
+            value = self.b.select(self.b.icmp_unsigned("==", index, c32(k)),
+                                  self.materialize(ty, spec), value)
+        return value
 
     def materialize(self, ty: ir.Type, spec: tuple) -> ir.Value:
         if spec[0] == "const":

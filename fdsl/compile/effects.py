@@ -73,6 +73,12 @@ class Effects:
     def read_base(self, f: Field) -> ir.Value:
         raise NotImplementedError
 
+    def read_end(self, f: Field) -> ir.Value | None:
+        raise NotImplementedError
+
+    def guard(self, base: ir.Value, end: ir.Value | None, nbytes: int, f: ir.Block) -> None:
+        raise NotImplementedError
+
     def emit_count(self, s: ast.Count, env: Any) -> None:
         decl = self.map_decls.get(s.map)
         if decl is None or s.map not in self.maps:
@@ -174,16 +180,25 @@ class Effects:
             word = int.from_bytes(padded[i:i + 8], "little")
             slot = self.b.gep(buf, [c64(i)], source_etype=I8)
             self.b.store(c64(word), self.b.bitcast(slot, I64.as_pointer()), align=8)
-        args = [self.log_arg(a, env) for a in s.args]
+        # Packet ABIs: a name is printed only once proven to hold a byte (never
+        # false for a real name: the line is skipped otherwise).
+        skip = self.fn.append_basic_block("log.done") if self.abi.packet else None
+        args = [self.log_arg(a, env, skip) for a in s.args]
         self.helper(self.abi.helper_id("trace_printk"), I64, [buf, c32(len(data)), *args])
+        if skip is not None:
+            self.b.branch(skip)
+            self.b.position_at_end(skip)
 
-    def log_arg(self, e: ast.Expr, env: Any) -> ir.Value:
+    def log_arg(self, e: ast.Expr, env: Any, skip: ir.Block | None = None) -> ir.Value:
         """Integers as u64; a name field as its buffer pointer (for %s)."""
         e, env = self.resolve(e, env)
         if field_path(e) is not None:
             f = self.field(e)
             if f.loc.ctype in ("string", "buffer"):
-                return self.b.ptrtoint(self.read_base(f), I64)
+                base = self.read_base(f)
+                if skip is not None:
+                    self.guard(base, self.read_end(f), 1, skip)
+                return self.b.ptrtoint(base, I64)
         return self.value(e, env)
 
     def helper(self, helper_id: int, ret: ir.Type, args: list[ir.Value]) -> ir.Value:

@@ -16,7 +16,7 @@ from fdsl.errors import VerifierError
 from fdsl.vm.isa import Insn
 from fdsl.vm.verifier_cfg import use_def
 from fdsl.vm.semantics import sext
-from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
+from fdsl.vm.verifier_state import (BUF_RO, BUF_RW, PKT, MAP_PTR, MAP_VALUE, MAP_VALUE_OR_NULL,
                                     NOT_INIT, SCALAR, SPILL, STACK, UNINIT, UNKNOWN, Reg, State)
 
 STACK_SIZE = abi.STACK_SIZE
@@ -224,9 +224,9 @@ class HelperCalls:
                                     "but written on another path (it could print a pointer)")
                 continue
             if kind == "s":
-                # only a request's name/data buffer: the stack may hold spilled pointers
-                # whose bytes %s would print
-                if reg.kind not in (BUF_RO, BUF_RW):
+                # only a request's name/data buffer (RFC v1: a packet proven to hold at
+                # least one byte): the stack may hold spilled pointers whose bytes %s would print
+                if reg.kind not in (BUF_RO, BUF_RW, PKT):
                     raise self.fail(pc, f"trace_printk %s argument r{r} must be an argument buffer "
                                     f"(a name), got {reg.describe()}")
                 if reg.off:

@@ -118,6 +118,17 @@ def test_writes_go_through_writeable_helpers_after_a_null_check(tmp_path):
     verify_object(load_object(obj))
 
 
+@pytest.mark.parametrize("source", [
+    'on open, create post { out.fh = 5; if out.fh == 5 { deny EPERM } }',
+    'on open, create post { out.fh |= 1; out.fh |= 2; log "%d", out.fh }',
+    'on lookup, mkdir pre { if name == "a" { deny EPERM }; log "%s %d", name, uid }',
+])
+def test_code_shared_by_opcodes_with_different_slots_verifies(source):
+    """out.fh is out_args[0] of open and out_args[1] of create, name in_args[0] of lookup
+    and in_args[1] of mkdir: the shared code reloads the slot after helper 209 moved it."""
+    verify_object(load_object(compile_source(source, "s.fdsl", want_asm=False, abi_record=V1).obj))
+
+
 def test_maps_and_relocations_survive_in_rfc_v1(tmp_path):
     source = 'counter per_uid[u32] max 16\non lookup pre { count per_uid[uid]; log "%s", name }\n'
     text = objdump(compile_source(source, "m.fdsl", want_asm=False, abi_record=V1).obj, tmp_path)
