@@ -63,6 +63,8 @@ class OpenDir:
     caller: Caller
     names: list[tuple[bytes, int, int]] | None = None  # (name, d_ino, d_type) snapshot
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # pages served and not yet sent in full: (offset, page as the programs left it)
+    pages: "list[tuple[int, B.Page]]" = field(default_factory=list)
     flags: int = 0
     bpf_fh: int = 0
 
@@ -467,14 +469,18 @@ class Engine:
         offset = req.offset
         if offset == 0:
             out.append(DirEntry(b".", None, 1, d.node.nodeid, abi.DT_DIR))
+            d.pages = []                     # a new listing: every page runs again
+        else:                                # drop the pages sent in full
+            d.pages = [p for p in d.pages if p[1].next_offset > offset]
         if offset <= 1:
             out.append(DirEntry(b"..", None, 2, ROOT_ID, abi.DT_DIR))
         offset = max(offset, 2)
         lookup_row = TABLE["lookup"]
         while len(out) < req.limit:
-            call.page_offset = offset
-            page = self._serve(row, call)
+            page = self._readdir_page(row, call, offset)
             for name, ino, next_offset, dtype in page.records:
+                if next_offset <= offset:
+                    continue                 # sent from this page by an earlier request
                 if len(out) >= req.limit:
                     return out
                 try:
@@ -491,6 +497,23 @@ class Engine:
                 break
             offset = page.next_offset
         return out
+
+    def _readdir_page(self, row: Row, call: Call, offset: int) -> B.Page:
+        """The READDIR page holding `offset`: one sequence per page of the listing.
+
+        A request that continues inside a page already served (the previous
+        one stopped at its batch limit or the kernel's buffer, perhaps pages
+        earlier) gets that page as its programs left it, so PRE and POST
+        (counters, logs, dropped entries) run once per page, as for a fuse-bpf
+        kernel's READDIR."""
+        d = call.handle
+        for start, page in d.pages:
+            if start <= offset < page.next_offset:
+                return page
+        call.page_offset = offset
+        page = self._serve(row, call)
+        d.pages.append((offset, page))
+        return page
 
     # ---------------------------------------------------------- attributes
 

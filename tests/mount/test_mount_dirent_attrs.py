@@ -25,3 +25,24 @@ def test_listing_filters_on_type_and_ino(mounter, tmp_path):
     mounter.mount(policy, b, mnt)
     assert sorted(os.listdir(mnt)) == ["file"]
     assert (mnt / "sub").is_dir() and (mnt / "other").read_text() == "y"   # listed no more, still there
+
+
+def test_each_page_is_filtered_once_in_a_listing_of_many_pages(mounter, tmp_path):
+    """A listing many READDIR pages long, read by requests that stop inside a page
+    (the batch limit, the kernel's 4 KiB buffer): every entry passes the readdir
+    programs once, so a counter of the dirent bytes POST saw equals the listing's
+    size, and dropped entries stay dropped across the cuts."""
+    b, mnt = mounter.dirs()
+    names = [f"f{i:04d}" for i in range(1500)]     # 24 + 5 bytes: one 32-byte record each
+    for name in names:
+        (b / name).write_bytes(b"")
+    policy = tmp_path / "pages.fdsl"
+    policy.write_text("counter seen\n"
+                      "on readdir post {\n"
+                      "    count seen by sizeof(dirents)\n"
+                      '    drop entries where name endswith "7"\n'
+                      "}\n")
+    m = mounter.mount(policy, b, mnt)
+    listed = os.listdir(mnt)
+    assert sorted(listed) == [n for n in names if not n.endswith("7")]
+    assert m.counters("seen") == {"total": 32 * len(names)}
