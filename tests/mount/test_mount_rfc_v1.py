@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +84,58 @@ def test_a_flag_contradicting_an_fdsl_policy_is_a_usage_error(mounter):
     proc = fdsl("mount", "--abi", "rfc-v1", EXAMPLES / "audit.fdsl", b, mnt)
     assert proc.returncode == 2 and "contradicts its metadata" in proc.stderr
     assert not os.path.ismount(mnt)
+
+
+USERSPACE_POLICY = """
+userspace {
+    on mkdir pre { if name matches "^tmp[0-9]+$" { deny EACCES } }
+    on getattr post { out.attr.uid = 4242 }
+}
+"""
+
+
+def compiled(policy: Path, abi_name: str, out: Path) -> Path:
+    fdsl("compile", "--abi", abi_name, policy, "-o", out, check=True)
+    return out
+
+
+def policy_behaviour(mounter, obj: Path) -> dict[str, object]:
+    """What a caller sees through hide_secrets + a policy whose rules run in the daemon:
+    the userspace prefilter's verdict and the userspace postfilter's rewrite."""
+    b, mnt = mounter.dirs()
+    for name in (".env", "id_rsa", "README.md"):
+        (b / name).write_text(name)
+    mounter.mount(obj, b, mnt)             # the ABI comes from the object's metadata
+    seen = {
+        "listing": sorted(os.listdir(mnt)),                      # readdir: userspace drop
+        "stat .env": outcome(lambda: os.stat(mnt / ".env").st_size),
+        "read README.md": outcome(lambda: (mnt / "README.md").read_text()),
+    }
+    return seen
+
+
+def user_behaviour(mounter, obj: Path) -> dict[str, object]:
+    b, mnt = mounter.dirs()
+    (b / "f").write_text("f")
+    mounter.mount(obj, b, mnt)
+    return {"mkdir tmp12": outcome(lambda: os.mkdir(mnt / "tmp12")),   # userspace prefilter
+            "mkdir tmpx": outcome(lambda: os.mkdir(mnt / "tmpx")),
+            "uid f": outcome(lambda: os.stat(mnt / "f").st_uid),        # userspace postfilter
+            "backing": sorted(os.listdir(b))}
+
+
+def test_fdsl_objects_compiled_for_rfc_v1_mount_like_their_ack_builds(mounter, tmp_path):
+    user_policy = tmp_path / "user.fdsl"
+    user_policy.write_text(USERSPACE_POLICY)
+    for name, (policy, run, expected) in {
+        "hide": (EXAMPLES / "hide_secrets.fdsl", policy_behaviour,
+                 {"listing": ["README.md"], "stat .env": "ENOENT",
+                  "read README.md": "README.md"}),
+        "user": (user_policy, user_behaviour,
+                 {"mkdir tmp12": "EACCES", "mkdir tmpx": None, "uid f": 4242,
+                  "backing": ["f", "tmpx"]}),
+    }.items():
+        got = {abi_name: run(mounter, compiled(policy, abi_name, tmp_path / f"{name}.{abi_name}.o"))
+               for abi_name in ("rfc-v1", "ack")}
+        assert got["rfc-v1"] == expected, name
+        assert got["ack"] == got["rfc-v1"], name
