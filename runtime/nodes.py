@@ -46,6 +46,7 @@ ROOT_ID = 1
 _REOPEN_FLAGS = os.O_PATH | os.O_CLOEXEC     # a handle names the inode: nothing to follow
 FD_RESERVE_MAX = 256                         # fds kept free for the daemon's own use
 FD_CACHE_MAX = 16384                         # O_PATH fds of nodes kept open at most
+_HANDLE_LATER = b""                          # Node.handle: evictable, handle taken on eviction
 
 
 @dataclass(frozen=True)
@@ -220,33 +221,54 @@ class NodeTable:
         excess = len(self.cached) - self.budget.node_cache
         if excess <= 0:
             return
-        for nodeid in list(self.cached):
-            node = self.cached[nodeid]
-            if id(node) in pinned:
-                continue
-            del self.cached[nodeid]
+        # Oldest first, and only as far as needed: once the cache is full every
+        # new node evicts one, so copying the whole key list here made each
+        # lookup cost O(cache size).
+        victims = []
+        for node in self.cached.values():
+            if id(node) not in pinned:
+                victims.append(node)
+                if len(victims) == excess:
+                    break
+        for node in victims:
+            del self.cached[node.nodeid]
+            if node.handle == _HANDLE_LATER and not self._take_handle(node):
+                continue                        # no handle: it keeps its fd for good
             os.close(node._fd)
             node._fd = -1
-            excess -= 1
-            if not excess:
-                return
 
     # ------------------------------------------------------------- handles
 
     def _adopt(self, node: Node, fd: int) -> None:
-        """Give a new node its fd; with a file handle, the fd joins the evictable cache."""
+        """Give a new node its fd; with a file handle, the fd joins the evictable cache.
+
+        Directories get their handle at once (the first one of a mount opens
+        the mount fd reopening needs); other nodes only when they are evicted
+        (`_HANDLE_LATER`): most never are, and name_to_handle_at through ctypes
+        was the largest single cost of a READDIRPLUS entry."""
         node._fd = fd
         node.table = self
         if not self.handles:
             return
+        if not node.is_dir:
+            node.handle = _HANDLE_LATER
+            self.cached[node.nodeid] = node
+            return
+        if self._take_handle(node):
+            self.cached[node.nodeid] = node
+
+    def _take_handle(self, node: Node) -> bool:
+        """Give `node` its file handle; False (and handle None: the fd is kept for
+        good) where the filesystem has none or its mount cannot be reopened."""
         try:
-            node.handle, node.mount_id = sysio.name_to_handle(fd)
+            node.handle, node.mount_id = sysio.name_to_handle(node._fd)
         except OSError:
-            return                              # no handles here: keep the fd for good
+            node.handle = None
+            return False
         if node.mount_id not in self.mount_fds and not self._add_mount_fd(node):
             node.handle = None
-            return
-        self.cached[node.nodeid] = node
+            return False
+        return True
 
     def _probe(self, node: Node) -> bool:
         """Can this daemon reopen by handle?  Not without CAP_DAC_READ_SEARCH (a daemon
