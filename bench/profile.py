@@ -86,8 +86,9 @@ def _profiled(spy: str, target, backing: Path, w: wl.Workload, sizes: wl.Sizes, 
               phase, out: Path, rate: int, native: bool) -> dict[str, float]:
     """Mount, attach py-spy to the daemon, run one phase, detach; returns its values."""
     pids: list[int] = []
-    with mounted(target, backing, ZERO if w.zero_timeouts else env.timeouts, env.ctx,
-                 pids) as view:
+    with wl.scratch_filesystem(backing, w.scratch_fs), \
+            mounted(target, backing, ZERO if w.zero_timeouts else env.timeouts, env.ctx,
+                    pids) as view:
         cmd = [spy, "record", "--pid", str(pids[0]), "--rate", str(rate),
                "--nonblocking", "--format", "raw", "--output", str(out)]
         if native:

@@ -161,7 +161,8 @@ def run_workloads(targets: list[Target], names: list[str], sizes: wl.Sizes, reps
                     try:
                         values = {}
                         for phase in w.phases or (w.run,):
-                            with mounted(t, backing, timeouts, env.ctx) as view:
+                            with wl.scratch_filesystem(backing, w.scratch_fs), \
+                                    mounted(t, backing, timeouts, env.ctx) as view:
                                 values.update(phase(view, sizes))
                         for m in w.metrics:
                             cells[m][t.name].values.append(values[m])
