@@ -12,6 +12,7 @@ import re
 import pytest
 
 from fdsl import abi, cli
+from fdsl.abi import rfc_v1
 from fdsl.compile.driver import compile_file, compile_source
 from fdsl.errors import PolicyError, VerifierError
 from fdsl.vm.loader import load_object
@@ -177,3 +178,52 @@ def test_help_mentions_abi(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         assert "--abi" in capsys.readouterr().out
+
+
+HIDE_NAMES = ("a", ".env", ".git", ".gitx", "id_rsa", "id_rsb", "x.key", ".key", "key",
+              "server.key", "server.keys", "k" * 200 + ".key", "README.md")
+HIDE_OPS = ("lookup", "symlink", "mknod", "mkdir", "link", "create", "rename", "rename2",
+            "readdir", "open", "getattr", "unlink")
+
+
+def test_hide_secrets_decides_like_the_rfc_v1_c(tmp_path):
+    """clang's build of bench/c/hide_secrets_rfc_v1.c (RFC v1 C written from the spec) is
+    the oracle: the fdsl RFC v1 object returns what it returns for every request."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from fdsl.vm import simulate
+    from fdsl.vm.context_rfc_v1 import build_rfc_v1_context
+    from fdsl.vm.helpers import Caller
+    from fdsl.vm.interpreter import Interpreter, Runtime
+
+    assert shutil.which("clang"), "clang -target bpf is the oracle here"
+    c_obj = tmp_path / "c.o"
+    subprocess.run(["clang", "-target", "bpf", "-mcpu=v3", "-O2", "-c", "-I", str(ROOT / "tests" / "c"),
+                    "-o", str(c_obj), str(ROOT / "bench" / "c" / "hide_secrets_rfc_v1.c")], check=True)
+    programs = []
+    for data, flag in ((c_obj.read_bytes(), "rfc-v1"),
+                       (compile_file(str(ROOT / "examples" / "hide_secrets.fdsl"), want_asm=False,
+                                     abi_record=V1).obj, None)):
+        loaded = load_object(data)
+        record = loaded.abi(flag)
+        assert record is V1
+        verify_object(loaded, abi_record=record)
+        programs.append(Interpreter(loaded.programs["fuse/root"].insns, Runtime()))
+    runs, decisions = 0, set()
+    for op in HIDE_OPS:
+        for phase in ("pre", "post"):
+            for name in HIDE_NAMES:
+                fields = {loc.path: name for loc in abi.fields_of(op, phase) if loc.is_string}
+                inputs, outputs = simulate.request_args(op, phase, fields)
+                got = []
+                for vm in programs:
+                    ctx = build_rfc_v1_context(op, phase, inputs, outputs, nodeid=1)
+                    got.append(ctypes.c_int32(vm.execute(ctx.address, ctx.regions, Caller())).value)
+                assert got[0] == got[1], (op, phase, name, got)
+                decisions.add(got[0])
+                runs += 1
+    assert runs == len(HIDE_OPS) * 2 * len(HIDE_NAMES)
+    assert decisions == {-abi.ERRNOS["ENOENT"], rfc_v1.CONTINUE, rfc_v1.POSTFILTER,
+                         rfc_v1.USER_POSTFILTER}
