@@ -3,7 +3,9 @@
 Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its
 subcommands with `set_defaults(func=...)`; `func(args)` returns the exit code.
 Modules import their heavy dependencies inside the command functions so that
-`fdsl --help` stays fast.
+`fdsl --help` stays fast, and a command line naming a command (or the mount
+helper form) registers only that command's module (`COMMANDS`): `fdsl mount`
+does not pay for building the parsers of the other eleven commands.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Any
 
 from fdsl import __version__
 from fdsl.errors import FdslError, PolicyError
@@ -27,11 +28,21 @@ COMMAND_MODULES = (
     "fdsl.commands.load",      # load (check an object against the kernel's fuse-bpf)
 )
 
+# command -> the module that registers it (a test checks this against the modules)
+COMMANDS = {
+    "check": "fdsl.commands.compile", "compile": "fdsl.commands.compile",
+    "explain": "fdsl.commands.compile", "disasm": "fdsl.commands.disasm",
+    "verify": "fdsl.commands.verify", "run": "fdsl.commands.run", "test": "fdsl.commands.test",
+    "mount": "fdsl.commands.mount", "umount": "fdsl.commands.mount",
+    "stats": "fdsl.commands.mount", "fmt": "fdsl.commands.fmt", "load": "fdsl.commands.load",
+}
+
 EPILOG = """exit codes: 0 success, 1 policy/object/verification error or failed test,
 2 usage error.  Run 'fdsl COMMAND --help' for the options of one command."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with `only` just that command module's commands."""
     parser = argparse.ArgumentParser(
         prog="fdsl",
         description="Compile .fdsl filter policies to fuse-bpf eBPF and mount "
@@ -41,15 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fdsl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in (only,) if only else COMMAND_MODULES:
         importlib.import_module(name).register(sub)   # a broken subcommand must fail loudly
     return parser
 
 
-def helper_form(argv: list[str], commands: Any) -> list[str]:
+def helper_form(argv: list[str]) -> list[str]:
     """mount.fuse3 (`mount -t fuse.fdsl`, fstab) runs `fdsl BACKING MOUNTPOINT -o OPTS`:
     a first argument that is a directory rather than a command means `fdsl mount`."""
-    if argv and argv[0] not in commands and not argv[0].startswith("-") \
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-") \
             and os.path.isdir(argv[0]):
         return ["mount", *argv]
     return argv
@@ -60,10 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv == ["--version"]:   # answered before any subcommand module is imported
         print(f"fdsl {__version__}")
         return 0
-    parser = build_parser()
-    commands = next(a.choices for a in parser._actions
-                    if isinstance(a, argparse._SubParsersAction))
-    args = parser.parse_args(helper_form(argv, commands))
+    argv = helper_form(argv)
+    parser = build_parser(COMMANDS.get(argv[0]) if argv else None)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

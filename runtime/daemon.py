@@ -148,9 +148,12 @@ def _raise_fd_limit() -> None:
 
 def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], None]) -> int:
     """Mount and serve until unmounted or signalled.  `ready(None)` once mounted,
-    `ready(message)` if mounting failed."""
-    import trio
+    `ready(message)` if mounting failed.
 
+    Only what answering requests needs comes before `ready`: the policy on the
+    interpreter, the engine, the mount and a listening control socket (a
+    `fdsl stats` that connects early waits in its backlog).  The JIT tier-up and
+    trio (the control server, signal handling) start after it."""
     _raise_fd_limit()
 
     from .engine import Engine, EngineOptions
@@ -162,7 +165,8 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     stats = MountStats()
     logging.getLogger("fdsl").addHandler(_DequeHandler(stats))
     try:
-        policy = load_policy(obj, cfg.backend, cfg.backing, stats, cfg.root_section, cfg.abi)
+        policy = load_policy(obj, cfg.backend, cfg.backing, stats, cfg.root_section, cfg.abi,
+                             defer_jit=True)
         filters = getattr(policy, "filters", None)
         if filters is not None:     # policy `log` lines: to stderr (-f) or the log file
             filters.log_sink.callback = logs.policy_line_writer()
@@ -189,14 +193,58 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
         ready(f"cannot mount {cfg.mountpoint}: {err}")
         engine.close()
         return 1
+    try:
+        listener: Any = _bind_control_socket(sock_path)
+    except OSError as err:
+        log.warning("no control socket (fdsl stats will not work): %s", err)
+        listener = None
+    early = _EarlySignals()         # until trio's receiver takes over
+    ready(None)
+    if hasattr(policy, "start_jit"):
+        policy.start_jit()
+    code = 0
+    try:
+        import trio
+
+        trio.run(_serve_async, cfg, engine, policy, stats, transport, listener, early)
+    except BaseException as err:  # noqa: BLE001 - always unmount
+        log.error("daemon stopped: %s", _describe(err))
+        code = 1
+    finally:
+        transport.close()
+        if listener is not None:
+            listener.close()
+        try:
+            sock_path.unlink()
+        except OSError:
+            pass
+        engine.close()
+    return code
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _EarlySignals:
+    """Remembers a stop signal that arrives between the mount and trio's signal
+    receiver (the default action would kill the daemon and leave a dead mount)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for sig in SIGNALS:
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+
+
+async def _serve_async(cfg: MountConfig, engine: Any, policy: Any, stats: MountStats,
+                       transport: "_Transport", listener: Any, early: _EarlySignals) -> None:
+    """The daemon's life after `ready`: stop signals, the control server, the transport."""
+    import trio
 
     async def control_server() -> None:
         """Answer `fdsl stats`; nothing a client does may stop the mount."""
-        try:
-            listener = trio.socket.from_stdlib_socket(_bind_control_socket(sock_path))
-        except OSError as err:
-            log.warning("no control socket (fdsl stats will not work): %s", err)
-            return
         clients = 0
 
         async def client(conn: Any) -> None:
@@ -206,51 +254,36 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
             finally:
                 clients -= 1
 
-        with listener:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    try:
-                        conn, _ = await listener.accept()
-                    except OSError as err:  # EMFILE...: wait a little, do not die
-                        log.warning("control socket: accept failed: %s", err)
-                        await trio.sleep(0.5)
-                        continue
-                    if clients >= CONTROL_MAX_CLIENTS:
-                        conn.close()       # busy: a flood of idle clients only hurts itself
-                        continue
-                    clients += 1
-                    nursery.start_soon(client, conn)
-
-    async def main() -> None:
+        sock = trio.socket.from_stdlib_socket(listener)
         async with trio.open_nursery() as nursery:
-            async def on_signals() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+            while True:
+                try:
+                    conn, _ = await sock.accept()
+                except OSError as err:  # EMFILE...: wait a little, do not die
+                    log.warning("control socket: accept failed: %s", err)
+                    await trio.sleep(0.5)
+                    continue
+                if clients >= CONTROL_MAX_CLIENTS:
+                    conn.close()       # busy: a flood of idle clients only hurts itself
+                    continue
+                clients += 1
+                nursery.start_soon(client, conn)
+
+    async with trio.open_nursery() as nursery:
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(*SIGNALS) as sigs:
+                if early.received is None:
                     async for _ in sigs:
-                        await transport.stop()
-                        return
+                        break
+                await transport.stop()
 
-            nursery.start_soon(on_signals)
+        nursery.start_soon(on_signals)
+        if listener is not None:
             nursery.start_soon(control_server)
-            ready(None)
-            try:
-                await transport.run()
-            finally:
-                nursery.cancel_scope.cancel()
-
-    code = 0
-    try:
-        trio.run(main)
-    except BaseException as err:  # noqa: BLE001 - always unmount
-        log.error("daemon stopped: %s", _describe(err))
-        code = 1
-    finally:
-        transport.close()
         try:
-            sock_path.unlink()
-        except OSError:
-            pass
-        engine.close()
-    return code
+            await transport.run()
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 class _Transport:
@@ -450,6 +483,8 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
             "ops": dict(stats.ops),
             "errors": dict(stats.errors),
             "maps": policy.map_contents() if hasattr(policy, "map_contents") else [],
+            # which VM serves each program: "interp" until the background JIT is done
+            "programs": policy.vm_backends() if hasattr(policy, "vm_backends") else {},
             "logs": list(policy.recent_logs()) if hasattr(policy, "recent_logs") else [],
             "daemon_logs": list(stats.logs),
             "log_file": cfg.log_file,

@@ -8,7 +8,6 @@ through `os.fsdecode`, so they compare equal to `os.path.realpath` results.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,8 +41,12 @@ class MountEntry:
 
 @lru_cache(maxsize=1)
 def _libmount() -> ctypes.CDLL:
-    name = ctypes.util.find_library("mount") or "libmount.so.1"
-    lib = ctypes.CDLL(name, use_errno=True)
+    try:   # the soname first: find_library runs `ldconfig -p` on every mount and stats
+        lib = ctypes.CDLL("libmount.so.1", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        lib = ctypes.CDLL(find_library("mount") or "libmount.so.1", use_errno=True)
     lib.mnt_new_table_from_file.restype = ctypes.c_void_p
     lib.mnt_new_table_from_file.argtypes = [ctypes.c_char_p]
     lib.mnt_new_iter.restype = ctypes.c_void_p

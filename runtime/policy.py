@@ -289,6 +289,16 @@ class FilterPolicy:
     def recent_logs(self) -> list[str]:
         return self.filters.log_sink.recent()
 
+    # ----------------------------------------------------- tiered start-up
+
+    def start_jit(self) -> None:
+        """Begin the deferred background JIT (see `load_policy(defer_jit=True)`)."""
+        self.filters.start_jit()
+
+    def vm_backends(self) -> dict[str, str]:
+        """Which VM serves each program now: "interp" until the tier-up reaches it."""
+        return {name: self.filters.backend_of(name) for name in self.filters.programs}
+
 
 def describe_maps(maps: Any, metadata: Any) -> list[dict[str, Any]]:
     """`fdsl stats` rows of maps (ours or the kernel's: anything with `items()` and
@@ -381,9 +391,12 @@ def choose_root_section(sections: list[str], from_metadata: str | None,
 
 
 def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any = None,
-                root_section: str | None = None, abi_name: str | None = None) -> Any:
+                root_section: str | None = None, abi_name: str | None = None,
+                defer_jit: bool = False) -> Any:
     """PassthroughPolicy for no object; otherwise load + verify the programs under the
-    object's ABI (its metadata's, else `abi_name`, else ACK).
+    object's ABI (its metadata's, else `abi_name`, else ACK).  With `defer_jit` an
+    "auto" backend serves on the interpreter until `start_jit()` (the daemon's
+    start: the mount answers before LLVM is even imported).
 
     A malformed object (LoadError) fails the mount with a clear message.  A
     program the verifier rejects is loaded partially: the operations that
@@ -394,7 +407,8 @@ def load_policy(obj: bytes | None, backend: str, backing_root: str, stats: Any =
     from fdsl.vm.filterset import FilterSet
     from fdsl.compile.metadata import Metadata
 
-    filters = FilterSet.load(obj, backend=backend, partial=True, abi_name=abi_name)
+    filters = FilterSet.load(obj, backend=backend, partial=True, abi_name=abi_name,
+                             defer_jit=defer_jit)
     for section, error in filters.rejected.items():
         log.error("verifier rejected %s: operations that run it fail with EIO: %s", section, error)
     raw = filters.metadata

@@ -127,6 +127,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"backing  {reply['backing']}", file=out)
     print(f"policy   {reply['policy'] or '(none: passthrough)'}", file=out)
     print(f"nodes    {reply['nodes']}  open handles {reply['open_handles']}", file=out)
+    programs = reply.get("programs") or {}
+    if programs:
+        print("programs " + "  ".join(f"{k} ({v})" for k, v in sorted(programs.items())),
+              file=out)
     ops = reply.get("ops", {})
     if ops:
         errs = reply.get("errors", {})

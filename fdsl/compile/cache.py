@@ -30,16 +30,16 @@ PACKAGE = Path(__file__).resolve().parent.parent
 @functools.cache
 def _identity() -> str:
     """What the compiled bytes depend on besides the sources: this fdsl's code."""
-    from importlib import metadata
+    from importlib.util import find_spec   # not importlib.metadata: 10-20 ms a mount
 
     h = hashlib.sha256(__version__.encode())
-    try:
-        h.update(metadata.version("llvmlite").encode())
-    except metadata.PackageNotFoundError:
-        pass
     import fdsl.grammar
 
     roots = [PACKAGE, Path(fdsl.grammar.__file__).parent]
+    llvmlite = find_spec("llvmlite")
+    if llvmlite is not None and llvmlite.origin:   # rewritten by every llvmlite install
+        version = Path(llvmlite.origin).with_name("_version.py")
+        h.update(version.read_bytes() if version.is_file() else llvmlite.origin.encode())
     for root in roots:
         for path in sorted(root.rglob("*")):
             if path.suffix in (".py", ".lark"):

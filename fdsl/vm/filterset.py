@@ -93,13 +93,15 @@ class FilterSet:
         self.rejected: dict[str, VerifierError] = {}
         self._jit_done = threading.Event()
         self._jit_done.set()
+        self._jit_budget: int | None = None     # set while an "auto" tier-up is pending
 
     @classmethod
     def load(cls, data: bytes, backend: str = "jit", *, log_callback: Callable[[str], None] | None = None,
              log_lines: int = LOG_LINES, budget: int = DEFAULT_BUDGET,
-             partial: bool = False, abi_name: str | None = None) -> "FilterSet":
+             partial: bool = False, abi_name: str | None = None,
+             defer_jit: bool = False) -> "FilterSet":
         """Load + verify + prepare; raises LoadError, AbiChoiceError, and VerifierError
-        unless `partial`."""
+        unless `partial`.  `defer_jit` ("auto"): the tier-up waits for `start_jit()`."""
         if backend not in BACKENDS:
             raise FdslError(f"unknown backend {backend!r} (expected one of {', '.join(BACKENDS)})")
         obj = loader.load_object(data)
@@ -130,12 +132,19 @@ class FilterSet:
             filters.rejected[name] = why
             filters._runners[name] = _rejected_runner(why)
         if backend == "auto" and programs:
-            filters._start_jit(budget)
+            filters._jit_budget = budget
+            filters._jit_done.clear()
+            if not defer_jit:
+                filters.start_jit()
         return filters
 
     # -- tiered start-up
-    def _start_jit(self, budget: int) -> None:
-        self._jit_done.clear()
+    def start_jit(self) -> None:
+        """Start the background tier-up ("auto"; at most once).  The daemon calls it
+        after the mount answers: LLVM must not compete for the GIL before that."""
+        budget, self._jit_budget = self._jit_budget, None
+        if budget is None:
+            return
         thread = threading.Thread(target=self._compile_all, args=(budget,), name="fdsl-jit", daemon=True)
         thread.start()
 
