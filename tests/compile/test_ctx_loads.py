@@ -37,11 +37,11 @@ def per_op_logging(every: int, same_format: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mixed_accesses(text: str) -> dict[str, dict[int, frozenset[str]]]:
-    obj = loader.load_object(compile_source(text, "gen.fdsl").obj)
+def mixed_accesses(text: str, record: abi.Abi = abi.ACK) -> dict[str, dict[int, frozenset[str]]]:
+    obj = loader.load_object(compile_source(text, "gen.fdsl", abi_record=record).obj)
     found = {}
     for section, program in obj.programs.items():
-        verified = verifier.verify(program, obj.maps, section=section)
+        verified = verifier.verify(program, obj.maps, section=section, abi_record=obj.abi())
         assert verified.mem_kinds, "no memory access recorded: the check below would be vacuous"
         mixed = {pc: kinds for pc, kinds in verified.mem_kinds.items()
                  if verifier.PtrKind.CTX in kinds and len(kinds) > 1}
@@ -50,15 +50,20 @@ def mixed_accesses(text: str) -> dict[str, dict[int, frozenset[str]]]:
     return found
 
 
+ABIS = pytest.mark.parametrize("record", [abi.ACK, abi.RFC_V1], ids=lambda r: r.id)
+
+
+@ABIS
 @pytest.mark.parametrize("every", [2, 3, 5])
 @pytest.mark.parametrize("same_format", [True, False])
-def test_per_op_logging_keeps_ctx_loads_apart(every: int, same_format: bool) -> None:
-    assert mixed_accesses(per_op_logging(every, same_format)) == {}
+def test_per_op_logging_keeps_ctx_loads_apart(every: int, same_format: bool, record) -> None:
+    assert mixed_accesses(per_op_logging(every, same_format), record) == {}
 
 
-def test_shared_rules_with_ctx_and_argument_fields() -> None:
+@ABIS
+def test_shared_rules_with_ctx_and_argument_fields(record) -> None:
     text = ('on all pre { log "op %u node %llu", op, nodeid }\n'
             'on read, write, flush, release pre { log "fh %llu", in.fh }\n'
             'on lookup post { log "new node %llu", out.nodeid }\n'
             'on getattr pre { if nodeid == 1 { log "root %llu", nodeid } }\n')
-    assert mixed_accesses(text) == {}
+    assert mixed_accesses(text, record) == {}

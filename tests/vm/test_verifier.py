@@ -648,19 +648,20 @@ try:
 except ImportError as err:
     print(f"compiler not importable yet: {err}", file=sys.stderr)
     sys.exit(3)
+from fdsl import abi
 with open(sys.argv[2], "wb") as out:
-    out.write(compile_file(sys.argv[1]).obj)
+    out.write(compile_file(sys.argv[1], abi_record=abi.by_id(sys.argv[3])).obj)
 """
 
 
-def compile_policy(path: Path, tmp_path: Path) -> bytes:
-    """Compile in a child process: an LLVM fatal error must not kill the test run.
+def compile_policy(path: Path, tmp_path: Path, abi_name: str = "ack") -> bytes:
+    """Compile (for `abi_name`) in a child process: an LLVM fatal error must not kill the test run.
 
     A compiler failure fails the test (with the compiler's message): every
     example must compile and verify.
     """
     out = tmp_path / (path.stem + ".bpf.o")
-    proc = subprocess.run([sys.executable, "-c", _COMPILE, str(path), str(out)],
+    proc = subprocess.run([sys.executable, "-c", _COMPILE, str(path), str(out), abi_name],
                           capture_output=True, text=True, timeout=600, cwd=HERE.parent)
     if proc.returncode:
         lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
@@ -687,9 +688,12 @@ def test_examples_exist():
     assert _example_files(), f"no policies under {EXAMPLES}"
 
 
+@pytest.mark.parametrize("abi_name", ["ack", "rfc-v1"])
 @pytest.mark.parametrize("path", _example_files(), ids=lambda p: p.name)
-def test_examples_accepted(path, tmp_path):
-    obj = _load_compiled(compile_policy(path, tmp_path), path)
+def test_examples_accepted(path, tmp_path, abi_name):
+    """Under the rules of the ABI the object's metadata names (RFC v1: packet bounds)."""
+    obj = _load_compiled(compile_policy(path, tmp_path, abi_name), path)
+    assert obj.abi().aliases[0] == abi_name
     results = verifier.verify_object(obj)
     assert results and all(r.processed > 0 for r in results.values())
 
@@ -706,11 +710,12 @@ def _policy_with_rules(count: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_compiled_200_rule_policy_verifies_in_linear_work(tmp_path):
+@pytest.mark.parametrize("abi_name", ["ack", "rfc-v1"])
+def test_compiled_200_rule_policy_verifies_in_linear_work(tmp_path, abi_name):
     """Work, not wall-clock time (timings belong in bench/compile_bench.py)."""
     src = tmp_path / "rules200.fdsl"
     src.write_text(_policy_with_rules(200))
-    obj = _load_compiled(compile_policy(src, tmp_path), src)
+    obj = _load_compiled(compile_policy(src, tmp_path, abi_name), src)
     results = verifier.verify_object(obj)
     for section, r in results.items():
         assert r.processed < 3 * len(r.insns), (section, r.processed, len(r.insns))
