@@ -425,6 +425,10 @@ class Engine:
         flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if node.is_dir else 0)
         return os.open(sysio.proc_fd_path(node.fd), flags)
 
+    def btime(self, nodeid: int) -> tuple[int, int] | None:
+        """The backing inode's birth time (s, ns) for a STATX reply; None: not recorded."""
+        return sysio.statx_btime(self.nodes.get(nodeid).fd)
+
     def program_of(self, nodeid: int) -> str | None:
         return self.nodes.get(nodeid).program
 
@@ -572,7 +576,8 @@ def _in_node_operation(method: Callable[..., Any]) -> Callable[..., Any]:
     return entry_point
 
 
-for _name in ("dispatch", "forget", "read_cached", "backing_fd", "program_of", "user_filter"):
+for _name in ("dispatch", "forget", "read_cached", "backing_fd", "btime", "program_of",
+              "user_filter"):
     setattr(Engine, _name, _in_node_operation(getattr(Engine, _name)))
 
 

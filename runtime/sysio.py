@@ -121,6 +121,26 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
                            ctypes.c_long(length)), "fallocate")
 
 
+STATX_BTIME = 0x800
+_AT_EMPTY_PATH = 0x1000
+_STATX_SIZE = 256                # struct statx
+_STATX_BTIME_AT = 80             # stx_btime: tv_sec s64, tv_nsec u32
+
+
+def statx_btime(fd: int) -> tuple[int, int] | None:
+    """The birth time (seconds, nanoseconds) of the inode `fd` refers to (O_PATH
+    fds too), or None where the filesystem does not record one."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(_AT_EMPTY_PATH),
+                       ctypes.c_uint(STATX_BTIME), buf), "statx")
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    if not mask & STATX_BTIME:
+        return None
+    sec = int.from_bytes(buf.raw[_STATX_BTIME_AT:_STATX_BTIME_AT + 8], "little", signed=True)
+    nsec = int.from_bytes(buf.raw[_STATX_BTIME_AT + 8:_STATX_BTIME_AT + 12], "little")
+    return sec, nsec
+
+
 def proc_fd_path(fd: int) -> str:
     """The /proc magic link of one of our fds: reopening through it checks the
     caller's permissions against the inode, never against a path."""

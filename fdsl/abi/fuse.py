@@ -193,6 +193,17 @@ FUSE_FORGET_ONE = _layout("fuse_forget_one", 16, "nodeid@0:u64, nlookup@8:u64")
 FUSE_INTERRUPT_IN = _layout("fuse_interrupt_in", 8, "unique@0:u64")
 FUSE_POLL_IN = _layout("fuse_poll_in", 24, "fh@0:u64, kh@8:u64, flags@16:u32, events@20:u32")
 FUSE_POLL_OUT = _layout("fuse_poll_out", 8, "revents@0:u32, padding@4:u32")
+FUSE_STATX_IN = _layout("fuse_statx_in", 24,
+    "getattr_flags@0:u32, reserved@4:u32, fh@8:u64, sx_flags@16:u32, sx_mask@20:u32")
+FUSE_SX_TIME = _layout("fuse_sx_time", 16, "tv_sec@0:s64, tv_nsec@8:u32, __reserved@12:s32")
+FUSE_STATX = _layout("fuse_statx", 256, """
+    mask@0:u32, blksize@4:u32, attributes@8:u64, nlink@16:u32, uid@20:u32, gid@24:u32,
+    mode@28:u16, ino@32:u64, size@40:u64, blocks@48:u64, attributes_mask@56:u64,
+    rdev_major@128:u32, rdev_minor@132:u32, dev_major@136:u32, dev_minor@140:u32""",
+    {"atime": (64, FUSE_SX_TIME), "btime": (80, FUSE_SX_TIME), "ctime": (96, FUSE_SX_TIME),
+     "mtime": (112, FUSE_SX_TIME)})
+FUSE_STATX_OUT = _layout("fuse_statx_out", 288,
+    "attr_valid@0:u64, attr_valid_nsec@8:u32, flags@12:u32", {"stat": (32, FUSE_STATX)})
 FUSE_BACKING_MAP = _layout("fuse_backing_map", 16, "fd@0:s32, flags@4:u32, padding@8:u64")
 # Legacy map record of the selftest loader (§2.2).
 MAP_RECORD = _layout("bpf_map_def_legacy", 32,
@@ -209,7 +220,7 @@ STRUCTS: dict[str, CStruct] = {
         FUSE_COPY_FILE_RANGE_IN, FUSE_STATFS_OUT, FUSE_IN_HEADER, FUSE_OUT_HEADER,
         FUSE_DIRENT, FUSE_DIRENTPLUS, FUSE_INIT_IN, FUSE_INIT_OUT, FUSE_FORGET_IN,
         FUSE_BATCH_FORGET_IN, FUSE_FORGET_ONE, FUSE_INTERRUPT_IN, FUSE_POLL_IN, FUSE_POLL_OUT,
-        FUSE_BACKING_MAP, MAP_RECORD)
+        FUSE_STATX_IN, FUSE_SX_TIME, FUSE_STATX, FUSE_STATX_OUT, FUSE_BACKING_MAP, MAP_RECORD)
 }
 
 # -------------------------------------------- §9 per-opcode argument lists

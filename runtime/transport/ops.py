@@ -8,6 +8,7 @@ copy_file_range, tmpfile) are in `fileops`.
 from __future__ import annotations
 
 import errno
+import os
 import struct
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..engine import Engine
 from . import fileops
 from .dispatch import NO_REPLY, Dispatcher
 from .protocol import (GETXATTR_OUT, OPCODES, Request, attr_out, entry_out, signed64,
-                       statfs_out, xattr_list)
+                       split_timeout, statfs_out, xattr_list)
 
 FATTR = abi.FATTR
 _FORGET_IN = abi.FUSE_FORGET_IN.codec
@@ -35,6 +36,9 @@ _SETXATTR_IN = abi.FUSE_SETXATTR_IN.codec
 _SETXATTR_IN_OLD = struct.Struct("<II")       # without FUSE_SETXATTR_EXT
 _GETXATTR_IN = abi.FUSE_GETXATTR_IN.codec
 _ACCESS_IN = abi.FUSE_ACCESS_IN.codec
+_STATX_IN = abi.FUSE_STATX_IN.codec
+_STATX_OUT = abi.FUSE_STATX_OUT.codec
+_STATX_BASIC_STATS, _STATX_BTIME = 0x7FF, 0x800
 _MODE, _UID, _GID, _SIZE = (FATTR[f"FATTR_{n}"] for n in ("MODE", "UID", "GID", "SIZE"))
 _ATIME, _MTIME, _MTIME_NOW = FATTR["FATTR_ATIME"], FATTR["FATTR_MTIME"], FATTR["FATTR_MTIME_NOW"]
 _ATIME_BOTH = _ATIME | FATTR["FATTR_ATIME_NOW"]
@@ -99,6 +103,14 @@ class Operations:
             else None,
             atime_now=atime_now, mtime_now=mtime_now,
             fh=fh if valid & FATTR["FATTR_FH"] else None)))
+
+    def statx(self, req: Request) -> Any:
+        """FUSE_STATX (statx(2) asking more than the basic stats, e.g. STATX_BTIME): the
+        basic stats are GETATTR's (its rules run), the birth time the backing inode's."""
+        flags, _, fh, _sx_flags, _sx_mask = req.struct(_STATX_IN)
+        on_file = flags & abi.FUSE_GETATTR_FH
+        attr = self.do(R.Getattr(req.caller(), req.nodeid, fh if on_file else None, on_file))
+        return _statx_out(attr, self.engine.btime(req.nodeid))
 
     def readlink(self, req: Request) -> Any:
         return self.do(R.Readlink(req.caller(), req.nodeid))
@@ -174,6 +186,19 @@ class Operations:
         (name,) = req.names()
         self.do(R.Removexattr(req.caller(), req.nodeid, name))
 
+    def poll(self, req: Request) -> Any:
+        """ENOSYS: the kernel stops asking and reports DEFAULT_POLLMASK (readable and
+        writable) for every file of the mount, which is what regular files and
+        directories of a local filesystem report (they have no poll method); other
+        file types never reach a FUSE server."""
+        raise OSError(errno.ENOSYS, "poll: the kernel's default mask")
+
+    def ioctl(self, req: Request) -> Any:
+        """ENOSYS, which the kernel turns into ENOTTY: ioctls are not passed on (an
+        arbitrary command run by the daemon on the backing file cannot be checked
+        against the caller's rights; see docs/architecture.md)."""
+        raise OSError(errno.ENOSYS, "ioctl: not passed on")
+
     def interrupt(self, req: Request) -> Any:
         # Backing syscalls cannot be interrupted from here; the interrupted
         # request completes normally (the kernel discards a late reply).
@@ -181,6 +206,22 @@ class Operations:
 
     def destroy(self, req: Request) -> Any:
         return None
+
+
+def _sx_time(ns: int) -> tuple[int, int, int]:
+    return ns // 1_000_000_000, ns % 1_000_000_000, 0
+
+
+def _statx_out(attr: Any, btime: tuple[int, int] | None) -> bytes:
+    """fuse_statx_out from GETATTR's attributes and the backing birth time."""
+    valid, valid_ns = split_timeout(attr.timeout)
+    mask = _STATX_BASIC_STATS | (_STATX_BTIME if btime is not None else 0)
+    birth = (*btime, 0) if btime is not None else (0, 0, 0)
+    return _STATX_OUT.pack(
+        valid, valid_ns, 0, mask, attr.blksize & 0xFFFFFFFF, 0, attr.nlink,
+        attr.uid & 0xFFFFFFFF, attr.gid & 0xFFFFFFFF, attr.mode & 0xFFFF, attr.ino, attr.size,
+        attr.blocks, 0, *_sx_time(attr.atime_ns), *birth, *_sx_time(attr.ctime_ns),
+        *_sx_time(attr.mtime_ns), os.major(attr.rdev), os.minor(attr.rdev), 0, 0)
 
 
 def _sized(data: bytes, size: int) -> Any:

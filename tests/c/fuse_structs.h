@@ -57,6 +57,14 @@ struct fuse_forget_one { u64_t nodeid, nlookup; };
 struct fuse_interrupt_in { u64_t unique; };
 struct fuse_poll_in { u64_t fh, kh; u32_t flags, events; };
 struct fuse_poll_out { u32_t revents, padding; };
+struct fuse_statx_in { u32_t getattr_flags, reserved; u64_t fh; u32_t sx_flags, sx_mask; };
+struct fuse_sx_time { s64_t tv_sec; u32_t tv_nsec; s32_t __reserved; };
+struct fuse_statx { u32_t mask, blksize; u64_t attributes; u32_t nlink, uid, gid;
+    unsigned short mode, __spare0[1]; u64_t ino, size, blocks, attributes_mask;
+    struct fuse_sx_time atime, btime, ctime, mtime;
+    u32_t rdev_major, rdev_minor, dev_major, dev_minor; u64_t __spare2[14]; };
+struct fuse_statx_out { u64_t attr_valid; u32_t attr_valid_nsec, flags; u64_t spare[2];
+    struct fuse_statx stat; };
 struct fuse_backing_map { s32_t fd; u32_t flags; u64_t padding; };
 struct bpf_map_def_legacy { u32_t map_type; u64_t key_size, value_size; u32_t max_entries; };
 #endif
