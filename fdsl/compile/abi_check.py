@@ -11,12 +11,11 @@ statement that needs it, before any code is generated.
 """
 from __future__ import annotations
 
-from typing import Iterator
-
 from fdsl import abi
 from fdsl.compile.planner import OpPlan, Plan, walk_exprs
 from fdsl.lang import ast
 from fdsl.lang.diagnostics import Diagnostic, Severity
+from fdsl.lang.passes.common import all_rules
 
 
 def check(plan: Plan) -> list[Diagnostic]:
@@ -32,7 +31,7 @@ def check(plan: Plan) -> list[Diagnostic]:
             seen.add(id(node))
             found.append(Diagnostic(Severity.ERROR, message, node.span))
 
-    for rule in _rules(plan.policy.items):
+    for rule in all_rules(plan.policy.items):
         for name in rule.ops:
             if name.name in abi.OPS and name.name not in record.ops:
                 error(f"{record.name} has no opcode '{name.name}' (compile with --abi ack)", name)
@@ -80,10 +79,3 @@ def _culprit(entry: OpPlan) -> ast.Node:
     rules = entry.user_rules or entry.rules
     return rules[0].rule if rules else entry.default
 
-
-def _rules(items: list[ast.Item]) -> Iterator[ast.Rule]:
-    for item in items:
-        if isinstance(item, ast.Rule):
-            yield item
-        elif isinstance(item, ast.Under):
-            yield from _rules(item.items)

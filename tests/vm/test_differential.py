@@ -75,6 +75,15 @@ def dispatched_ops():
     return [name for name, spec in abi.OPS.items() if spec.number != 2016]
 
 
+def example_requests(sections):
+    """(section, op, phase, fields) for every section, dispatched opcode, phase and field set."""
+    for section in sections:
+        for op in dispatched_ops():
+            for phase in ("pre", "post"):
+                for fields in requests_for(op, phase):
+                    yield section, op, phase, fields
+
+
 @pytest.fixture(scope="module")
 def compiled_examples():
     from fdsl.compile.driver import compile_file
@@ -89,17 +98,14 @@ def test_examples_agree(compiled_examples, example):
     interp = FilterSet.load(obj, backend="interp")
     jit = FilterSet.load(obj, backend="jit")
     runs = 0
-    for section in interp.sections:
-        for op in dispatched_ops():
-            for phase in ("pre", "post"):
-                for fields in requests_for(op, phase):
-                    try:
-                        expected = outcome(interp, section, op, phase, fields)
-                    except simulate.RequestError:
-                        continue
-                    got = outcome(jit, section, op, phase, fields)
-                    assert got == expected, (section, op, phase, fields)
-                    runs += 1
+    for section, op, phase, fields in example_requests(interp.sections):
+        try:
+            expected = outcome(interp, section, op, phase, fields)
+        except simulate.RequestError:
+            continue
+        got = outcome(jit, section, op, phase, fields)
+        assert got == expected, (section, op, phase, fields)
+        runs += 1
     assert runs > 100
     assert [m.items() for m in jit.maps] == [m.items() for m in interp.maps]
     assert jit.log_sink.recent() == interp.log_sink.recent()
@@ -183,16 +189,13 @@ def test_examples_decide_alike_under_both_abis(examples_both_abis, example):
     ack, v1 = examples_both_abis[example]
     assert set(ack.vms) == set(v1.vms)
     runs = 0
-    for section in ack.vms:
-        for op in dispatched_ops():
-            for phase in ("pre", "post"):
-                for fields in requests_for(op, phase):
-                    try:
-                        simulate.request_args(op, phase, fields)
-                    except simulate.RequestError:
-                        continue                # a field set that does not fit the op
-                    assert_same_decision(ack, v1, section, op, phase, fields)
-                    runs += 1
+    for section, op, phase, fields in example_requests(ack.vms):
+        try:
+            simulate.request_args(op, phase, fields)
+        except simulate.RequestError:
+            continue                # a field set that does not fit the op
+        assert_same_decision(ack, v1, section, op, phase, fields)
+        runs += 1
     assert runs > 100
     for kind in ("interp", "jit"):
         assert [m.items() for m in v1.runtimes[kind].maps] == \
