@@ -296,6 +296,13 @@ class Frame:
                              if packet or (a.kind != "struct" and a.size_field is None)]
         self._variable_out = [j for j, a in enumerate(shape.outputs)
                               if packet or (a.kind != "struct" and a.size_field is None)]
+        self._in_follows = [i in self._variable_in for i in range(n_in)]
+        # the header words each argument's size (and packet end) is written to, per phase
+        self._pre_in_at = [self._words(self._pre_bases.get(("in", i), [])) for i in range(n_in)]
+        self._post_in_at = [self._words(self._post_bases.get(("in", i), []))
+                            for i in range(n_in)]
+        self._post_out_at = [self._words(self._post_bases.get(("out", j), []))
+                             for j in range(n_out)]
         ctx = Region(self.address, ctx_size, False, "ctx")
         ins_pre = [Region(p, w, True, f"in_args[{i}]")
                    for i, (p, w) in enumerate(zip(in_ptr, shape.in_window)) if p]
@@ -331,13 +338,23 @@ class Frame:
                 layout.pack_slot(image, base, *self._arg(ref))
         return bytes(image)
 
-    def _put_slots(self, bases: list[int], ptr: int, size: int, length: int) -> None:
+    def _words(self, bases: list[int]) -> tuple[list[int], list[int]]:
+        """(offsets of `size`, offsets of `end_offset`) in the slots at `bases`."""
+        end_at = self.layout.end_at
+        return ([b + self.layout.size_at for b in bases],
+                [b + end_at for b in bases] if end_at is not None else [])
+
+    def _put(self, words: tuple[list[int], list[int]], ptr: int, size: int, length: int) -> None:
         """An argument's new size (and packet end) into each slot it appears in."""
-        view, end_at = self.view, self.layout.end_at
-        for base in bases:
-            _U32.pack_into(view, base + self.layout.size_at, size & 0xFFFFFFFF)
-            if end_at is not None:
-                _U64.pack_into(view, base + end_at, ptr + length if ptr else 0)
+        view = self.view
+        sizes, ends = words
+        size &= 0xFFFFFFFF
+        for at in sizes:
+            _U32.pack_into(view, at, size)
+        if ends:
+            end = ptr + length if ptr else 0
+            for at in ends:
+                _U64.pack_into(view, at, end)
 
     # ------------------------------------------------------------ writing
 
@@ -367,15 +384,14 @@ class Frame:
         self.in_len[index] = n
         if self.shape.inputs[index].kind != "struct":
             self.in_size[index] = n
-        if index in self._variable_in:
-            self._put_slots(self._pre_bases[("in", index)], self._in_ptr[index],
-                            self.in_size[index], n)
+        if self._in_follows[index]:
+            self._put(self._pre_in_at[index], self._in_ptr[index], self.in_size[index], n)
 
     def set_null_input(self, index: int, size: int) -> None:
         """An input the kernel passes as a NULL pointer with a size (WRITE's data)."""
         self.in_len[index] = 0
         self.in_size[index] = size
-        self._put_slots(self._pre_bases[("in", index)], 0, size, 0)
+        self._put(self._pre_in_at[index], 0, size, 0)
 
     def set_output(self, index: int, data: bytes | bytearray | memoryview) -> None:
         """The bytes a backing step produced for a buffer output (size = their length)."""
@@ -387,8 +403,7 @@ class Frame:
         if self.shape.outputs[index].kind != "struct":
             self.out_size[index] = n
         if self.phase == "post":        # a userspace postfilter reply shortening a buffer
-            self._put_slots(self._post_bases[("out", index)], self._out_ptr[index],
-                            self.out_size[index], n)
+            self._put(self._post_out_at[index], self._out_ptr[index], self.out_size[index], n)
 
     def to_post(self, error_in: int) -> None:
         """POST header over the same memory: inputs as PRE left them, outputs where the
@@ -397,12 +412,10 @@ class Frame:
         view[_POST_COPY_START:self.layout.ctx_size] = self._post_tail   # nodeid stays
         _OPCODE_ERROR.pack_into(view, abi.CTX_OPCODE, self._post_opcode, error_in)
         self.phase = "post"
-        bases = self._post_bases
         for i in self._variable_in:
-            self._put_slots(bases[("in", i)], self._in_ptr[i], self.in_size[i], self.in_len[i])
+            self._put(self._post_in_at[i], self._in_ptr[i], self.in_size[i], self.in_len[i])
         for j in self._variable_out:
-            self._put_slots(bases[("out", j)], self._out_ptr[j], self.out_size[j],
-                            self.out_len[j])
+            self._put(self._post_out_at[j], self._out_ptr[j], self.out_size[j], self.out_len[j])
 
     def writeable(self, direction: str, index: int, value: int, size: int) -> int:
         """Helpers 208/209 (RFC v1, spec §8.2): the argument's own window when `size` fits
@@ -427,9 +440,12 @@ class Frame:
                 self.out_len[index] = self.out_size[index] = size
         elif size > length:
             return 0                    # fixed-size arguments cannot grow
-        bases = (self._pre_bases if self.phase == "pre" else self._post_bases).get(ref, [])
+        if direction == "in":
+            words = (self._pre_in_at if self.phase == "pre" else self._post_in_at)[index]
+        else:
+            words = self._post_out_at[index]
         ptr, size_field, length, _capacity = self._arg(ref)
-        self._put_slots(bases, ptr, size_field, length)
+        self._put(words, ptr, size_field, length)
         return ptr
 
     # ------------------------------------------------------------ reading

@@ -69,17 +69,29 @@ class BadReturn(OSError):
 
 def steps(record: abi.Abi, phase: str, ret: int) -> Steps:
     """The steps a non-negative result of `phase` asks for under `record`'s return codes."""
-    if record.return_style == "bitmask":
+    table = _TABLES.get((record.id, phase))
+    if table is None:
+        table = _TABLES[(record.id, phase)] = _table(record, phase)
+    found = table.get(ret & _BITS if record.return_style == "bitmask" else ret)
+    if found is None:
+        raise BadReturn(errno.EIO, f"{ret} is not a {phase.upper()} return code of {record.name}")
+    return found
+
+
+_BITS = abi.USER_FILTER | abi.BACKING | abi.POST_FILTER
+_TABLES: dict[tuple[str, str], dict[int, Steps]] = {}
+
+
+def _table(record: abi.Abi, phase: str) -> dict[int, Steps]:
+    """Result -> Steps for one ABI and phase, built once (the daemon decodes every result)."""
+    if record.return_style == "bitmask":      # ACK §6; other bits are ignored
         if phase == "post":
-            return Steps(user_post=bool(ret & abi.USER_FILTER))
-        backing = bool(ret & abi.BACKING)
-        return Steps(user_pre=bool(ret & abi.USER_FILTER), backing=backing,
-                     bpf_post=backing and bool(ret & abi.POST_FILTER))
-    table = _ENUMERATED_PRE if phase == "pre" else _ENUMERATED_POST
-    for name, code in record.return_codes.items():
-        if code == ret and name in table:
-            return table[name]
-    raise BadReturn(errno.EIO, f"{ret} is not a {phase.upper()} return code of {record.name}")
+            return {r: Steps(user_post=bool(r & abi.USER_FILTER)) for r in range(_BITS + 1)}
+        return {r: Steps(user_pre=bool(r & abi.USER_FILTER), backing=bool(r & abi.BACKING),
+                         bpf_post=bool(r & abi.BACKING) and bool(r & abi.POST_FILTER))
+                for r in range(_BITS + 1)}
+    named = _ENUMERATED_PRE if phase == "pre" else _ENUMERATED_POST
+    return {code: named[name] for name, code in record.return_codes.items() if name in named}
 
 
 def describe(record: abi.Abi, phase: str, ret: int) -> str:
@@ -115,16 +127,22 @@ class Denied(OSError):
 def pre(program: Program, frame: Frame, caller: Caller, op: str,
         user: UserHalf | None) -> int:
     """The PRE program, then the userspace prefilter if it asks; the PRE result."""
+    return _pre(program, frame, caller, op, user)[0]
+
+
+def _pre(program: Program, frame: Frame, caller: Caller, op: str,
+         user: UserHalf | None) -> tuple[int, Steps]:
     ret = program(frame.pre, caller)
     if ret < 0:
         raise Denied(abi.requests.caller_errno(op, -ret), -ret, "pre", op)
-    if steps(frame.layout.abi, "pre", ret).user_pre and user is not None:
+    wanted = steps(frame.layout.abi, "pre", ret)
+    if wanted.user_pre and user is not None:
         try:
             user("pre", frame, 0)
         except OSError as err:   # the userspace half's refusal goes through finalize too
             code = err.errno or errno.EIO
             raise Denied(abi.requests.caller_errno(op, code), code, "pre", op) from None
-    return ret
+    return ret, wanted
 
 
 def post(program: Program | None, frame: Frame, caller: Caller, op: str, error_in: int,
@@ -156,8 +174,7 @@ def run(program: Program, frame: Frame, caller: Caller, op: str, *,
     POST.  When the sequence fails after a successful backing step,
     `cleanup(value)` releases what it holds (fds).
     """
-    ret = pre(program, frame, caller, op, user)
-    wanted = steps(frame.layout.abi, "pre", ret)
+    _ret, wanted = _pre(program, frame, caller, op, user)
     if not wanted.backing:
         return backing(subject, None), False
     error_in = 0
