@@ -4,7 +4,9 @@
  * out_args, return bits).  Both builds must decide every request alike:
  *   LOOKUP "secret"        hidden (-ENOENT in PRE)
  *   LOOKUP "late"          backing lookup, then POST denies it (-EACCES)
- *   MKDIR  "nope"          denied (-EPERM); "user": userspace prefilter, then backing
+ *   MKDIR  "nope"          denied (-EPERM); "user": userspace prefilter, then backing;
+ *                          "locked": in.mode rewritten to 0700 (RFC v1 through helper 208,
+ *                          ACK through the out_args[0] alias), then backing
  *   GETATTR                backing, then POST sets attr.mtime to MTIME_MAGIC
  *   OPEN                   backing, then the userspace postfilter
  *                          (RFC v1: USER_POSTFILTER from PRE; ACK: PF, POST returns U) */
@@ -70,6 +72,20 @@ static __attribute__((always_inline)) int set_mtime(ctx_t *fa)
 	return DONE;
 }
 
+static __attribute__((always_inline)) int lock_mode(ctx_t *fa)
+{
+#ifdef RFC_V1
+	__u32 *in = bpf_fuse_get_writeable_in(fa, 0, (void *)(long)fa->in_args[0].value, 8, 1);
+
+	if (!in)
+		return -EIO;
+#else
+	__u32 *in = fa->out_args[0].value;
+#endif
+	in[0] = 0040700;          /* fuse_mkdir_in.mode: a directory, rwx for the owner only */
+	return PRE_CONTINUE;
+}
+
 SEC("fuse/root")
 int abi_pair(ctx_t *fa)
 {
@@ -87,6 +103,8 @@ int abi_pair(ctx_t *fa)
 			return -EPERM;
 		if (name_is(fa, 1, "user", 5))
 			return PRE_USER_PREFILTER;
+		if (name_is(fa, 1, "locked", 7))
+			return lock_mode(fa);
 		return PRE_CONTINUE;
 	case FUSE_GETATTR | FUSE_PREFILTER:
 		return PRE_POSTFILTER;

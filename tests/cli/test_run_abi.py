@@ -30,6 +30,7 @@ REQUESTS = [
     ("mkdir", "pre", {"name": "nope"}, -1, -1),
     ("mkdir", "pre", {"name": "user"}, rfc_v1.USER_PREFILTER, U | B),
     ("mkdir", "pre", {"name": "dir"}, rfc_v1.CONTINUE, B),
+    ("mkdir", "pre", {"name": "locked", "in.mode": 0o40777}, rfc_v1.CONTINUE, B),
     ("getattr", "pre", {}, rfc_v1.POSTFILTER, B | PF),
     ("getattr", "post", {}, rfc_v1.CONTINUE, 0),
     ("open", "pre", {}, rfc_v1.USER_POSTFILTER, B | PF),
@@ -64,6 +65,8 @@ def test_both_builds_decide_what_the_c_says_and_alike(builds, backend, op, phase
     assert v1.changed == ack.changed
     if (op, phase) == ("getattr", "post"):      # RFC v1 through helper 209, ACK through out_args
         assert v1.changed == {"out.attr.mtime": (0, MTIME)}
+    if fields.get("name") == "locked":           # RFC v1 through helper 208, ACK the alias
+        assert v1.changed == {"in.mode": (0o40777, 0o40700)}
 
 
 def test_the_pre_codes_ask_for_the_same_steps_where_ack_can_say_it():

@@ -37,7 +37,9 @@ def behaviour(mounter, obj, flags: tuple[str, ...]) -> dict[str, object]:
         "mkdir nope": outcome(lambda: os.mkdir(mnt / "nope")),
         "mkdir user": outcome(lambda: os.mkdir(mnt / "user")),
         "mkdir dir": outcome(lambda: os.mkdir(mnt / "dir")),
+        "mkdir locked": outcome(lambda: os.mkdir(mnt / "locked", 0o777)),
     }
+    seen["mode locked"] = oct((b / "locked").stat().st_mode & 0o7777)
     seen["backing"] = sorted(os.listdir(b))
     return seen
 
@@ -52,7 +54,9 @@ EXPECTED = {
     "mkdir nope": "EPERM",
     "mkdir user": None,                     # userspace prefilter (echo), then backing
     "mkdir dir": None,
-    "backing": ["dir", "f", "late", "secret", "user"],
+    "mkdir locked": None,
+    "mode locked": "0o700",                 # PRE rewrote in.mode (RFC v1: helper 208)
+    "backing": ["dir", "f", "late", "locked", "secret", "user"],
 }
 
 
