@@ -14,6 +14,7 @@ One module per job:
 | `protocol` | request header decoding, reply encoders (layouts from `fdsl.abi`) |
 | `init` | FUSE_INIT negotiation (and why each flag) |
 | `session` | worker threads on cloned fds; one writev per reply; bad input handling |
+| `interrupts` | FUSE_INTERRUPT: running requests finish, unknown ones EAGAIN, unstarted EINTR |
 | `dispatch` | the opcode -> handler table others can register into |
 | `ops`, `fileops` | the handlers, calling the engine |
 | `passthrough` | kernel passthrough backing ids (FUSE_DEV_IOC_BACKING_OPEN/CLOSE) |

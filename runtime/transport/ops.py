@@ -199,11 +199,6 @@ class Operations:
         against the caller's rights; see docs/architecture.md)."""
         raise OSError(errno.ENOSYS, "ioctl: not passed on")
 
-    def interrupt(self, req: Request) -> Any:
-        # Backing syscalls cannot be interrupted from here; the interrupted
-        # request completes normally (the kernel discards a late reply).
-        return NO_REPLY
-
     def destroy(self, req: Request) -> Any:
         return None
 

@@ -29,7 +29,8 @@ from fdsl import abi
 
 from .dispatch import NO_REPLY, Dispatcher
 from .init import InitOptions, Negotiated, negotiate
-from .protocol import OPCODE_NAMES, OPCODES, ProtocolError, out_header, parse
+from .interrupts import Interrupts
+from .protocol import OPCODE_NAMES, OPCODES, ProtocolError, Request, out_header, parse
 
 log = logging.getLogger("fdsl.runtime")
 
@@ -68,6 +69,8 @@ class Session:
         self._fds: list[int] = []
         self._workers: list[threading.Thread] = []
         self._buffer_size = abi.FUSE_MIN_READ_BUFFER
+        self.interrupts = Interrupts()
+        dispatcher.register(OPCODES["interrupt"], self.interrupts.handle)
 
     # ----------------------------------------------------------- startup
 
@@ -134,6 +137,18 @@ class Session:
         stats = self.stats
         if stats is not None:
             stats.ops[name] += 1
+        running = self.interrupts.running
+        running[req.unique] = True          # what an INTERRUPT finds running (interrupts.py)
+        try:
+            if self.interrupts.pending and self.interrupts.interrupted_before_start(req.unique):
+                self._reply(fd, req.unique, errno.EINTR)
+                return
+            self._serve_one(fd, req, name)
+        finally:
+            del running[req.unique]
+
+    def _serve_one(self, fd: int, req: Request, name: str) -> None:
+        stats = self.stats
         try:
             payload = self.dispatcher.handler(req.opcode)(req)
         except OSError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import threading
 
 import pytest
 
@@ -127,3 +128,65 @@ def test_init_takes_only_offered_flags(wire, passthrough):
     assert bool(chosen & F["PASSTHROUGH"]) == passthrough == negotiated.passthrough
     assert out["max_stack_depth"] == (2 if passthrough else 0)
     assert out["max_write"] == negotiated.max_write and out["max_pages"] * 4096 == out["max_write"]
+
+
+def _interrupt(unique: int, target: int) -> bytearray:
+    """INTERRUPT as the kernel sends it: its own id is the target's with bit 0 set."""
+    return request(OPCODES["interrupt"], unique, abi.FUSE_INTERRUPT_IN.codec.pack(target))
+
+
+def _no_reply(kernel: socket.socket) -> bool:
+    kernel.setblocking(False)
+    try:
+        kernel.recv(100)
+    except BlockingIOError:
+        return True
+    finally:
+        kernel.setblocking(True)
+    return False
+
+
+def test_interrupting_a_running_request_lets_it_finish(wire):
+    """A request blocked in its handler (as on a slow backing fs): its INTERRUPT gets
+    no answer, and the request's own reply, when it finishes, ends it."""
+    session, dispatcher, kernel = wire
+    release, started = threading.Event(), threading.Event()
+
+    def blocking(req):
+        started.set()
+        assert release.wait(60)
+        return b"done"
+
+    dispatcher.register(OPCODES["read"], blocking)
+    worker = threading.Thread(target=session._handle, args=(
+        session.devfd, request(OPCODES["read"], 100, bytes(40)), 80))
+    worker.start()
+    try:
+        assert started.wait(60)
+        data = _interrupt(101, 100)
+        session._handle(session.devfd, data, len(data))
+        assert _no_reply(kernel)
+    finally:
+        release.set()
+        worker.join(60)
+    reply = kernel.recv(1 << 16)
+    assert OUT.unpack_from(reply)[1:] == (0, 100) and reply[OUT.size:] == b"done"
+
+
+def test_interrupt_of_an_unknown_request_is_eagain_and_it_never_runs(wire):
+    """An INTERRUPT that finds no running request is answered EAGAIN (the kernel then
+    queues it again, or drops the answer if the request has finished).  If the
+    request turns up afterwards (read by another worker that had not started it),
+    it is answered EINTR without running; later requests run as usual."""
+    session, dispatcher, kernel = wire
+    ran: list[int] = []
+    dispatcher.register(OPCODES["getattr"], lambda req: ran.append(req.unique) or b"attr")
+    assert served(session, kernel, _interrupt(201, 200)) == (-errno.EAGAIN, 201, b"")
+    assert served(session, kernel, request(OPCODES["getattr"], 200, bytes(16))) == (
+        -errno.EINTR, 200, b"")
+    assert served(session, kernel, request(OPCODES["getattr"], 202, bytes(16))) == (
+        0, 202, b"attr")
+    assert ran == [202]
+    # a finished request: EAGAIN too (the kernel finds nothing to queue again)
+    assert served(session, kernel, _interrupt(203, 202)) == (-errno.EAGAIN, 203, b"")
+    assert session.interrupts.running == {}
