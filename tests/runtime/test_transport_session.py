@@ -190,3 +190,28 @@ def test_interrupt_of_an_unknown_request_is_eagain_and_it_never_runs(wire):
     # a finished request: EAGAIN too (the kernel finds nothing to queue again)
     assert served(session, kernel, _interrupt(203, 202)) == (-errno.EAGAIN, 203, b"")
     assert session.interrupts.running == {}
+
+
+def _truncated_header() -> bytearray:
+    return request(OPCODES["getattr"], 31, bytes(16))[:24]      # has its id, not the rest
+
+
+def _wrong_length() -> bytearray:
+    data = request(OPCODES["getattr"], 31, bytes(16))
+    struct.pack_into("<I", data, 0, 4096)
+    return data
+
+
+@pytest.mark.parametrize("bad, expected, logged", [
+    (_truncated_header, -errno.EIO, "short read"),
+    (_wrong_length, -errno.EIO, "header says"),
+    (lambda: request(4001, 31), -errno.ENOSYS, "not implemented"),
+    (lambda: request(OPCODES["getattr"], 31, b"\0" * 5), -errno.EIO, "payload of 5 bytes"),
+], ids=["truncated-header", "wrong-length", "unknown-opcode", "short-payload"])
+def test_bad_input_is_answered_logged_and_serving_goes_on(wire, caplog, bad, expected, logged):
+    session, dispatcher, kernel = wire
+    dispatcher.register(OPCODES["getattr"], lambda req: bytes(req.struct(abi.FUSE_GETATTR_IN.codec)[:1]))
+    with caplog.at_level("INFO", logger="fdsl.runtime"):
+        assert served(session, kernel, bad())[:2] == (expected, 31)
+    assert any(logged in r.getMessage() for r in caplog.records), caplog.text
+    assert served(session, kernel, request(OPCODES["getattr"], 32, bytes(16))) == (0, 32, b"\0")
