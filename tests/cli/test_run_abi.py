@@ -4,9 +4,6 @@ sequence; each build decides what its C says, and both builds decide every reque
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +11,8 @@ from fdsl import abi
 from fdsl.abi import rfc_v1
 from fdsl.vm import sequence, simulate
 from fdsl.vm.filterset import FilterSet
+from mounting import EXAMPLES, fdsl
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-FDSL = [sys.executable, "-m", "fdsl.cli"]
 B, U, PF = abi.BACKING, abi.USER_FILTER, abi.POST_FILTER
 MTIME = 1234567890
 
@@ -81,10 +77,6 @@ def test_the_pre_codes_ask_for_the_same_steps_where_ack_can_say_it():
         sequence.steps(abi.RFC_V1, "post", rfc_v1.POSTFILTER)
 
 
-def fdsl(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*FDSL, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def test_run_takes_abi_for_a_clang_object(builds, tmp_path):
@@ -102,11 +94,14 @@ def test_run_takes_abi_for_a_clang_object(builds, tmp_path):
     assert ack.returncode == 1 and "helper 209 is not available" in ack.stderr
     unknown = fdsl("run", str(obj), "--abi", "v9", "--op", "lookup")
     assert unknown.returncode == 2 and "unknown ABI 'v9'" in unknown.stderr
+    for proc in (text, ack, unknown):
+        assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_an_fdsl_objects_metadata_wins_and_a_contradicting_flag_is_a_usage_error(tmp_path):
     obj = tmp_path / "audit.o"
-    assert fdsl("compile", str(ROOT / "examples" / "audit.fdsl"), "-o", str(obj)).returncode == 0
+    assert fdsl("compile", str(EXAMPLES / "audit.fdsl"), "-o", str(obj)).returncode == 0
     assert fdsl("run", str(obj), "--abi", "ack", "--op", "lookup", "--name", "x").returncode == 0
     proc = fdsl("run", str(obj), "--abi", "rfc-v1", "--op", "lookup", "--name", "x")
     assert proc.returncode == 2 and "contradicts its metadata" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from fdsl import abi
 from fdsl.vm import frame as frames
 from fdsl.vm.context_rfc_v1 import build_rfc_v1_context, get_writeable
+from mounting import fdsl
 
 V1 = abi.RFC_V1
-ROOT = Path(__file__).resolve().parent.parent.parent
 _SLOT = struct.Struct("<QQII")
 
 # (op, phase, inputs, outputs)
@@ -96,11 +93,6 @@ def test_ack_frames_are_unchanged_by_the_layout():
     assert frame.post.in_args[1].address == frame.post.out_args[0].address
 
 
-def fdsl(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "fdsl.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
 
 
 def test_disasm_names_the_context_fields_of_the_objects_abi(bpf_c_object, tmp_path):
