@@ -80,7 +80,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
                       fuse_options=parsed.fuse, **settings)
     cfg.policy = cfg.policy or None
     cfg.include_dirs = tuple(args.include_dirs)
-    cfg.abi = args.abi
+    if args.abi is not None:
+        if cfg.abi is not None:
+            raise UsageError("the ABI is given twice (--abi and -o abi=)")
+        cfg.abi = args.abi
     return mount(cfg)
 
 

@@ -90,6 +90,8 @@ OPTIONS: tuple[MountOption, ...] = (
     MountOption("root_section", "program section attached to the mount root (default: the "
                 "policy's root scope, fuse/root, or a bare object's only fuse/* section)",
                 TEXT, dest="root_section", metavar="SECTION"),
+    MountOption("abi", "ABI of an object without fdsl metadata (clang-built C), as --abi; RFC v1 "
+                "objects run in emulation only", CHOICE, dest="abi", choices=("ack", "rfc-v1")),
     MountOption("no_identity", "run backing operations as the daemon, not as the caller",
                 FLAG, dest="switch_identity", default=True, flag_value=False),
     MountOption("nonempty", "allow mounting over a mount point that is already a mount",

@@ -76,6 +76,12 @@ def test_kernel_mode_refuses_rfc_v1_and_without_the_flag_it_is_an_ack_object(
     v1.write_bytes(bpf_c_object("abi_pair", "-DRFC_V1"))
     m = mounter.mount(v1, options="mode=kernel", flags=("--abi", "rfc-v1"), expect_fail=True)
     assert "emulation only" in m.error and "Traceback" not in m.error
+    b, mnt = mounter.dirs()                       # -o abi= (the fstab form) is --abi
+    (b / "secret").write_text("x")
+    mounter.mount(v1, b, mnt, options="abi=rfc-v1")
+    assert outcome(lambda: os.stat(mnt / "secret")) == "ENOENT"
+    twice = fdsl("mount", "--abi", "rfc-v1", "-o", "abi=rfc-v1", v1, *mounter.dirs())
+    assert twice.returncode == 2 and "given twice" in twice.stderr
     # read as ACK the verifier refuses helper 209: a partial load, its operations fail with EIO
     b, mnt = mounter.dirs()
     (b / "f").write_text("x")
