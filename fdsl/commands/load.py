@@ -4,7 +4,9 @@ Creates the object's maps, loads every `fuse/*` section with the fuse-bpf
 program type read from sysfs, reports each (accepted with its instruction
 count, or rejected with the kernel verifier's log tail), and unloads
 everything again.  Exit 0 when the kernel accepts every program, 1 when it
-rejects one or has no fuse-bpf at all (mainline kernels never do).
+rejects one or has no fuse-bpf at all (mainline kernels never do).  RFC v1
+objects (by their metadata) are refused before the kernel is asked: no
+kernel has that ABI.
 """
 from __future__ import annotations
 
@@ -27,19 +29,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fdsl import abi
     from fdsl.errors import LoadError
     from fdsl.runtime.daemon import read_policy_object
     from fdsl.runtime.kernel import features, programs
     from fdsl.vm.loader import load_object
 
-    support = features.detect()
-    if not support.supported:
-        print(f"fdsl load: {support.reason}", file=sys.stderr)
-        return 1
     data = read_policy_object(args.object)
     if data is None:
         raise LoadError(f"{args.object}: empty policy: nothing to load")
     obj = load_object(data)
+    record = obj.abi()
+    if record.id != abi.ACK.id:
+        print(f"fdsl load: {args.object}: a {record.name} object: no fuse-bpf kernel takes it "
+              "(the kernels with fuse-bpf are ACK's); fdsl mount runs it in emulation",
+              file=sys.stderr)
+        return 1
+    support = features.detect()
+    if not support.supported:
+        print(f"fdsl load: {support.reason}", file=sys.stderr)
+        return 1
     if not programs.program_sections(obj):
         print(f"fdsl load: {args.object}: no fuse/* program sections", file=sys.stderr)
         return 1

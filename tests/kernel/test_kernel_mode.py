@@ -103,6 +103,16 @@ def test_fdsl_load_on_mainline_says_so_and_exits_1(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_fdsl_load_refuses_an_rfc_v1_object_before_asking_the_kernel(tmp_path):
+    obj = tmp_path / "p.v1.o"
+    policy = tmp_path / "p.fdsl"
+    policy.write_text('on lookup pre { if name == "x" { deny ENOENT } }\n')
+    assert _fdsl("compile", "--abi", "rfc-v1", str(policy), "-o", str(obj)).returncode == 0
+    proc = _fdsl("load", str(obj))
+    assert proc.returncode == 1 and "RFC v1 fuse-bpf object: no fuse-bpf kernel" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_mount_mode_kernel_is_refused_before_anything_is_mounted(tmp_path):
     backing, mnt = tmp_path / "b", tmp_path / "m"
     backing.mkdir()
