@@ -5,7 +5,9 @@ context and one `BUFFER_WINDOW`-byte block per argument: `value` points at the
 bytes, `end_offset` one past the valid ones, `size` is the valid length and
 `max_size` the argument's capacity.  RFC v1's POST `in_args` are the inputs
 only; the outputs stay in `out_args` (unlike ACK, §12.1).  In PRE the outputs
-are not visible (`out_numargs` 0).
+are not visible (`out_numargs` 0).  `flags` carries the request's
+FUSE_BPF_FORCE/OUT_ARGVAR bits as ACK's context does (§4), like the daemon's
+RFC v1 frames (`fdsl.vm.frame`).
 
 Helpers 208/209 (`bpf_fuse_get_writeable_in/out`, §8.2) find the context by its
 address (r1) in a registry of live contexts (these and the daemon's RFC v1
@@ -80,7 +82,7 @@ class RfcContext:
                     RfcArg(spec, address, len(data), where(i)))
         opcode = op.number | abi.PHASE_BITS[phase]
         _HEADER.pack_into(self._buf, 0, nodeid, opcode, error_in & 0xFFFFFFFF, len(self.in_args),
-                          len(self.out_args), 0)
+                          len(self.out_args), abi.requests.context_flags(op))
         for arg in self.in_args + self.out_args:
             self._write_slot(arg)
         register_writer(self.address, self)

@@ -28,14 +28,15 @@ REQUESTS = [
 
 
 def header(view: bytes) -> tuple:
-    """numargs, then (size, end - value, max_size, value != 0) of every slot."""
+    """numargs, opcode, flags, then (size, end - value, max_size, value != 0) of every slot."""
     in_n, out_n = struct.unpack_from("<II", view, 16)
     slots = []
     for where in [V1.in_arg_offset(i) for i in range(V1.max_in_args)] + \
                  [V1.out_arg_offset(j) for j in range(V1.max_out_args)]:
         value, end, size, max_size = _SLOT.unpack_from(view, where)
         slots.append((size, end - value if value else end, max_size, bool(value)))
-    return (in_n, out_n, struct.unpack_from("<I", view, 8)[0], tuple(slots))
+    opcode, flags = struct.unpack_from("<I", view, 8)[0], struct.unpack_from("<I", view, 24)[0]
+    return (in_n, out_n, opcode, flags, tuple(slots))
 
 
 def frame_for(op: str, phase: str, inputs, outputs) -> frames.Frame:
