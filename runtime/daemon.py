@@ -37,7 +37,7 @@ class MountConfig:
     entry_timeout: float = 1.0
     attr_timeout: float = 1.0
     threads: int = 16                  # worker threads for blocking data I/O
-    inline: bool = True                # cheap metadata ops on the trio thread (pyfuse3 only)
+    inline: bool = True                # cheap metadata ops inline: trio thread / reading thread
     transport: str = "dev"             # "dev" (/dev/fuse, runtime/transport) or "pyfuse3"
     passthrough: bool = True           # kernel FUSE_PASSTHROUGH for unfiltered file data
     default_permissions: bool | None = None  # the kernel checks modes and ACLs (None: the
@@ -307,7 +307,7 @@ class _DevFuse(_Transport):
         self.conn = Connection(engine, cfg.mountpoint, cfg.backing, cfg.fuse_options,
                                TransportOptions(threads=cfg.threads, passthrough=cfg.passthrough,
                                                 default_permissions=cfg.default_permissions
-                                                is not False), stats)
+                                                is not False, inline=cfg.inline), stats)
 
     def mount(self) -> None:
         self.conn.open()

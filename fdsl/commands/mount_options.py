@@ -71,7 +71,7 @@ OPTIONS: tuple[MountOption, ...] = (
                 dest="attr_timeout", default=1.0, low=0, high=86400, metavar="SECONDS"),
     MountOption("threads", "worker threads for blocking data I/O", INT, dest="threads",
                 default=16, low=1, high=1024, metavar="N"),
-    MountOption("inline", "cheap metadata operations run on the daemon's main thread (0: every "
+    MountOption("inline", "cheap metadata operations run in the thread that read them (0: every "
                 "operation in a worker, so a slow backing fs stalls only its own requests)",
                 BOOL, dest="inline", default=True),
     MountOption("transport", "how the daemon talks to the kernel: dev (the FUSE protocol over "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,9 +34,11 @@ from .fileops import FileOperations
 from .init import InitOptions
 from .ops import register_all
 from .passthrough import BackingFiles
+from .protocol import OPCODES, Request
 from .session import Session
 
 log = logging.getLogger("fdsl.runtime")
+_FH = struct.Struct("<Q")                  # fuse_flush_in starts with the file handle
 
 
 @dataclass
@@ -43,6 +46,7 @@ class TransportOptions:
     threads: int = 8
     passthrough: bool = True          # -o passthrough=0 turns kernel passthrough off
     default_permissions: bool = True  # the kernel checks modes and ACLs (-o default_permissions=0)
+    inline: bool = True               # cheap metadata in the reading thread (-o inline=0: never)
 
 
 def stack_depth(path: str) -> int:
@@ -89,7 +93,8 @@ class Connection:
         """Mount, answer FUSE_INIT, register the handlers and start serving."""
         devfd = mounting.mount(self.mountpoint, self.mount_options)
         self.conn_id = mounting.connection_id(self.mountpoint)
-        session = self.session = Session(devfd, self.dispatcher, self.options.threads, self.stats)
+        session = self.session = Session(devfd, self.dispatcher, self.options.threads, self.stats,
+                                         inline=self.options.inline)
         try:
             negotiated = session.handshake(self.init_options)
         except BaseException:
@@ -100,7 +105,14 @@ class Connection:
         register_all(self.dispatcher, self.engine, FileOperations(self.engine, backing),
                      setxattr_ext=negotiated.has("SETXATTR_EXT"))
         self.backing_files = backing
+        self.dispatcher.blocking[OPCODES["flush"]] = self._flush_may_block
         session.start()
+
+    def _flush_may_block(self, req: Request) -> bool:
+        """A FLUSH waits for I/O only after writes through the daemon (as Engine.may_block);
+        kernel passthrough writes never reach it, and their flush is a close(2) of a dup."""
+        fh = _FH.unpack_from(req.body)[0] if len(req.body) >= _FH.size else 0
+        return bool(getattr(self.engine.files.get(fh), "written", True))
 
     def unmount(self, lazy: bool = False) -> None:
         try:

@@ -7,6 +7,12 @@ after the header, e.g. a LOOKUP reply followed by fuse-bpf's 32-byte
 answer to (FORGET, BATCH_FORGET, INTERRUPT).  Errors are raised as OSError
 with the reply's errno.
 
+`may_block(req)` says whether a request may wait on the backing filesystem
+for long (data I/O, syncs): the session hands the reading of /dev/fuse to
+another thread before running such a request, and runs the rest in the
+thread that read them (`session`).  Others can refine it per opcode
+(`blocking[opcode] = predicate`).
+
 Anyone may register more handlers: the fuse-bpf kernel mode registers its
 userspace filter requests under `OP | PREFILTER` and `OP | POSTFILTER`
 (0x10000 / 0x20000, spec §7) with `Dispatcher.register`.  Opcodes nobody
@@ -18,12 +24,19 @@ import errno
 import logging
 from typing import Any, Callable, Union
 
-from .protocol import OPCODE_NAMES, Request
+from .protocol import OPCODE_NAMES, OPCODES, Request
 
 log = logging.getLogger("fdsl.runtime")
 
 Payload = Union[None, bytes, bytearray, memoryview, list]
 Handler = Callable[[Request], Any]
+
+# Opcodes that may wait on the backing filesystem for long: data I/O, syncs,
+# and the data operations pyfuse3 never delivered.  Everything else is cheap
+# metadata work (as the pyfuse3 adapter's inline set).
+BLOCKING_OPS = ("read", "write", "flush", "fsync", "fsyncdir", "fallocate", "copy_file_range",
+                "lseek", "setlkw")
+_PHASE_MASK = 0xFFFF        # a fuse-bpf filter request blocks as its operation does
 
 
 class _NoReply:
@@ -38,6 +51,12 @@ class Dispatcher:
     def __init__(self) -> None:
         self.table: dict[int, Handler] = {}
         self._unknown_seen: set[int] = set()
+        self.blocking: dict[int, bool | Callable[[Request], bool]] = {
+            OPCODES[name]: True for name in BLOCKING_OPS if name in OPCODES}
+
+    def may_block(self, req: Request) -> bool:
+        how = self.blocking.get(req.opcode & _PHASE_MASK, False)
+        return how if isinstance(how, bool) else how(req)
 
     def register(self, opcode: int, handler: Handler) -> None:
         """Serve `opcode` (a plain FUSE opcode, or one with a fuse-bpf phase bit)."""

@@ -1,12 +1,23 @@
 """The request loop: INIT first, then worker threads serving requests.
 
-Each worker reads its own clone of the /dev/fuse fd (FUSE_DEV_IOC_CLONE; a
-non-root daemon, which cannot open /dev/fuse, shares the one fd) into its
-own buffer, runs the handler on the spot and writes the reply with one
-`os.writev`.  There is no hand-off between threads: a request costs no
-thread switch, cheap metadata and data I/O alike, and a request blocked on
-a slow backing filesystem occupies one worker while the others keep
-serving.  The kernel wakes one idle reader per request.
+Each worker has its own clone of the /dev/fuse fd (FUSE_DEV_IOC_CLONE; a
+non-root daemon, which cannot open /dev/fuse, shares the one fd) and its own
+buffer, runs the handler on the spot and writes the reply with one
+`os.writev` to the fd it read the request from.
+
+Leader and followers.  One worker at a time reads /dev/fuse (the leader);
+it runs cheap metadata requests itself and goes straight back to reading,
+so a sequence of requests (a `find`, a create loop, a stat round trip)
+costs no thread switch and no GIL hand-off at all.  Before running a
+request that may wait on the backing filesystem for long (data I/O, syncs:
+`Dispatcher.may_block`) it hands the reading to an idle follower, so a slow
+call occupies one worker while the others keep serving.  With 16 workers
+all blocked in read(2), as before, the kernel woke the longest-idle one for
+every request (its wait queue is FIFO): each request moved to another
+thread (two context switches per request instead of one or none, cold
+caches, GIL contention with the thread that had just replied).  With
+`inline=False` every request counts as blocking (the leader always hands
+over): for backing filesystems where even a lookup may hang.
 
 Bad input from the kernel side (a short or inconsistent request, an
 undecodable payload) is logged and answered EIO when it has a request id;
@@ -57,11 +68,14 @@ def clone_fd(devfd: int) -> int | None:
 
 class Session:
     def __init__(self, devfd: int, dispatcher: Dispatcher, threads: int = 8,
-                 stats: Any = None) -> None:
+                 stats: Any = None, inline: bool = True) -> None:
         self.devfd = devfd
         self.dispatcher = dispatcher
         self.threads = max(1, threads)
         self.stats = stats
+        self.inline = inline
+        self._cond = threading.Condition()
+        self._leader = False            # a worker is reading /dev/fuse (or about to)
         self.negotiated: Negotiated | None = None
         self.finished = threading.Event()
         self._finish_lock = threading.Lock()
@@ -113,26 +127,61 @@ class Session:
     def _serve(self, fd: int) -> None:
         buf = bytearray(self._buffer_size)
         readv = os.readv
-        while not self.finished.is_set():
-            try:
-                n = readv(fd, [buf])
-            except OSError as err:
-                if err.errno in _RETRY:
-                    continue
-                if err.errno != errno.ENODEV:
-                    log.error("reading /dev/fuse failed: %s", err)
-                break
-            self._handle(fd, buf, n)
-        self._finish()
-
-    def _handle(self, fd: int, buf: bytearray, n: int) -> None:
         try:
-            req = parse(buf, n)
+            while self._lead():
+                while True:
+                    try:
+                        n = readv(fd, [buf])
+                    except OSError as err:
+                        if err.errno in _RETRY:
+                            continue
+                        if err.errno != errno.ENODEV:
+                            log.error("reading /dev/fuse failed: %s", err)
+                        return
+                    req = self._parse(fd, buf, n)
+                    if req is None:
+                        continue
+                    if not self.inline or self.dispatcher.may_block(req):
+                        self._step_down()
+                        self._run(fd, req)
+                        break
+                    self._run(fd, req)
+                    if self.finished.is_set():      # DESTROY
+                        return
+        finally:
+            self._finish()
+
+    def _lead(self) -> bool:
+        """Wait until no other worker reads, then become the reader (False: the end)."""
+        with self._cond:
+            while self._leader and not self.finished.is_set():
+                self._cond.wait()
+            if self.finished.is_set():
+                return False
+            self._leader = True
+            return True
+
+    def _step_down(self) -> None:
+        with self._cond:
+            self._leader = False
+            self._cond.notify()
+
+    def _parse(self, fd: int, buf: bytearray, n: int) -> Request | None:
+        try:
+            return parse(buf, n)
         except ProtocolError as err:
             log.error("bad request from the kernel: %s", err)
             if n >= 16:
                 self._reply(fd, _UNIQUE.unpack_from(buf, 8)[0], errno.EIO)
-            return
+            return None
+
+    def _handle(self, fd: int, buf: bytearray, n: int) -> None:
+        """Decode and serve the request in the first `n` bytes of `buf`."""
+        req = self._parse(fd, buf, n)
+        if req is not None:
+            self._run(fd, req)
+
+    def _run(self, fd: int, req: Request) -> None:
         name = OPCODE_NAMES.get(req.opcode, str(req.opcode))
         stats = self.stats
         if stats is not None:
@@ -197,12 +246,16 @@ class Session:
             if self.finished.is_set():
                 return
             self.finished.set()
+        with self._cond:
+            self._cond.notify_all()     # followers waiting to lead: the end
         if self.on_finished is not None:
             self.on_finished()
 
     def close(self) -> None:
         """After the connection ended: close the cloned fds and the main fd."""
         self.finished.set()
+        with self._cond:
+            self._cond.notify_all()
         for t in self._workers:
             t.join(timeout=2.0)
         for fd in self._fds + [self.devfd]:

@@ -215,3 +215,78 @@ def test_bad_input_is_answered_logged_and_serving_goes_on(wire, caplog, bad, exp
         assert served(session, kernel, bad())[:2] == (expected, 31)
     assert any(logged in r.getMessage() for r in caplog.records), caplog.text
     assert served(session, kernel, request(OPCODES["getattr"], 32, bytes(16))) == (0, 32, b"\0")
+
+
+@pytest.fixture
+def running():
+    """A started session with two workers on one socket (clones fail there)."""
+    def start(inline: bool):
+        ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dispatcher = Dispatcher()
+        dispatcher.register(OPCODES["destroy"], lambda req: None)
+        session = Session(ours.detach(), dispatcher, threads=2, inline=inline)  # it closes the fd
+        opened.append((session, kernel))
+        return session, dispatcher, kernel
+
+    opened: list = []
+    yield start
+    for session, kernel in opened:
+        kernel.send(request(OPCODES["destroy"], 99))
+        assert session.finished.wait(5)
+        session.close()
+        kernel.close()
+
+
+def _replies(kernel: socket.socket, count: int) -> dict[int, bytes]:
+    kernel.settimeout(5)
+    out = {}
+    for _ in range(count):
+        reply = kernel.recv(1 << 16)
+        _, error, unique = OUT.unpack_from(reply)
+        assert error == 0
+        out[unique] = reply[OUT.size:]
+    return out
+
+
+def test_cheap_requests_stay_in_the_reading_thread_blocking_ones_hand_reading_over(running):
+    session, dispatcher, kernel = running(inline=True)
+    release = threading.Event()
+    seen: list[str] = []
+
+    def slow_read(req):
+        assert release.wait(5)
+        return b"data"
+
+    def getattr_(req):
+        seen.append(threading.current_thread().name)
+        return b"attr"
+
+    dispatcher.register(OPCODES["read"], slow_read)
+    dispatcher.register(OPCODES["getattr"], getattr_)
+    session.start()
+    kernel.send(request(OPCODES["read"], 1))
+    for unique in (2, 3, 4):
+        kernel.send(request(OPCODES["getattr"], unique))
+    # answered while the read still blocks a worker: the other one took over reading
+    assert _replies(kernel, 3) == {2: b"attr", 3: b"attr", 4: b"attr"}
+    assert len(set(seen)) == 1
+    release.set()
+    assert _replies(kernel, 1) == {1: b"data"}
+
+
+def test_without_inline_a_blocked_metadata_request_stalls_only_itself(running):
+    session, dispatcher, kernel = running(inline=False)
+    release = threading.Event()
+
+    def lookup(req):
+        assert release.wait(5)
+        return b"entry"
+
+    dispatcher.register(OPCODES["lookup"], lookup)
+    dispatcher.register(OPCODES["getattr"], lambda req: b"attr")
+    session.start()
+    kernel.send(request(OPCODES["lookup"], 1, b"x\0"))
+    kernel.send(request(OPCODES["getattr"], 2))
+    assert _replies(kernel, 1) == {2: b"attr"}
+    release.set()
+    assert _replies(kernel, 1) == {1: b"entry"}
