@@ -135,3 +135,25 @@ def test_the_helper_needs_its_own_slots_value():
         verify(_writeable_out_call(value_reg=8) + _exit0(), abi_record=V1)
     with pytest.raises(VerifierError, match="size 0 out of range"):
         verify(_writeable_out_call(size=0) + _exit0(), abi_record=V1)
+
+
+def _printk_name(proven: bool):
+    """trace_printk("%s", in_args[0].value), the name proven to hold a byte or not."""
+    fmt = int.from_bytes(b"%s\0\0", "little")
+    prog = [_ldx(isa.BPF_DW, 6, 1, V1.in_arg_offset(0)),
+            _ldx(isa.BPF_DW, 7, 1, V1.in_arg_offset(0) + 8),
+            isa.Insn(isa.BPF_ST | isa.BPF_MEM | isa.BPF_DW, 10, 0, -8, fmt)]
+    if proven:
+        prog += [_mov_x(2, 6), isa.Insn(isa.BPF_ALU64 | isa.BPF_ADD | isa.BPF_K, 2, 0, 0, 1),
+                 isa.Insn(isa.BPF_JMP | isa.BPF_JGT | isa.BPF_X, 2, 7, 5, 0)]   # to the exit
+    prog += [_mov_x(1, 10), isa.Insn(isa.BPF_ALU64 | isa.BPF_ADD | isa.BPF_K, 1, 0, 0, -8),
+             _mov_k(2, 3), _mov_x(3, 6),
+             isa.Insn(isa.BPF_JMP | isa.BPF_CALL, 0, 0, 0, 6)]
+    return prog + _exit0()
+
+
+def test_printk_takes_a_name_packet_proven_to_hold_a_byte():
+    """What `log "%s", name` compiles to under RFC v1 (fdsl.compile.effects.emit_log)."""
+    verify(_printk_name(proven=True), abi_record=V1)
+    with pytest.raises(VerifierError, match="not proven below its end_offset"):
+        verify(_printk_name(proven=False), abi_record=V1)
