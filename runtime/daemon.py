@@ -49,6 +49,8 @@ class MountConfig:
     nonempty: bool = False             # mount even if the mount point is already a mount
     log_file: str | None = None        # detached daemon's log (default: next to the socket)
     log_size: int = 1 << 20            # bytes before the log file is rotated
+    log: str = "file"                  # where a detached daemon logs: file | journal
+    journal_socket: str = "/run/systemd/journal/socket"   # journald's (runtime/journal.py)
     mode: str = "auto"                 # auto | kernel | emulate (runtime/kernel/mode.py)
     no_daemon: bool | None = None      # kernel mode without a daemon; None = when possible
 
@@ -81,6 +83,12 @@ def validate(cfg: MountConfig) -> None:
             raise MountError(err.strerror or str(err)) from None
     if not os.path.exists("/dev/fuse"):
         raise MountError("/dev/fuse is missing (is the fuse module loaded?)")
+    if cfg.log == "journal":
+        from .journal import check_socket
+
+        problem = check_socket(cfg.journal_socket)
+        if problem:
+            raise MountError(f"-o log=journal: {problem}")
     if cfg.policy and os.path.isdir(cfg.policy):
         raise MountError(f"policy {cfg.policy!r} is a directory, not a .fdsl or .bpf.o file")
     if cfg.policy and not os.path.isfile(cfg.policy):
@@ -488,8 +496,20 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
             "logs": list(policy.recent_logs()) if hasattr(policy, "recent_logs") else [],
             "daemon_logs": list(stats.logs),
             "log_file": cfg.log_file,
+            "log": _log_target(cfg),
         }
     return {"error": f"unknown command {cmd!r}"}
+
+
+def _log_target(cfg: MountConfig) -> dict[str, Any]:
+    """Where this daemon's log lines go, for `fdsl stats`."""
+    if cfg.log == "journal":
+        return {"to": "journal", "socket": cfg.journal_socket,
+                "match": {"SYSLOG_IDENTIFIER": "fdsl", "FDSL_MOUNTPOINT": cfg.mountpoint},
+                "dropped": logs.journal_dropped() or 0}
+    if cfg.log_file:
+        return {"to": "file", "path": cfg.log_file}
+    return {"to": "stderr"}
 
 
 # ------------------------------------------------------------ entry point
@@ -547,11 +567,17 @@ def mount(cfg: MountConfig) -> int:
         def ready(message: str | None) -> None:
             if message:
                 print(f"fdsl: {message}", file=sys.stderr)
-        logs.setup(cfg.log_file, cfg.log_size, stream=True, level=level)
+        logs.setup(cfg.log_file, cfg.log_size, stream=True, level=level, journal=_journal(cfg))
         return server(cfg, obj, ready)
-    cfg.log_file = cfg.log_file or os.fspath(control.socket_path(cfg.mountpoint)
-                                             .with_suffix(".log"))
+    if cfg.log == "file":
+        cfg.log_file = cfg.log_file or os.fspath(control.socket_path(cfg.mountpoint)
+                                                 .with_suffix(".log"))
     return _daemonize(cfg, obj, level, server)
+
+
+def _journal(cfg: MountConfig) -> tuple[str, str] | None:
+    """(journald's socket, the mount point) for `logs.setup` under -o log=journal."""
+    return (cfg.journal_socket, cfg.mountpoint) if cfg.log == "journal" else None
 
 
 def _daemonize(cfg: MountConfig, obj: bytes | None, level: int,
@@ -589,7 +615,8 @@ def _daemonize(cfg: MountConfig, obj: bytes | None, level: int,
             ).open()
             control.ensure_runtime_dir(control.socket_path(cfg.mountpoint).parent)
             try:
-                logs.setup(cfg.log_file, cfg.log_size, stream=False, level=level)
+                logs.setup(cfg.log_file, cfg.log_size, stream=False, level=level,
+                           journal=_journal(cfg))
             except OSError as err:
                 raise MountError(f"refusing the log file {cfg.log_file}: {err}") from None
             code = server(cfg, obj, ready)

@@ -4,7 +4,8 @@ In the foreground (`fdsl mount -f`) every line goes to stderr.  A detached
 daemon writes them to a size-bounded log file (rotated once: FILE and
 FILE.1), by default next to its control socket; `fdsl stats` shows the path
 and `fdsl stats --follow` tails it (`follow`).  The file is created 0600 and
-never through a planted link (`control.open_log`).
+never through a planted link (`control.open_log`).  With `-o log=journal`
+they go to the systemd journal instead (`runtime.journal`).
 """
 from __future__ import annotations
 
@@ -30,9 +31,11 @@ class PrivateRotatingFile(logging.handlers.RotatingFileHandler):
                          errors="backslashreplace")
 
 
-def setup(log_file: str | None, max_bytes: int, stream: bool, level: int = logging.INFO) -> None:
-    """Route `fdsl.*` records (policy lines at INFO, daemon warnings) to stderr and/or the
-    log file; records stop there (the root logger may print to a closed stderr)."""
+def setup(log_file: str | None, max_bytes: int, stream: bool, level: int = logging.INFO,
+          journal: tuple[str, str] | None = None) -> None:
+    """Route `fdsl.*` records (policy lines at INFO, daemon warnings) to stderr, the log
+    file and/or the journal (`journal` = (socket path, mount point)); records stop there
+    (the root logger may print to a closed stderr)."""
     formatter = logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S")
     handlers: list[logging.Handler] = []
     if stream:
@@ -43,8 +46,22 @@ def setup(log_file: str | None, max_bytes: int, stream: bool, level: int = loggi
     for handler in handlers:
         handler.setFormatter(formatter)
         top.addHandler(handler)
+    if journal is not None:
+        from .journal import JournalHandler
+
+        top.addHandler(JournalHandler(journal[1], journal[0]))
     top.setLevel(level)
     top.propagate = False
+
+
+def journal_dropped() -> int | None:
+    """Records the journal handler could not deliver; None when not logging there."""
+    from .journal import JournalHandler
+
+    for handler in logging.getLogger("fdsl").handlers:
+        if isinstance(handler, JournalHandler):
+            return handler.dropped
+    return None
 
 
 def policy_line_writer() -> Callable[[str], None]:

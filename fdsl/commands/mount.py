@@ -74,6 +74,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
         raise UsageError(f"mount takes [POLICY] BACKING MOUNTPOINT, got {len(args.paths)} "
                          "arguments")
     backing, mountpoint = args.paths[-2:]
+    if settings.get("log") == "journal" and settings.get("log_file"):
+        raise UsageError("-o log=journal and -o log_file= exclude each other")
     settings["debug"] = settings["debug"] or args.debug
     cfg = MountConfig(backing=backing, mountpoint=mountpoint,
                       foreground=args.foreground or settings["debug"],
@@ -95,6 +97,7 @@ def cmd_umount(args: argparse.Namespace) -> int:
 
 def cmd_stats(args: argparse.Namespace) -> int:
     import json
+    import shlex
 
     from fdsl.errors import MountError
     from fdsl.runtime import control
@@ -119,7 +122,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2), flush=True)
         if args.follow and "error" not in reply:
-            _follow(args.mountpoint, reply.get("log_file"))
+            _follow(args.mountpoint, reply)
         return 0
     if "error" in reply:
         raise MountError(reply["error"])
@@ -152,14 +155,33 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print("recent logs:", file=out)
         for line in logs[-30:]:
             print(f"    {line}", file=out)
-    print(f"log file {reply.get('log_file') or '(none: the daemon runs in the foreground)'}",
-          file=out)
+    journal = reply.get("log") or {}
+    if journal.get("to") == "journal":
+        dropped = f", {journal['dropped']} dropped" if journal.get("dropped") else ""
+        cmd = _journalctl(journal)
+        shown = shlex.join(cmd) if cmd else f"socket {journal.get('socket')}"
+        print(f"logs     to the journal: {shown}{dropped}", file=out)
+    else:
+        print(f"log file {reply.get('log_file') or '(none: the daemon runs in the foreground)'}",
+              file=out)
     if args.follow:
-        _follow(args.mountpoint, reply.get("log_file"))
+        _follow(args.mountpoint, reply)
     return 0
 
 
-def _follow(mountpoint: str, log_file: str | None) -> None:
+def _journalctl(journal: dict[str, Any], follow: bool = False) -> list[str] | None:
+    """The journalctl command showing this mount's lines (None: not a journal it reads)."""
+    import re
+
+    found = re.fullmatch(r"/run/systemd/journal(?:\.([^/]+))?/socket", journal.get("socket", ""))
+    if found is None:
+        return None
+    namespace = [f"--namespace={found.group(1)}"] if found.group(1) else []
+    match = [f"{k}={v}" for k, v in journal.get("match", {}).items()]
+    return ["journalctl", *namespace, *(["-f", "-n", "0"] if follow else []), *match]
+
+
+def _follow(mountpoint: str, reply: dict[str, Any]) -> None:
     """Print the mount's new log lines until it is unmounted (or Ctrl-C)."""
     import os
     from pathlib import Path
@@ -167,16 +189,46 @@ def _follow(mountpoint: str, log_file: str | None) -> None:
     from fdsl.errors import MountError
     from fdsl.runtime import logs, mounttable
 
-    if not log_file:
-        raise MountError("this mount has no log file to follow (it runs in the foreground "
-                         "and prints its logs there)")
     real = os.path.realpath(mountpoint)
 
     def alive() -> bool:
         entry = mounttable.find(real)
         return entry is not None and entry.is_fdsl
 
+    journal = reply.get("log") or {}
+    if journal.get("to") == "journal":
+        _follow_journal(journal, alive)
+        return
+    log_file = reply.get("log_file")
+    if not log_file:
+        raise MountError("this mount has no log file to follow (it runs in the foreground "
+                         "and prints its logs there)")
     print("following; Ctrl-C stops", file=sys.stderr)
     for line in logs.follow(Path(log_file), alive):
         print(line, flush=True)
+
+
+def _follow_journal(journal: dict[str, Any], alive: Any) -> None:
+    """`journalctl -f` on this mount's lines, stopped once the mount has gone."""
+    import shutil
+    import subprocess
+    import time
+
+    from fdsl.errors import MountError
+
+    cmd = _journalctl(journal, follow=True)
+    if cmd is None or shutil.which("journalctl") is None:
+        raise MountError(f"this mount logs to the journal at {journal.get('socket')}, which "
+                         "journalctl cannot follow from here")
+    print("following the journal; Ctrl-C stops", file=sys.stderr)
+    sys.stdout.flush()
+    proc = subprocess.Popen(cmd)
+    try:
+        while proc.poll() is None and alive():
+            time.sleep(0.3)
+        time.sleep(0.3)       # the daemon's last lines
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait()
 

@@ -105,11 +105,18 @@ OPTIONS: tuple[MountOption, ...] = (
     MountOption("no_daemon", "kernel mode without a daemon process (the default when the policy "
                 "has no userspace rules and no under scopes; 0 keeps a daemon)", BOOL,
                 dest="no_daemon"),
+    MountOption("log", "where a detached daemon sends policy `log` lines and warnings: a "
+                "log file (see log_file) or the systemd journal (SYSLOG_IDENTIFIER=fdsl, "
+                "FDSL_MOUNTPOINT=the mount point)", CHOICE, dest="log", default="file",
+                choices=("file", "journal")),
     MountOption("log_file", "where a detached daemon writes policy `log` lines and warnings "
                 "(default: next to its control socket)", TEXT, dest="log_file", metavar="FILE"),
     MountOption("log_size", "bytes of log file kept before it is rotated (one old file, .1, "
                 "is kept)", INT, dest="log_size", default=1 << 20, low=4096, high=1 << 40,
                 metavar="BYTES"),
+    MountOption("journal_socket", "journald's socket for log=journal (another journal "
+                "namespace's, or a container's)", TEXT, dest="journal_socket",
+                default="/run/systemd/journal/socket", metavar="PATH"),
     # ---- FUSE options, passed to the kernel mount
     MountOption("allow_other", "let users other than the mounter use the mount", FLAG, FUSE),
     MountOption("auto_unmount", "unmount when the daemon dies", FLAG, FUSE),
