@@ -24,8 +24,8 @@ FSTAB_TEXT = """\
 mount(8) runs the helper of the fuse3 package, mount.fuse3, for the type
 fuse.fdsl; it runs `fdsl BACKING MOUNTPOINT -o OPTIONS`, which is
 `fdsl mount` with the policy given as -o policy=FILE.  The fdsl command
-must be on the standard PATH for that (for a virtual environment, link its
-bin/fdsl into /usr/local/sbin).
+must be on the standard PATH for that (scripts/setup.sh, run as root, links
+a virtual environment's bin/fdsl into /usr/local/sbin).
 """
 
 FSTAB_EXAMPLES = """\
