@@ -238,9 +238,17 @@ def test_generated_requests_decide_alike_under_both_abis(generated_both_abis, da
     """Random requests (names near the patterns, any numbers, errors, callers) on a
     policy with name tests, counters, maps and writes in PRE and POST."""
     ack, v1 = generated_both_abis
-    op = data.draw(st.sampled_from(("lookup", "create", "mkdir", "open", "getattr", "setattr",
-                                    "rename", "unlink", "readdir")))
+    op = data.draw(st.sampled_from(GENERATED_OPS + ("unlink", "readdir")))
     phase = data.draw(st.sampled_from(("pre", "post")))
+    assert_same_decision(ack, v1, "fuse/root", op, phase, draw_fields(data, op, phase))
+
+
+GENERATED_OPS = ("lookup", "create", "mkdir", "open", "getattr", "setattr", "rename", "symlink")
+SMALL = st.sampled_from((0, 1, 2, 3, 5, 7, 0o644, 0o755, 0o777, 0x100, 0xFFFF))
+
+
+def draw_fields(data, op: str, phase: str) -> dict:
+    """A request: names near the policies' patterns, numbers small or any, a caller, an error."""
     fields: dict = {"uid": data.draw(st.sampled_from((0, 1000, 5))), "gid": 100,
                     "pid": 3, "nodeid": data.draw(st.sampled_from((1, 7, 99)))}
     name = data.draw(st.text(NAME_CHARS, min_size=1, max_size=12).filter(lambda n: n not in (".", "..")))
@@ -248,10 +256,62 @@ def test_generated_requests_decide_alike_under_both_abis(generated_both_abis, da
         if loc.is_string:
             fields[loc.path] = data.draw(st.sampled_from((name, name + ".tmp", "lib" + name + ".so")))
         elif loc.ctype != "buffer":
-            fields[loc.path] = data.draw(st.integers(0, (1 << (8 * loc.size)) - 1))
+            top = (1 << (8 * loc.size)) - 1
+            fields[loc.path] = data.draw(st.one_of(SMALL.map(lambda v: v & top), st.integers(0, top)))
     if phase == "post":
         fields["error"] = data.draw(st.sampled_from((0, "ENOENT", "EACCES")))
-    assert_same_decision(ack, v1, "fuse/root", op, phase, fields)
+    return fields
+
+
+@st.composite
+def generated_rules(draw) -> str:
+    """One rule on a few opcodes: a test of a field all of them have, then a deny, an
+    allow, a write to a writable field they share, a count or a log."""
+    phase = draw(st.sampled_from(("pre", "post")))
+    ops = draw(st.lists(st.sampled_from(GENERATED_OPS), min_size=1, max_size=3, unique=True))
+    shared = None
+    for op in ops:
+        locs = {loc.path: loc for loc in abi.fields_of(op, phase) if loc.ctype != "buffer"}
+        shared = locs if shared is None else {p: l for p, l in shared.items() if p in locs
+                                               and (locs[p].ctype, locs[p].writable) ==
+                                               (l.ctype, l.writable)}
+    assert shared is not None
+    names = [p for p, l in shared.items() if l.is_string]
+    numbers = [p for p, l in shared.items() if not l.is_string]
+    conds = ["uid == 0", "nodeid == 7"] + ([f"error == ENOENT"] if phase == "post" else [])
+    for path in names:
+        conds += [f'{path} == "a"', f'{path} like "*.key"', f'{path} startswith "lib"',
+                  f'{path} in {{".env", "x", "id_rsa"}}']
+    for path in numbers:
+        conds += [f"{path} & 0o002 != 0", f"{path} > 5", f"{path} == 3"]
+    actions = ["deny EPERM", "deny ENOENT", "allow", "count hits[uid]"]
+    actions += [f'log "{phase} %d", {p}' for p in numbers[:1]]
+    actions += [f'log "n %s", {p}' for p in names[:1]]
+    writable = [p for p in numbers if shared[p].writable]
+    actions += [f"{p} {op} 0o{mask:o}" for p in writable for op, mask in (("&=", 0o755), ("|=", 0o4), ("=", 0o600))]
+    cond = draw(st.sampled_from(conds))
+    then = draw(st.lists(st.sampled_from(actions), min_size=1, max_size=2))
+    return f"on {', '.join(ops)} {phase} {{ if {cond} {{ {'; '.join(then)} }} }}"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(generated_rules(), min_size=1, max_size=4), st.data())
+def test_generated_policies_decide_alike_under_both_abis(rules, data):
+    """Random policies (shared rules over opcodes whose fields sit in different slots,
+    writes, counters, logs) compiled for both ABIs, then random requests."""
+    from fdsl.compile.driver import compile_source
+
+    text = "counter hits[u32] max 16\n" + "\n".join(rules) + "\n"
+    ack, v1 = both_abis(compile_source(text, "gen.fdsl", want_asm=False).obj,
+                        compile_source(text, "gen.fdsl", want_asm=False, abi_record=abi.RFC_V1).obj)
+    for _ in range(6):
+        op = data.draw(st.sampled_from(GENERATED_OPS))
+        phase = data.draw(st.sampled_from(("pre", "post")))
+        assert_same_decision(ack, v1, "fuse/root", op, phase, draw_fields(data, op, phase))
+    for kind in ("interp", "jit"):
+        assert [m.items() for m in v1.runtimes[kind].maps] == \
+            [m.items() for m in ack.runtimes[kind].maps], text
+        assert v1.runtimes[kind].sink.recent() == ack.runtimes[kind].sink.recent(), text
 
 
 # ------------------------------------------------------------------ generated verified programs
