@@ -526,10 +526,8 @@ def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
 
     support = features.detect()
     needs = None
-    if obj is not None:
-        from fdsl.vm.loader import load_object
-
-        loaded = load_object(obj)
+    loaded = _loaded(obj)
+    if loaded is not None:
         record = loaded.abi(cfg.abi)
         if record.id != abi.ACK.id:     # fuse-bpf kernels are ACK's; RFC v1 was never merged
             support = features.FuseBpfSupport(
@@ -545,16 +543,29 @@ def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
     return lambda c, o, ready: mount_kernel(c, o, chosen, support, ready)
 
 
+def _loaded(obj: bytes | None) -> Any:
+    """The parsed object, None for none or one that does not load (serving says why)."""
+    if obj is None:
+        return None
+    from fdsl.errors import LoadError
+    from fdsl.vm.loader import load_object
+
+    try:
+        return load_object(obj)
+    except LoadError:
+        return None
+
+
 def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
     obj = read_policy_object(cfg.policy, cfg.include_dirs)
-    if obj is not None:     # an unknown or contradicting --abi is a usage error before forking
+    loaded = _loaded(obj)
+    if loaded is not None:  # an unknown or contradicting --abi is a usage error before forking
         from fdsl.commands import abi_choice
-        from fdsl.vm.loader import load_object
 
         with abi_choice(cfg.policy or ""):
-            load_object(obj).abi(cfg.abi)
+            loaded.abi(cfg.abi)
     # The daemon works from "/" (it must not keep the launcher's directory busy),
     # so every path it keeps is made absolute now.
     cfg.backing = os.path.realpath(cfg.backing)
