@@ -106,7 +106,12 @@ def discover(quick: bool) -> tuple[list[Target], Env]:
                Target("fdsl pyfuse3 transport", "fdsl", None, "jit",
                       options=("transport=pyfuse3",)),
                Target("fdsl no kernel passthrough", "fdsl", None, "jit",
-                      options=("passthrough=0",))]
+                      options=("passthrough=0",)),
+               # bindfs and pyfuse3 run without default_permissions; with it the
+               # kernel refreshes a directory's attributes (one GETATTR) before
+               # the next permission check after every create or unlink in it
+               Target("fdsl no default_permissions", "fdsl", None, "jit",
+                      options=("default_permissions=0",))]
     if shutil.which("bindfs") is None:
         targets[1].unavailable = "bindfs not installed"
     if help_text is None:

@@ -33,7 +33,7 @@ from .dispatch import Dispatcher
 from .fileops import FileOperations
 from .init import InitOptions
 from .ops import register_all
-from .passthrough import BackingFiles
+from .passthrough import BackingFiles, fs_magic
 from .protocol import OPCODES, Request
 from .session import Session
 
@@ -53,19 +53,7 @@ def stack_depth(path: str) -> int:
     """FUSE_PASSTHROUGH's max_stack_depth: 2 if the backing tree sits on a stacked
     filesystem (overlayfs, ecryptfs, another FUSE passthrough), else 1."""
     stacked = {0x794C7630, 0xF15F, 0x65735546}    # overlayfs, ecryptfs, fuse
-    try:
-        import ctypes
-
-        class _Statfs(ctypes.Structure):
-            _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
-
-        buf = _Statfs()
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.statfs(os.fsencode(path), ctypes.byref(buf)) == 0:
-            return 2 if (buf.f_type & 0xFFFFFFFF) in stacked else 1
-    except OSError:
-        pass
-    return 1
+    return 2 if fs_magic(path) in stacked else 1
 
 
 class Connection:

@@ -20,8 +20,8 @@ from .. import sysio
 from ..engine import Attr, Engine, Entry, OpenFile
 from ..identity import as_caller, thread_umask
 from .passthrough import BackingFiles
-from .protocol import (FOPEN_PASSTHROUGH, LSEEK_OUT, WRITE_OUT, Request, dirent, direntplus,
-                       entry_out, open_out)
+from .protocol import (FOPEN_NOFLUSH, FOPEN_PASSTHROUGH, LSEEK_OUT, WRITE_OUT, Request, dirent,
+                       direntplus, entry_out, open_out)
 
 _OPEN_IN = abi.FUSE_OPEN_IN.codec
 _CREATE_IN = abi.FUSE_CREATE_IN.codec
@@ -45,16 +45,21 @@ class FileOperations:
     # -------------------------------------------------------- open files
 
     def _open_reply(self, fh: int) -> bytes:
-        """fuse_open_out, with FOPEN_PASSTHROUGH where the kernel may do the I/O."""
+        """fuse_open_out, with FOPEN_PASSTHROUGH where the kernel may do the I/O
+        and FOPEN_NOFLUSH where a FLUSH would do nothing (passthrough.NO_FLUSH_FS)."""
         f = self.engine.files.get(fh)
-        if isinstance(f, OpenFile) and self.backing.enabled:
-            policy = self.engine.policy
+        if not isinstance(f, OpenFile):
+            return open_out(fh)
+        policy = self.engine.policy
+        flags = FOPEN_NOFLUSH if self.backing.no_flush(f.fd, policy.runs_program(f.node,
+                                                                                "flush")) else 0
+        if self.backing.enabled:
             filtered = policy.runs_program(f.node, "read") or policy.runs_program(f.node, "write")
             if self.backing.eligible(f.fd, filtered):
                 backing_id = self.backing.attach(fh, f.node.nodeid, f.fd)
                 if backing_id:
-                    return open_out(fh, FOPEN_PASSTHROUGH, backing_id)
-        return open_out(fh)
+                    return open_out(fh, flags | FOPEN_PASSTHROUGH, backing_id)
+        return open_out(fh, flags)
 
     def open(self, req: Request) -> Any:
         flags, _ = req.struct(_OPEN_IN)

@@ -17,6 +17,7 @@ unprivileged writer's would.
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import logging
 import os
@@ -30,6 +31,31 @@ from ..identity import Caller, as_caller
 
 log = logging.getLogger("fdsl.runtime")
 
+# Filesystems whose files have no ->flush: close(2) of a backing fd there does
+# nothing a FLUSH request could pass on (no write-back, no error to report;
+# the daemon holds no POSIX locks), so opens of their files may carry
+# FOPEN_NOFLUSH and the kernel sends no FLUSH per close.  NFS, CIFS, FUSE and
+# overlayfs have one (write-back and errors at close): their files keep it.
+NO_FLUSH_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs",
+               0x01021994: "tmpfs", 0xF2F52010: "f2fs"}
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def fs_magic(where: int | str) -> int | None:
+    """statfs f_type of an fd or a path (None if it cannot be read)."""
+    buf = _Statfs()
+    if isinstance(where, int):
+        rc = _libc.fstatfs(where, ctypes.byref(buf))
+    else:
+        rc = _libc.statfs(os.fsencode(where), ctypes.byref(buf))
+    return int(buf.f_type) & 0xFFFFFFFF if rc == 0 else None
+
 _BACKING_MAP = abi.FUSE_BACKING_MAP.codec
 _U32 = struct.Struct("<I")
 NOBODY = Caller(uid=65534, gid=65534, umask=0, groups=())
@@ -42,6 +68,18 @@ class BackingFiles:
         self._lock = threading.Lock()
         self._by_node: dict[int, list[int]] = {}     # nodeid -> [backing id, handles]
         self._by_fh: dict[int, int] = {}             # fh -> nodeid
+        self._no_flush: dict[int, bool] = {}         # st_dev -> files there have no ->flush
+
+    def no_flush(self, fd: int, flush_rules: bool) -> bool:
+        """May the open of backing file `fd` carry FOPEN_NOFLUSH?  Not where the node's
+        scope has rules on FLUSH (they must see every close), nor off NO_FLUSH_FS."""
+        if flush_rules:
+            return False
+        dev = os.fstat(fd).st_dev
+        known = self._no_flush.get(dev)
+        if known is None:
+            known = self._no_flush[dev] = fs_magic(fd) in NO_FLUSH_FS
+        return known
 
     def eligible(self, fd: int, filtered: bool) -> bool:
         if not self.enabled or filtered:

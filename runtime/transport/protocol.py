@@ -35,6 +35,7 @@ OPCODES: dict[str, int] = {**{op.name: op.number for op in abi.OPS.values()},
 OPCODE_NAMES: dict[int, str] = {v: k for k, v in OPCODES.items()}
 
 FOPEN_PASSTHROUGH = abi.FOPEN["FOPEN_PASSTHROUGH"]
+FOPEN_NOFLUSH = abi.FOPEN["FOPEN_NOFLUSH"]
 FOPEN_KEEP_CACHE = abi.FOPEN["FOPEN_KEEP_CACHE"]
 FOPEN_CACHE_DIR = abi.FOPEN["FOPEN_CACHE_DIR"]
 
@@ -102,11 +103,18 @@ def out_header(unique: int, error: int, payload_len: int) -> bytes:
 
 # ----------------------------------------------------------------- encoders
 
+_SPLIT: dict[float, tuple[int, int]] = {}     # the few timeouts a mount uses, split once
+
+
 def split_timeout(seconds: float) -> tuple[int, int]:
-    if seconds <= 0:
-        return 0, 0
-    whole = int(seconds)
-    return whole, int((seconds - whole) * 1e9)
+    """(seconds, nanoseconds) of a timeout, as entry and attr replies carry it."""
+    got = _SPLIT.get(seconds)
+    if got is None:
+        whole = int(seconds) if seconds > 0 else 0
+        got = (whole, int((seconds - whole) * 1e9)) if seconds > 0 else (0, 0)
+        if len(_SPLIT) < 64:
+            _SPLIT[seconds] = got
+    return got
 
 
 _U64 = (1 << 64) - 1

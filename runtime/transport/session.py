@@ -224,16 +224,13 @@ class Session:
         if not 0 <= error < 1000:
             error = errno.EIO
         if error or payload is None:
-            parts: list = []
+            parts = [out_header(unique, error, 0)]
         elif isinstance(payload, list):
-            parts = payload
+            parts = [out_header(unique, 0, sum(map(len, payload))), *payload]
         else:
-            parts = [payload]
-        size = 0
-        for p in parts:
-            size += len(p)
+            parts = [out_header(unique, 0, len(payload)), payload]
         try:
-            os.writev(fd, [out_header(unique, error, size), *parts])
+            os.writev(fd, parts)
         except OSError as err:
             # ENOENT: the request was interrupted meanwhile; ENODEV: unmounted.
             if err.errno not in (errno.ENOENT, errno.ENODEV):

@@ -170,3 +170,27 @@ print(st.st_uid, st.st_gid)
     while mount.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not mount.alive()
+
+
+def test_no_flush_requests_on_a_filesystem_without_flush_unless_rules_want_them(dev_mounter):
+    """Files on tmpfs (no ->flush) open with FOPEN_NOFLUSH: closing them sends no FLUSH;
+    a scope with flush rules still sees every close."""
+    b, mnt = dev_mounter.dirs()
+    tmpfs = b / "tmpfs"
+    tmpfs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(tmpfs)], check=True)
+    policy = b.parent / "flushes.fdsl"
+    policy.write_text('under "tmpfs/logged" {\n    on flush pre {\n'
+                      '        if uid == 4321 { deny EACCES }\n    }\n}\n')
+    try:
+        (tmpfs / "logged").mkdir()
+        m = dev_mounter.mount(policy, b, mnt)
+        for name in ("plain", "logged/file"):
+            with open(mnt / "tmpfs" / name, "w") as fh:
+                fh.write("x")
+            assert (tmpfs / name).read_text() == "x"
+        ops = m.stats()["ops"]
+        assert ops.get("flush", 0) == 1, ops        # the logged file's close only
+        assert ops.get("create", 0) == 2 and ops.get("release", 0) == 2, ops
+    finally:
+        subprocess.run(["umount", "-l", str(tmpfs)], check=False)
