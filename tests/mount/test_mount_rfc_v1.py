@@ -113,14 +113,22 @@ def policy_behaviour(mounter, obj: Path) -> dict[str, object]:
     """What a caller sees through hide_secrets + a policy whose rules run in the daemon:
     the userspace prefilter's verdict and the userspace postfilter's rewrite."""
     b, mnt = mounter.dirs()
-    for name in (".env", "id_rsa", "README.md"):
+    for name in (".env", "id_rsa", "README.md", "server.key", "notes.txt"):
         (b / name).write_text(name)
     mounter.mount(obj, b, mnt)             # the ABI comes from the object's metadata
     seen = {
         "listing": sorted(os.listdir(mnt)),                      # readdir: userspace drop
         "stat .env": outcome(lambda: os.stat(mnt / ".env").st_size),
+        "stat server.key": outcome(lambda: os.stat(mnt / "server.key").st_size),   # suffix
         "read README.md": outcome(lambda: (mnt / "README.md").read_text()),
+        # the name in another slot per opcode (create/mkdir in_args[1], rename in_args[2])
+        "create new.key": outcome(lambda: open(mnt / "new.key", "w").close()),
+        "create ok.txt": outcome(lambda: open(mnt / "ok.txt", "w").close()),
+        "mkdir .git": outcome(lambda: os.mkdir(mnt / ".git")),
+        "rename onto a.key": outcome(lambda: os.rename(mnt / "notes.txt", mnt / "a.key")),
+        "rename ok": outcome(lambda: os.rename(mnt / "ok.txt", mnt / "ok2.txt")),
     }
+    seen["backing"] = sorted(os.listdir(b))
     return seen
 
 
@@ -139,8 +147,12 @@ def test_fdsl_objects_compiled_for_rfc_v1_mount_like_their_ack_builds(mounter, t
     user_policy.write_text(USERSPACE_POLICY)
     for name, (policy, run, expected) in {
         "hide": (EXAMPLES / "hide_secrets.fdsl", policy_behaviour,
-                 {"listing": ["README.md"], "stat .env": "ENOENT",
-                  "read README.md": "README.md"}),
+                 {"listing": ["README.md", "notes.txt"], "stat .env": "ENOENT",
+                  "stat server.key": "ENOENT", "read README.md": "README.md",
+                  "create new.key": "ENOENT", "create ok.txt": None, "mkdir .git": "ENOENT",
+                  "rename onto a.key": "ENOENT", "rename ok": None,
+                  "backing": [".env", "README.md", "id_rsa", "notes.txt", "ok2.txt",
+                              "server.key"]}),
         "user": (user_policy, user_behaviour,
                  {"mkdir tmp12": "EACCES", "mkdir tmpx": None, "uid f": 4242,
                   "backing": ["f", "tmpx"]}),
