@@ -347,15 +347,13 @@ def test_kernel_mode_daemon_answers_stats_from_the_kernel_maps(tmp_path):
     read from the kernel's maps by fd."""
     import json
     import socket
-    from types import SimpleNamespace
-
-    from fdsl.runtime.daemon import MountStats
+    from fdsl.runtime.daemon import MountConfig, MountStats
     from fdsl.runtime.kernel.session import _control_thread, _EngineView, _NodeCount, _PolicyView
 
     obj = load_object(_counting_filter())
     with programs.load(obj, BPF_PROG_TYPE_SOCKET_FILTER) as kobj:
         kobj.maps[0].update(struct.pack("<I", 0), struct.pack("<Q", 9))
-        cfg = SimpleNamespace(mountpoint="/m", backing="/b", policy="p.bpf.o", log_file=None)
+        cfg = MountConfig(backing="/b", mountpoint="/m", policy="p.bpf.o")
         path = tmp_path / "k.sock"
         listener = _control_thread(path, cfg, _EngineView(_NodeCount({1: None}), {}),
                                    _PolicyView(kobj, None), MountStats())
