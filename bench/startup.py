@@ -6,7 +6,9 @@ long the fdsl command takes for --version and --help.
 Ready means what a user (or a boot script) waits for: the mount command has
 exited 0 and `stat MOUNTPOINT` is answered by the new FUSE mount.  Each row is
 the median (min-max) of N runs of the whole command, measured from spawn to
-that answer; every mount is unmounted before the next run and the rows are
+that answer, and the median CPU time spent until then (the command, its
+children, and the fdsl daemon until it reported ready: what a quiet machine's
+wall time would be, nearly, since start-up is one thread's work); every mount is unmounted before the next run and the rows are
 interleaved, so drift in the machine's load hits every row alike.
 
 * warm: the fdsl cache (compiled .fdsl objects, parser tables, JIT code) has
@@ -23,7 +25,9 @@ ratio column is against bindfs (the same machine, the same minute).
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,12 +49,28 @@ def is_fuse_mount(path: Path) -> bool:
     return st.st_dev != parent.st_dev and os.major(st.st_dev) == 0
 
 
-def timed(cmd: list[str], env: dict[str, str], ready: Callable[[], bool] | None) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], env: dict[str, str], ready: Callable[[], bool] | None,
+          mnt: Path | None = None) -> tuple[float, float | None]:
+    """(wall seconds to ready, CPU seconds to ready or None): the CPU time of the command
+    and its children, plus for fdsl the daemon's own until it reported ready (its
+    `fdsl stats` ready_cpu).  CPU time is what a loaded machine inflates least."""
+    cpu = children_cpu()
     start = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True, cwd=REPO, timeout=120, env=env)
     if ready is not None and not ready():
         raise RuntimeError(f"{cmd[0]} exited but the mount does not answer")
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    cpu = children_cpu() - cpu
+    if cmd[0] != FDSL or mnt is None:
+        return wall, cpu
+    reply = subprocess.run([FDSL, "stats", "--json", str(mnt)], check=True, capture_output=True,
+                           cwd=REPO, env=env, text=True).stdout
+    return wall, cpu + (json.loads(reply).get("ready_cpu") or 0.0)
 
 
 def unmount(mnt: Path, fdsl: bool) -> None:
@@ -117,23 +137,29 @@ def rows(reps: int, work: Path) -> list[tuple[str, list[float]]]:
         timed(cmd, env(), ready if mounts else None)
         if mounts:
             unmount(mnt, cmd[0] == FDSL)
-    results: dict[str, list[float]] = {name: [] for name, *_ in cases}
+    results: dict[str, list[tuple[float, float | None]]] = {name: [] for name, *_ in cases}
     for _ in range(reps):
         for name, cmd, env, mounts in cases:
-            results[name].append(timed(cmd, env(), ready if mounts else None))
+            results[name].append(timed(cmd, env(), ready if mounts else None,
+                                       mnt if mounts else None))
             if mounts:
                 unmount(mnt, cmd[0] == FDSL)
     return list(results.items())
 
 
-def table(measured: list[tuple[str, list[float]]]) -> str:
+def table(measured: list[tuple[str, list[tuple[float, float | None]]]]) -> str:
     ref = dict(measured).get("bindfs mount")
-    ref_median = statistics.median(ref) if ref else None
-    lines = ["| command | median (s) | min-max (s) | vs bindfs mount |", "|---|---:|---:|---:|"]
-    for name, values in measured:
-        med = statistics.median(values)
+    ref_median = statistics.median(w for w, _ in ref) if ref else None
+    lines = ["| command | median (s) | min-max (s) | vs bindfs mount | CPU to ready, median (s) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, runs in measured:
+        walls = [w for w, _ in runs]
+        cpus = [c for _, c in runs if c is not None]
+        med = statistics.median(walls)
         ratio = f"{med / ref_median:.1f}x" if ref_median else "-"
-        lines.append(f"| {name} | {med:.3f} | {min(values):.3f}-{max(values):.3f} | {ratio} |")
+        cpu = f"{statistics.median(cpus):.3f}" if cpus else "-"
+        lines.append(f"| {name} | {med:.3f} | {min(walls):.3f}-{max(walls):.3f} | {ratio} "
+                     f"| {cpu} |")
     return "\n".join(lines)
 
 

@@ -62,8 +62,9 @@ def register(subparsers: Any) -> None:
 def cmd_mount(args: argparse.Namespace) -> int:
     from fdsl.commands import mount_options
     from fdsl.errors import UsageError
-    from fdsl.runtime.daemon import MountConfig, mount
+    from fdsl.runtime.daemon import MountConfig, mount, startup_gc
 
+    startup_gc()
     parsed = mount_options.parse(args.options)
     settings = parsed.settings
     if len(args.paths) == 3:
