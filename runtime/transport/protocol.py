@@ -155,25 +155,28 @@ def statfs_out(s: Any) -> bytes:
                            s.namemax, s.frsize, 0)
 
 
-def _pad8(n: int) -> int:
-    return (n + 7) & ~7
+_PADDING = [bytes(n) for n in range(8)]        # records are 8-byte aligned
+_NO_ENTRY = bytes(ENTRY_OUT.size)
+# fuse_entry_out followed by the fuse_dirent header: one pack per READDIRPLUS record
+_DIRENTPLUS_HEAD = struct.Struct("<" + ENTRY_OUT.format.lstrip("<") + DIRENT.format.lstrip("<"))
 
 
 def dirent(ino: int, next_offset: int, dtype: int, name: bytes) -> bytes:
-    rec = DIRENT.pack(ino, next_offset, len(name), dtype) + name
-    return rec + bytes(_pad8(len(rec)) - len(rec))
+    n = len(name)                               # the header is 24 bytes: pad the name
+    return DIRENT.pack(ino, next_offset, n, dtype) + name + _PADDING[-n & 7]
 
 
 def direntplus(entry: Any | None, ino: int, next_offset: int, dtype: int, name: bytes) -> bytes:
     """One READDIRPLUS record; `entry` None = the name only (node id 0: the kernel
     links nothing, but lists the name with inode number `ino`)."""
     if entry is None:
-        head = bytes(ENTRY_OUT.size)
-    else:
-        head = entry_out(entry)
-        ino = entry.attr.ino
-        dtype = (entry.attr.mode >> 12) & 0o17
-    return head + dirent(ino, next_offset, dtype, name)
+        return _NO_ENTRY + dirent(ino, next_offset, dtype, name)
+    attr, n = entry.attr, len(name)
+    es, ens = split_timeout(entry.entry_timeout)
+    as_, ans = split_timeout(attr.timeout)
+    return _DIRENTPLUS_HEAD.pack(entry.nodeid, entry.generation, es, as_, ens, ans,
+                                 *attr_values(attr), attr.ino, next_offset, n,
+                                 (attr.mode >> 12) & 0o17) + name + _PADDING[-n & 7]
 
 
 def xattr_list(names: Iterable[bytes]) -> bytes:
