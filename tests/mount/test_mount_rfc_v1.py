@@ -161,3 +161,19 @@ def test_fdsl_objects_compiled_for_rfc_v1_mount_like_their_ack_builds(mounter, t
                for abi_name in ("rfc-v1", "ack")}
         assert got["rfc-v1"] == expected, name
         assert got["ack"] == got["rfc-v1"], name
+
+
+def test_a_post_program_shrinking_the_dirent_buffer_through_helper_209(mounter, bpf_c_object,
+                                                                       tmp_path):
+    """A variable-size output rewritten by size (RFC v1 only: ACK has no way to do it):
+    each page is cut to its first record, and the other names stay reachable."""
+    obj = tmp_path / "listing.v1.o"
+    obj.write_bytes(bpf_c_object("rfc_v1_listing"))
+    b, mnt = mounter.dirs()
+    names = {"a", "bb", "ccc"}
+    for name in names:
+        (b / name).write_text(name)
+    mounter.mount(obj, b, mnt, flags=("--abi", "rfc-v1"))
+    listed = os.listdir(mnt)
+    assert len(listed) == 1 and set(listed) <= names
+    assert {n: (mnt / n).read_text() for n in names} == {n: n for n in names}
