@@ -44,6 +44,13 @@ if [ ! -x .venv/bin/fdsl ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     fi
     echo "$want" > "$stamp"
 fi
+# The man pages: an editable install skips data files, so link them into the venv, where
+# man(1) finds them once .venv/bin is on PATH (man-db looks beside each PATH entry).
+for page in man/fdsl.1 man/fdsl-language.7; do
+    dir=.venv/share/man/man${page##*.}
+    [ -e "$dir/${page#man/}" ] || { mkdir -p "$dir" && ln -sfn "$PWD/$page" "$dir/"; }
+done
+
 # Bytecode for fdsl's own modules (pip compiled the dependencies); quick when current.
 .venv/bin/python -m compileall -q fdsl runtime grammar >/dev/null || true
 

@@ -1,6 +1,7 @@
 """scripts/setup.sh as root links the mount helper `mount -t fuse.fdsl` needs (fdsl on
 root's standard PATH), only where nothing or a link of ours is, says so in its one line,
-and stays quick and quiet on a re-run.  FDSL_HELPER_DIR points it at a scratch dir."""
+and stays quick and quiet on a re-run; the man pages are linked into the venv.
+FDSL_HELPER_DIR points it at a scratch dir."""
 from __future__ import annotations
 
 import os
@@ -38,6 +39,10 @@ def test_links_the_helper_when_absent_and_is_quiet_after(tmp_path, ours_is_this_
     [again] = _setup(tmp_path / "sbin")
     assert again.startswith("setup: ready") and "->" not in again
     assert os.readlink(helper) == str(ROOT / ".venv" / "bin" / "fdsl")
+    # and the man pages where man(1) looks for them beside .venv/bin
+    for page in ("man1/fdsl.1", "man7/fdsl-language.7"):
+        assert (ROOT / ".venv" / "share" / "man" / page).resolve() == \
+            (ROOT / "man" / Path(page).name).resolve()
 
 
 def test_replaces_only_a_dangling_link_of_a_removed_venv(tmp_path, ours_is_this_venv):
