@@ -487,6 +487,7 @@ def _control_reply(req: dict[str, Any], cfg: MountConfig, engine: Any, policy: A
             "mountpoint": cfg.mountpoint,
             "backing": cfg.backing,
             "policy": cfg.policy,
+            "abi": engine.abi.id,       # how the programs' contexts and results read
             "uptime": round(time.time() - stats.started, 1),
             "ready_cpu": stats.ready_cpu,
             "nodes": len(engine.nodes),

@@ -100,6 +100,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     import json
     import shlex
 
+    from fdsl import abi
     from fdsl.errors import MountError
     from fdsl.runtime import control
 
@@ -132,7 +133,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
     mode = f", {reply['mode']}" if reply.get("mode") else ""
     print(f"mount    {reply['mountpoint']}  ({who}{mode}, up {reply['uptime']} s)", file=out)
     print(f"backing  {reply['backing']}", file=out)
-    print(f"policy   {reply['policy'] or '(none: passthrough)'}", file=out)
+    abi_note = ""
+    if reply.get("abi") not in (None, abi.ACK.id):      # the programs' ABI, when not ACK's
+        abi_note = f"  ({reply['abi']}, emulated)"
+    print(f"policy   {reply['policy'] or '(none: passthrough)'}{abi_note}", file=out)
     print(f"nodes    {reply['nodes']}  open handles {reply['open_handles']}", file=out)
     programs = reply.get("programs") or {}
     if programs:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fdsl import abi
 from mounting import EXAMPLES, fdsl, mounter, needs_fuse  # noqa: F401
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -66,6 +67,8 @@ def test_an_rfc_v1_object_mounts_and_behaves_as_its_ack_twin(mounter, bpf_c_obje
     ack.write_bytes(bpf_c_object("abi_pair"))
     got_v1 = behaviour(mounter, v1, ("--abi", "rfc-v1"))
     got_ack = behaviour(mounter, ack, ())
+    assert [m.stats()["abi"] for m in mounter.mounts] == [abi.RFC_V1.id, abi.ACK.id]
+    assert "(rfc-v1, emulated)" in fdsl("stats", mounter.mounts[0].mnt, check=True).stdout
     assert got_v1 == EXPECTED
     assert got_ack == got_v1
 
