@@ -119,6 +119,9 @@ class PassthroughPolicy:
     def runs_program(self, node: Node, op: str) -> bool:
         return False
 
+    def cacheable(self, section: str | None, op: str) -> bool:
+        return True
+
     def program(self, section: str | None) -> sequence.Program:
         raise LookupError("no programs")
 
@@ -392,6 +395,15 @@ class Engine:
         if isinstance(req, R.Flush):
             return bool(getattr(self.files.get(req.fh), "written", True))
         return row_for(req).may_block
+
+    def reads_uncached(self, node: Node) -> bool:
+        """Must every read of this file reach its rules?  Yes where read rules depend on
+        the caller or count, log or use maps: served from the kernel's page cache, a
+        read one caller was refused could be answered with what another one read (a
+        transport opens such files with FOPEN_DIRECT_IO, as fuse-bpf runs the program
+        for every read)."""
+        policy = self.policy
+        return policy.runs_program(node, "read") and not policy.cacheable(node.program, "read")
 
     def read_cached(self, fh: int, offset: int, size: int) -> bytes | None:
         """The data, if no filter runs for this read and the page cache holds all of it.

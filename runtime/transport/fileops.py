@@ -33,6 +33,7 @@ _FSYNC_IN = abi.FUSE_FSYNC_IN.codec
 _LSEEK_IN = abi.FUSE_LSEEK_IN.codec
 _FALLOCATE_IN = abi.FUSE_FALLOCATE_IN.codec
 _COPY_IN = abi.FUSE_COPY_FILE_RANGE_IN.codec
+FOPEN_DIRECT_IO = abi.FOPEN["FOPEN_DIRECT_IO"]
 _DIRENT_ESTIMATE = 200          # bytes per READDIRPLUS record, to size engine batches
 
 
@@ -45,7 +46,8 @@ class FileOperations:
     # -------------------------------------------------------- open files
 
     def _open_reply(self, fh: int) -> bytes:
-        """fuse_open_out, with FOPEN_PASSTHROUGH where the kernel may do the I/O
+        """fuse_open_out, with FOPEN_PASSTHROUGH where the kernel may do the I/O,
+        FOPEN_DIRECT_IO where every read must reach the rules (`Engine.reads_uncached`),
         and FOPEN_NOFLUSH where a FLUSH would do nothing (passthrough.NO_FLUSH_FS)."""
         f = self.engine.files.get(fh)
         if not isinstance(f, OpenFile):
@@ -59,6 +61,8 @@ class FileOperations:
                 backing_id = self.backing.attach(fh, f.node.nodeid, f.fd)
                 if backing_id:
                     return open_out(fh, flags | FOPEN_PASSTHROUGH, backing_id)
+        if self.engine.reads_uncached(f.node):
+            flags |= FOPEN_DIRECT_IO
         return open_out(fh, flags)
 
     def open(self, req: Request) -> Any:

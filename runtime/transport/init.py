@@ -26,6 +26,9 @@ did not offer).  Each wanted flag, and the reason:
   (the engine is thread-safe).
 * SETXATTR_EXT: setxattr carries the 16-byte fuse_setxattr_in (with the
   ACL_KILL_SGID hint; the backing fs clears S_ISGID itself, as the caller).
+* DIRECT_IO_ALLOW_MMAP: files whose read rules must see every read are opened
+  with FOPEN_DIRECT_IO (no page cache between callers); this keeps shared
+  mmap of them working (the kernel refuses it with ENODEV otherwise).
 * EXPORT_SUPPORT: not asked for (no lookups of "." and "..", so no NFS export).
 * PASSTHROUGH (flags2): open/create replies may name a backing file registered
   with FUSE_DEV_IOC_BACKING_OPEN; the kernel then reads and writes it directly.
@@ -48,7 +51,8 @@ F = abi.INIT_FLAGS
 
 WANTED = (F["ASYNC_READ"] | F["ATOMIC_O_TRUNC"] | F["BIG_WRITES"] | F["DONT_MASK"]
           | F["DO_READDIRPLUS"] | F["PARALLEL_DIROPS"] | F["HANDLE_KILLPRIV_V2"]
-          | F["POSIX_ACL"] | F["MAX_PAGES"] | F["SETXATTR_EXT"] | F["INIT_EXT"])
+          | F["POSIX_ACL"] | F["MAX_PAGES"] | F["SETXATTR_EXT"] | F["DIRECT_IO_ALLOW_MMAP"]
+          | F["INIT_EXT"])
 _INIT_IN_V1 = struct.Struct("<4I")  # before 7.36 the request ends after `flags`
 _INIT_IN_V2 = struct.Struct("<5I")
 MAX_PAGES = 256                     # the kernel's default fuse_max_pages_limit
