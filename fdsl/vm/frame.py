@@ -402,7 +402,7 @@ class Frame:
         self.out_len[index] = n
         if self.shape.outputs[index].kind != "struct":
             self.out_size[index] = n
-        if self.phase == "post":        # a userspace postfilter reply shortening a buffer
+        if self.phase == "post":   # filled after to_post (the backing step's, a userspace reply)
             self._put(self._post_out_at[index], self._out_ptr[index], self.out_size[index], n)
 
     def to_post(self, error_in: int) -> None:

@@ -211,3 +211,15 @@ def test_a_backing_scope_below_a_passthrough_one_runs_no_program(backing, tmp_pa
     top = e.dispatch(R.Lookup(ME, 1, b"top"))
     g = e.dispatch(R.Lookup(ME, top.nodeid, b"f"))
     assert errno_of(e, R.Open(ME, g.nodeid, os.O_RDONLY)) == errno.EPERM
+
+
+@pytest.mark.parametrize("abi_name", ["ack", "rfc-v1"])
+def test_post_sees_the_sizes_of_outputs_the_backing_step_filled(backing, abi_name):
+    """The dirent buffer is filled after the frame turns to POST: its size (and RFC v1's
+    end_offset) must be the filled length, not the shape's empty default."""
+    policy = 'on readdir post { if in.offset == 2 and sizeof(dirents) == 0 { deny EIO } }\n'
+    obj = compile_source(policy, "p.fdsl", want_asm=False, abi_record=abi.by_id(abi_name)).obj
+    e = Engine(str(backing), load_policy(obj, "interp", str(backing)), EngineOptions())
+    fh = e.dispatch(R.Opendir(ME, 1)).fh
+    assert {entry.name for entry in e.dispatch(R.Readdir(None, fh, 0))} >= {b"d", b"x"}
+    e.dispatch(R.Releasedir(None, fh))
