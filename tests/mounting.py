@@ -151,6 +151,44 @@ class Mounter:
         return mount
 
 
+LOGGING_POLICY = 'on getattr pre { log "getattr by uid %d nodeid %d", uid, nodeid }\n'
+
+
+@pytest.fixture
+def logging_policy(tmp_path):
+    """A policy that logs one line per getattr: the log tests' source of lines."""
+    path = tmp_path / "logging.fdsl"
+    path.write_text(LOGGING_POLICY)
+    return path
+
+
+def check_stats_follow(m: Mount, last_stats_line: str) -> None:
+    """`fdsl stats --follow` prints, after the stats part (ending with a line that starts
+    with `last_stats_line`), the getattr lines of `logging_policy` as they come, and
+    exits 0 once the mount is gone.  The backing dir must hold a file `f`."""
+    import select
+
+    follower = subprocess.Popen([*FDSL, "stats", "--follow", str(m.mnt)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not follower.stdout.readline().startswith(last_stats_line):
+            pass    # the stats part (its recent logs may hold older getattr lines)
+        seen = ""
+        deadline = time.monotonic() + 30
+        while "getattr by uid 0" not in seen and time.monotonic() < deadline:
+            os.stat(m.mnt / "f")
+            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
+            if ready:
+                seen += follower.stdout.readline()
+        assert "getattr by uid 0" in seen
+        fdsl("umount", m.mnt, check=True)
+        assert follower.wait(timeout=15) == 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+
+
 TRANSPORTS = ("dev", "pyfuse3")
 
 

@@ -5,35 +5,22 @@ test binds itself."""
 from __future__ import annotations
 
 import os
-import select
 import socket
 import struct
-import subprocess
-import time
 
 import pytest
 
 from journald import journald  # noqa: F401
-from mounting import FDSL, ROOT, fdsl, mounter, needs_fuse  # noqa: F401
+from mounting import check_stats_follow, fdsl, logging_policy, mounter, needs_fuse  # noqa: F401
 
 pytestmark = [pytest.mark.mount, needs_fuse]
-
-POLICY = 'on getattr pre { log "getattr by uid %d nodeid %d", uid, nodeid }\n'
-
-
-@pytest.fixture
-def policy(tmp_path):
-    path = tmp_path / "logging.fdsl"
-    path.write_text(POLICY)
-    return path
-
 
 def _getattr_line(entry: dict) -> bool:
     return entry.get("MESSAGE", "").startswith("getattr by uid 0 nodeid")
 
 
-def test_policy_lines_reach_a_real_journald(mounter, policy, journald):
-    m = mounter.mount(policy, options=f"attr_timeout=0,entry_timeout=0,log=journal,"
+def test_policy_lines_reach_a_real_journald(mounter, logging_policy, journald):
+    m = mounter.mount(logging_policy, options=f"attr_timeout=0,entry_timeout=0,log=journal,"
                                       f"journal_socket={journald.socket}")
     (m.backing / "f").write_text("x")
     os.stat(m.mnt / "f")
@@ -50,29 +37,11 @@ def test_policy_lines_reach_a_real_journald(mounter, policy, journald):
             f"SYSLOG_IDENTIFIER=fdsl FDSL_MOUNTPOINT={real}") in text
 
 
-def test_stats_follow_tails_the_journal_until_unmount(mounter, policy, journald):
-    m = mounter.mount(policy, options=f"attr_timeout=0,entry_timeout=0,log=journal,"
+def test_stats_follow_tails_the_journal_until_unmount(mounter, logging_policy, journald):
+    m = mounter.mount(logging_policy, options=f"attr_timeout=0,entry_timeout=0,log=journal,"
                                       f"journal_socket={journald.socket}")
     (m.backing / "f").write_text("x")
-    follower = subprocess.Popen([*FDSL, "stats", "--follow", str(m.mnt)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        while not follower.stdout.readline().startswith("logs     to the journal"):
-            pass
-        seen = ""
-        deadline = time.monotonic() + 30
-        while "getattr by uid 0" not in seen and time.monotonic() < deadline:
-            os.stat(m.mnt / "f")
-            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
-            if ready:
-                seen += follower.stdout.readline()
-        assert "getattr by uid 0" in seen
-        fdsl("umount", m.mnt, check=True)
-        assert follower.wait(timeout=15) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
+    check_stats_follow(m, "logs     to the journal")
 
 
 def _fields(datagram: bytes) -> dict[str, str]:
@@ -94,12 +63,13 @@ def _fields(datagram: bytes) -> dict[str, str]:
     return out
 
 
-def test_the_datagrams_carry_the_native_protocol_fields(mounter, policy, tmp_path):
+def test_the_datagrams_carry_the_native_protocol_fields(mounter, logging_policy, tmp_path):
     path = tmp_path / "journal.sock"
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(path))
     try:
-        m = mounter.mount(policy, options=f"attr_timeout=0,log=journal,journal_socket={path}")
+        m = mounter.mount(logging_policy,
+                          options=f"attr_timeout=0,log=journal,journal_socket={path}")
         (m.backing / "f").write_text("x")
         os.stat(m.mnt / "f")
         receiver.settimeout(20)
@@ -115,13 +85,14 @@ def test_the_datagrams_carry_the_native_protocol_fields(mounter, policy, tmp_pat
         receiver.close()
 
 
-def test_log_journal_without_a_journal_is_a_clear_failure(mounter, policy, tmp_path):
-    m = mounter.mount(policy, options=f"log=journal,journal_socket={tmp_path}/none",
+def test_log_journal_without_a_journal_is_a_clear_failure(mounter, logging_policy, tmp_path):
+    m = mounter.mount(logging_policy, options=f"log=journal,journal_socket={tmp_path}/none",
                       expect_fail=True)
     assert "no journal socket at" in m.error and "Traceback" not in m.error
 
 
-def test_log_journal_and_log_file_exclude_each_other(mounter, policy, tmp_path):
+def test_log_journal_and_log_file_exclude_each_other(mounter, logging_policy, tmp_path):
     backing, mnt = mounter.dirs()
-    proc = fdsl("mount", "-o", f"log=journal,log_file={tmp_path}/x.log", policy, backing, mnt)
+    proc = fdsl("mount", "-o", f"log=journal,log_file={tmp_path}/x.log", logging_policy,
+                backing, mnt)
     assert proc.returncode == 2 and "exclude each other" in proc.stderr

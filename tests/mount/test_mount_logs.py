@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import stat
 import subprocess
 import time
@@ -11,27 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from mounting import FDSL, ROOT, Mount, cleanup, fdsl, is_mounted, mounter, needs_fuse  # noqa: F401
+from mounting import (FDSL, ROOT, Mount, check_stats_follow, cleanup, fdsl,  # noqa: F401
+                      is_mounted, logging_policy, mounter, needs_fuse)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
-
-POLICY = 'on getattr pre { log "getattr by uid %d nodeid %d", uid, nodeid }\n'
-
-
-@pytest.fixture
-def policy(tmp_path):
-    path = tmp_path / "logging.fdsl"
-    path.write_text(POLICY)
-    return path
-
 
 def _stat_once(mnt: Path) -> None:
     os.stat(mnt / "f")
 
 
-def test_log_lines_go_to_a_private_file_that_outlives_the_mount(mounter, policy, tmp_path):
+def test_log_lines_go_to_a_private_file_that_outlives_the_mount(mounter, logging_policy, tmp_path):
     log_file = tmp_path / "view.log"
-    m = mounter.mount(policy, options=f"attr_timeout=0,entry_timeout=0,log_file={log_file}")
+    m = mounter.mount(logging_policy,
+                      options=f"attr_timeout=0,entry_timeout=0,log_file={log_file}")
     (m.backing / "f").write_text("x")
     _stat_once(m.mnt)
     assert m.stats()["log_file"] == str(log_file)
@@ -42,9 +33,9 @@ def test_log_lines_go_to_a_private_file_that_outlives_the_mount(mounter, policy,
     assert stat.S_IMODE(log_file.stat().st_mode) == 0o600
 
 
-def test_log_file_is_bounded(mounter, policy, tmp_path):
+def test_log_file_is_bounded(mounter, logging_policy, tmp_path):
     log_file = tmp_path / "small.log"
-    m = mounter.mount(policy, options=f"attr_timeout=0,log_file={log_file},log_size=4096")
+    m = mounter.mount(logging_policy, options=f"attr_timeout=0,log_file={log_file},log_size=4096")
     (m.backing / "f").write_text("x")
     for _ in range(300):
         _stat_once(m.mnt)
@@ -54,35 +45,17 @@ def test_log_file_is_bounded(mounter, policy, tmp_path):
     assert "getattr by uid" in Path(f"{log_file}.1").read_text()
 
 
-def test_stats_follow_tails_new_lines_until_unmount(mounter, policy):
-    m = mounter.mount(policy, options="attr_timeout=0,entry_timeout=0")
+def test_stats_follow_tails_new_lines_until_unmount(mounter, logging_policy):
+    m = mounter.mount(logging_policy, options="attr_timeout=0,entry_timeout=0")
     (m.backing / "f").write_text("x")
-    follower = subprocess.Popen([*FDSL, "stats", "--follow", str(m.mnt)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        while not follower.stdout.readline().startswith("log file "):
-            pass    # the stats part (its recent logs may hold older getattr lines)
-        seen = ""
-        deadline = time.monotonic() + 20
-        while "getattr by uid" not in seen and time.monotonic() < deadline:
-            _stat_once(m.mnt)
-            ready, _, _ = select.select([follower.stdout], [], [], 0.5)
-            if ready:
-                seen += follower.stdout.readline()
-        assert "getattr by uid 0" in seen
-        fdsl("umount", m.mnt, check=True)
-        assert follower.wait(timeout=15) == 0
-    finally:
-        if follower.poll() is None:
-            follower.kill()
-            follower.wait()
+    check_stats_follow(m, "log file ")
 
 
-def test_foreground_prints_log_lines_on_stderr(mounter, policy):
+def test_foreground_prints_log_lines_on_stderr(mounter, logging_policy):
     backing, mnt = mounter.dirs()
     (backing / "f").write_text("x")
     daemon = subprocess.Popen([*FDSL, "mount", "-f", "-o", "attr_timeout=0,entry_timeout=0",
-                               str(policy), str(backing), str(mnt)], cwd=ROOT,
+                               str(logging_policy), str(backing), str(mnt)], cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     m = Mount(backing, mnt, daemon.pid)
     try:
