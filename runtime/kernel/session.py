@@ -63,6 +63,7 @@ class _EngineView:
 
     nodes: _NodeCount
     files: dict[int, Any]
+    abi: abi.Abi = abi.ACK             # kernel mode runs ACK objects only
 
 
 class _PolicyView:
