@@ -211,6 +211,7 @@ def serve(cfg: MountConfig, obj: bytes | None, ready: Callable[[str | None], Non
     early = _EarlySignals()         # until trio's receiver takes over
     stats.ready_cpu = time.process_time()
     ready(None)
+    transport.started()
     if hasattr(policy, "start_jit"):
         policy.start_jit()
     code = 0
@@ -302,6 +303,9 @@ class _Transport:
 
     def mount(self) -> None: ...
 
+    def started(self) -> None:
+        """After `ready`: what serving at full strength needs but answering does not."""
+
     async def run(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -321,7 +325,12 @@ class _DevFuse(_Transport):
                                                 is not False, inline=cfg.inline), stats)
 
     def mount(self) -> None:
-        self.conn.open()
+        self.conn.open(workers=1)      # the other workers once the mount is ready
+
+    def started(self) -> None:
+        session = self.conn.session
+        if session is not None:
+            session.start()
 
     async def run(self) -> None:
         import trio

@@ -77,8 +77,9 @@ class Connection:
         self.session: Session | None = None
         self.conn_id: int | None = None
 
-    def open(self) -> None:
-        """Mount, answer FUSE_INIT, register the handlers and start serving."""
+    def open(self, workers: int | None = None) -> None:
+        """Mount, answer FUSE_INIT, register the handlers and start serving (with
+        `workers` threads for now: `session.start()` adds the others)."""
         devfd = mounting.mount(self.mountpoint, self.mount_options)
         self.conn_id = mounting.connection_id(self.mountpoint)
         session = self.session = Session(devfd, self.dispatcher, self.options.threads, self.stats,
@@ -94,7 +95,7 @@ class Connection:
                      setxattr_ext=negotiated.has("SETXATTR_EXT"))
         self.backing_files = backing
         self.dispatcher.blocking[OPCODES["flush"]] = self._flush_may_block
-        session.start()
+        session.start(workers)
 
     def _flush_may_block(self, req: Request) -> bool:
         """A FLUSH waits for I/O only after writes through the daemon (as Engine.may_block);

@@ -112,8 +112,12 @@ class Session:
             self._buffer_size = negotiated.max_write + 4096
             return negotiated
 
-    def start(self) -> None:
-        for i in range(self.threads):
+    def start(self, count: int | None = None) -> None:
+        """Start the workers; with `count` only that many for now, and a later call starts
+        the rest (the daemon serves with one until its mount is ready: every thread start
+        waits for the new thread to run, which costs most on a loaded machine)."""
+        for i in range(len(self._workers), self.threads if count is None
+                       else min(count, self.threads)):
             fd = clone_fd(self.devfd) if i else None
             if fd is not None:
                 self._fds.append(fd)

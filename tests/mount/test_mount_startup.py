@@ -112,3 +112,12 @@ def test_a_stop_signal_right_after_the_launcher_returned_unmounts(mounter):
     while (is_mounted(m.mnt) or m.alive()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not is_mounted(m.mnt) and not m.alive()
+
+
+def test_the_other_workers_start_once_the_mount_answers(dev_mounter):
+    m = dev_mounter.mount(options="threads=8")
+    os.stat(m.mnt)
+    deadline = time.monotonic() + 30
+    while len(os.listdir(f"/proc/{m.pid}/task")) < 1 + 8 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir(f"/proc/{m.pid}/task")) >= 1 + 8
