@@ -67,6 +67,9 @@ def helper_form(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; `argv` None means this process is the command (it may then exit
+    directly, as `fdsl mount` does once its daemon serves)."""
+    whole_process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:   # answered before any subcommand module is imported
         print(f"fdsl {__version__}")
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = helper_form(argv)
     parser = build_parser(COMMANDS.get(argv[0]) if argv else None)
     args = parser.parse_args(argv)
+    args.whole_process = whole_process
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

@@ -87,7 +87,17 @@ def cmd_mount(args: argparse.Namespace) -> int:
         if cfg.abi is not None:
             raise UsageError("the ABI is given twice (--abi and -o abi=)")
         cfg.abi = args.abi
-    return mount(cfg)
+    code = mount(cfg)
+    if code == 0 and not cfg.foreground and getattr(args, "whole_process", False):
+        # The daemon is serving and this launcher has nothing left to say: leave without
+        # the interpreter's teardown, which would compete for the CPU with the daemon's
+        # own post-ready start (workers, JIT) and delay "ready" for whoever waits on us.
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return code
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
