@@ -7,7 +7,9 @@ import json
 import mmap
 import os
 import pwd
+import errno
 import shutil
+import signal
 import struct
 import subprocess
 import time
@@ -194,3 +196,78 @@ def test_no_flush_requests_on_a_filesystem_without_flush_unless_rules_want_them(
         assert ops.get("create", 0) == 2 and ops.get("release", 0) == 2, ops
     finally:
         subprocess.run(["umount", "-l", str(tmpfs)], check=False)
+
+
+def _state(pid: int) -> str:
+    """The scheduler state of a process or thread (R, S, D, T, Z, ...)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[1].split()[0]
+
+
+def _wait(what, why: str, deadline_s: float = 30.0) -> None:
+    """Wait for a condition (a deadline against hangs, not a timing assertion)."""
+    deadline = time.monotonic() + deadline_s
+    while not what():
+        assert time.monotonic() < deadline, \
+            f"gave up waiting: {why if isinstance(why, str) else why()}"
+        time.sleep(0.02)
+
+
+def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
+    """A request blocked on its backing filesystem (the backing tree is another fdsl
+    mount whose daemon is stopped), its caller signalled: the kernel sends INTERRUPT,
+    which the daemon leaves unanswered while the request runs; once the backing
+    filesystem answers, the request completes with its real result.  inline=0: with
+    the default, the worker reading /dev/fuse runs metadata requests itself, so a
+    hung backing lookup or stat holds up the whole mount (session.py)."""
+    b, inner = dev_mounter.dirs()
+    (b / "f").write_bytes(b"x" * 123)
+    stale = dev_mounter.mount("", b, inner, options="attr_timeout=0,entry_timeout=0")
+    _, outer = dev_mounter.dirs()
+    m = dev_mounter.mount("", inner, outer,
+                          options="attr_timeout=0,entry_timeout=0,passthrough=0,inline=0")
+    assert os.stat(outer / "f").st_size == 123
+    r, w = os.pipe()
+    go_r, go_w = os.pipe()
+    child = os.fork()
+    if child == 0:   # pragma: no cover - the child
+        try:
+            os.close(r)
+            signal.signal(signal.SIGUSR1, lambda *_: None)     # a signal that does not kill
+            os.read(go_r, 1)
+            try:
+                result = str(os.stat(outer / "f").st_size)
+            except OSError as err:
+                result = errno.errorcode[err.errno]
+            os.write(w, result.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.close(go_r)
+    from fdsl.runtime import control
+
+    # `fdsl stats` resolves the mount point, which would wait for the stopped mount too
+    [sock, *_], _ = control.candidate_sockets(outer)
+
+    def ops(name: str) -> int:
+        return int(control._ask(sock, "stats", 5.0, {})["ops"].get(name, 0))
+
+    before = ops("getattr")
+    os.kill(stale.pid, signal.SIGSTOP)
+    try:
+        _wait(lambda: all(_state(int(t)) == "T" for t in os.listdir(f"/proc/{stale.pid}/task")),
+              "the backing mount's daemon stopped")
+        os.write(go_w, b"1")            # the child stats, into the stopped mount
+        _wait(lambda: ops("getattr") > before and _state(child) == "S",
+              lambda: f"the child blocked ({ops('getattr')} getattr, state {_state(child)})")
+        os.kill(child, signal.SIGUSR1)
+        _wait(lambda: ops("interrupt") >= 1, "an INTERRUPT")
+        assert os.waitpid(child, os.WNOHANG) == (0, 0)       # still waiting for the reply
+    finally:
+        os.kill(stale.pid, signal.SIGCONT)
+        os.close(go_w)
+    _, status = os.waitpid(child, 0)
+    result = os.read(r, 100).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(status) == 0 and result == "123", result
+    assert m.alive() and os.stat(outer / "f").st_size == 123
