@@ -98,8 +98,10 @@ def validate(cfg: MountConfig) -> None:
         raise MountError(f"policy file {cfg.policy!r} does not exist")
 
 
-def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = ()) -> bytes | None:
-    """The BPF object to run: compiled on the fly for .fdsl; None = pure passthrough."""
+def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = (),
+                       abi_name: str | None = None) -> bytes | None:
+    """The BPF object to run: compiled on the fly for .fdsl (for the ABI `abi_name` names,
+    ACK without one); None = pure passthrough."""
     if not policy:
         return None
     from fdsl.files import MAX_OBJECT_BYTES, InputFileError, read_regular_file
@@ -114,7 +116,21 @@ def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = ()) -
         return None  # empty policy file: pure passthrough
     from fdsl.compile.cache import compile_cached  # compiles (llvmlite) only on a cache miss
 
-    return compile_cached(data, policy, include_dirs)[0]
+    return compile_cached(data, policy, include_dirs, _target_abi_id(abi_name))[0]
+
+
+def _target_abi_id(abi_name: str | None) -> str | None:
+    """The canonical id of the ABI a .fdsl policy is compiled for (one cache entry per ABI,
+    whichever of its names the user typed); an unknown name is a usage error."""
+    if abi_name is None:
+        return None
+    from fdsl import abi
+    from fdsl.errors import UsageError
+
+    try:
+        return abi.by_id(abi_name).id
+    except KeyError:
+        raise UsageError(f"unknown ABI {abi_name!r} (known: {', '.join(abi.names())})") from None
 
 
 # ----------------------------------------------------------------- serving
@@ -597,7 +613,7 @@ def steady_gc() -> None:
 def mount(cfg: MountConfig) -> int:
     """The `fdsl mount` command body: validate, compile, then serve or daemonize."""
     validate(cfg)
-    obj = read_policy_object(cfg.policy, cfg.include_dirs)
+    obj = read_policy_object(cfg.policy, cfg.include_dirs, cfg.abi)
     loaded = _loaded(obj)
     if loaded is not None:  # an unknown or contradicting --abi is a usage error before forking
         from fdsl.commands import abi_choice

@@ -90,7 +90,7 @@ def source_name(args: Any) -> str:
 
 ABI_HELP = ("ABI of an object without fdsl metadata, e.g. one built with clang (ack, rfc-v1; "
             "default ack); an fdsl object's ABI is read from its metadata and a contradicting "
-            "--abi is refused")
+            "--abi is refused; a .fdsl policy is compiled for this ABI")
 
 
 def add_abi_option(parser: Any) -> None:

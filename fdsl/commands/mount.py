@@ -27,7 +27,8 @@ def register(subparsers: Any) -> None:
         "'mount -t fuse.fdsl BACKING MOUNTPOINT -o policy=FILE' runs 'fdsl BACKING "
         "MOUNTPOINT -o policy=FILE'). "
         "Daemonizes and returns once the mount is ready unless -f is given. "
-        "RFC v1 objects (their metadata, or --abi rfc-v1 for clang-built ones) run in "
+        "RFC v1 objects (their metadata, --abi rfc-v1 for clang-built ones, or a .fdsl "
+        "policy mounted with --abi rfc-v1) run in "
         "emulation only: no fuse-bpf kernel takes them, so -o mode=kernel refuses them.",
         epilog=mount_options.help_text() + "\n\n" + MOUNT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)

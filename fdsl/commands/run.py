@@ -73,14 +73,18 @@ def _value(text: str) -> Any:
         return text
 
 
-def _load_bytes(path: str, include_dirs: list[str]) -> bytes:
+def _load_bytes(args: argparse.Namespace) -> bytes:
+    """The object to run: a .fdsl policy is compiled for `--abi` (ACK without it)."""
+    from fdsl.commands import target_abi
     from fdsl.errors import UsageError
     from fdsl.files import MAX_OBJECT_BYTES, InputFileError, read_regular_file
 
+    path = args.object
     if path.endswith(".fdsl"):
         from fdsl.compile.driver import compile_file
 
-        return compile_file(path, want_asm=False, include_dirs=include_dirs).obj
+        return compile_file(path, want_asm=False, include_dirs=args.include_dirs,
+                            abi_record=target_abi(args)).obj
     try:
         return read_regular_file(path, MAX_OBJECT_BYTES).data
     except InputFileError as err:
@@ -131,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fdsl.errors import UsageError, VmFault
 
     with abi_choice(args.object):
-        fs = FilterSet.load(_load_bytes(args.object, args.include_dirs), backend=args.backend,
+        fs = FilterSet.load(_load_bytes(args), backend=args.backend,
                             abi_name=args.abi)
     section = _pick_section(fs, args.section)
     fields = _fields(args)

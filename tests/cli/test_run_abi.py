@@ -105,3 +105,20 @@ def test_an_fdsl_objects_metadata_wins_and_a_contradicting_flag_is_a_usage_error
     proc = fdsl("run", str(obj), "--abi", "rfc-v1", "--op", "lookup", "--name", "x")
     assert proc.returncode == 2 and "contradicts its metadata" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_policy_source_is_compiled_for_the_flags_abi():
+    """The issue's example: `fdsl run --abi rfc-v1 hide_secrets.fdsl` decides in RFC v1's
+    codes what the ACK build decides in ACK's (a user never compiles by hand to try it)."""
+    policy = str(EXAMPLES / "hide_secrets.fdsl")
+    got = {}
+    for name in ("rfc-v1", "ack"):
+        proc = fdsl("run", "--abi", name, policy, "--op", "lookup", "--phase", "pre",
+                    "--name", ".env", "--json")
+        assert proc.returncode == 0, proc.stderr
+        got[name] = json.loads(proc.stdout)
+    assert got["rfc-v1"]["abi"] == abi.RFC_V1.id and got["ack"]["abi"] == abi.ACK.id
+    assert got["rfc-v1"]["ret"] == got["ack"]["ret"] == -2          # ENOENT under both
+    unknown = fdsl("run", "--abi", "v9", policy, "--op", "lookup")
+    assert unknown.returncode == 2 and "unknown ABI 'v9'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr

@@ -92,9 +92,20 @@ def test_kernel_mode_refuses_rfc_v1_and_without_the_flag_it_is_an_ack_object(
     assert outcome(lambda: os.stat(mnt / "f")) == "EIO"
 
 
-def test_a_flag_contradicting_an_fdsl_policy_is_a_usage_error(mounter):
+def test_a_policy_source_is_compiled_for_the_flags_abi(mounter, tmp_path):
+    """`--abi` with a .fdsl policy compiles it for that ABI; with a compiled fdsl object
+    whose metadata says otherwise it is a usage error and nothing is mounted."""
     b, mnt = mounter.dirs()
-    proc = fdsl("mount", "--abi", "rfc-v1", EXAMPLES / "audit.fdsl", b, mnt)
+    (b / ".env").write_text("x")
+    (b / "notes").write_text("y")
+    m = mounter.mount(EXAMPLES / "hide_secrets.fdsl", b, mnt, flags=("--abi", "rfc-v1"))
+    assert m.stats()["abi"] == abi.RFC_V1.id
+    assert sorted(os.listdir(mnt)) == ["notes"]
+    assert outcome(lambda: os.stat(mnt / ".env")) == "ENOENT"
+    obj = tmp_path / "audit.o"
+    fdsl("compile", EXAMPLES / "audit.fdsl", "-o", obj, check=True)
+    b, mnt = mounter.dirs()
+    proc = fdsl("mount", "--abi", "rfc-v1", obj, b, mnt)
     assert proc.returncode == 2 and "contradicts its metadata" in proc.stderr
     assert not os.path.ismount(mnt)
 
