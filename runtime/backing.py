@@ -277,11 +277,16 @@ def copy_file_range(call: Any, off_in: int, off_out: int, length: int, flags: in
         return os.copy_file_range(src.fd, dst.fd, length, _signed(off_in), _signed(off_out))
     done = 0
     while done < length:
-        data = engine.dispatch(R.Read(call.caller, call.req.fh, off_in + done,
-                                    min(_COPY_CHUNK, length - done)))
-        if not data:
-            break
-        n = engine.dispatch(R.Write(call.caller, call.req.fh_out, off_out + done, data))
+        try:
+            data = engine.dispatch(R.Read(call.caller, call.req.fh, off_in + done,
+                                          min(_COPY_CHUNK, length - done)))
+            if not data:
+                break
+            n = engine.dispatch(R.Write(call.caller, call.req.fh_out, off_out + done, data))
+        except OSError:
+            if done:
+                break            # a short copy, as copy_file_range(2) reports one
+            raise
         done += n
         if n < len(data):
             break
