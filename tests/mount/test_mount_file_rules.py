@@ -252,3 +252,27 @@ def test_copy_file_range_cannot_bypass_read_or_write_rules(ruled):
             os.close(fd)
     assert (b / "plain" / "dst").read_bytes() == bytes(range(100))
     assert (b / "ro" / "dst").read_bytes() == b""
+
+
+def test_the_rows_run_rfc_v1_objects_too(dev_mounter, tmp_path):
+    """The same rows serve a policy compiled for RFC v1 (the frames follow the ABI)."""
+    policy = tmp_path / "rfc.fdsl"
+    policy.write_text("counter calls[u32]\n"
+                      "on lseek, fallocate, copy_file_range pre { count calls[op] }\n"
+                      "on lseek post { out.offset = 4096 }\n"
+                      "on fallocate pre { in.mode = in.mode | 1 }\n")
+    b, mnt = dev_mounter.dirs()
+    sparse(b / "f")
+    m = dev_mounter.mount(policy, b, mnt, options="abi=rfc-v1")
+    fd = os.open(mnt / "f", os.O_RDWR)
+    out = os.open(mnt / "g", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        assert os.lseek(fd, 12 * BLOCK, SEEK_DATA) == BLOCK
+        fallocate(fd, 0, 16 * BLOCK, 4 * BLOCK)                 # KEEP_SIZE added
+        assert os.copy_file_range(fd, out, 100, 0, 0) == 100
+    finally:
+        os.close(fd)
+        os.close(out)
+    assert os.stat(b / "f").st_size == 16 * BLOCK
+    assert (b / "g").read_bytes() == bytes(range(100))
+    assert m.counters("calls") == {"lseek": 1, "fallocate": 1, "copy_file_range": 1}
