@@ -9,7 +9,6 @@ A value that does not parse is a usage error (exit 2) naming the option.
 """
 from __future__ import annotations
 
-import difflib
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +179,8 @@ def parse(values: list[str]) -> ParsedOptions:
 
 
 def _unknown(name: str) -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, list(BY_NAME), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return (f"unknown mount option '-o {name}'{hint}; 'fdsl mount --help' lists them")
