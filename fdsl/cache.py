@@ -36,7 +36,10 @@ def private_dir(sub: str) -> Path | None:
         return None
     path = Path(os.path.abspath(base)) / sub
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # every directory we create is 0700 (mkdir's parents=True would give the missing
+        # ancestors 0777 & ~umask: world-writable in a daemon, whose umask is 0)
+        for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
+            missing.mkdir(mode=0o700, exist_ok=True)
         real = Path(os.path.realpath(path))
         for ancestor in reversed(real.parents):
             if not _trusted(os.stat(ancestor), own=False):

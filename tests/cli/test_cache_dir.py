@@ -35,6 +35,19 @@ def test_private_dir_is_created_0700(trusted, monkeypatch):
     assert d is not None and d.is_dir() and (d.stat().st_mode & 0o777) == 0o700
 
 
+def test_directories_it_creates_are_private_whatever_the_umask(trusted, monkeypatch):
+    """The daemon runs with umask 0: the ancestors it creates must not be 0777."""
+    monkeypatch.setenv("FDSL_CACHE", str(trusted / "a" / "b"))
+    old = os.umask(0)
+    try:
+        d = cache.private_dir("objects")
+    finally:
+        os.umask(old)
+    assert d is not None
+    for made in (trusted / "a", trusted / "a" / "b", d):
+        assert (made.stat().st_mode & 0o777) == 0o700, made
+
+
 def test_group_writable_or_sticky_ancestors_are_refused(tmp_path, monkeypatch):
     os.chmod(tmp_path, 0o1777)            # like /tmp
     monkeypatch.setenv("FDSL_CACHE", str(tmp_path / "c"))
