@@ -12,6 +12,7 @@ a path into the backing tree.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 from dataclasses import dataclass
@@ -291,6 +292,19 @@ def copy_file_range(call: Any, off_in: int, off_out: int, length: int, flags: in
         if n < len(data):
             break
     return done
+
+
+# ioctls that only read a file's attribute flags (what lsattr asks, through the
+# kernel's fileattr_get): the number and the size of what they return.
+FS_IOC_GETFLAGS, FS_IOC_FSGETXATTR = 0x80086601, 0x801C581F
+READ_ONLY_IOCTLS = {FS_IOC_GETFLAGS: 4, FS_IOC_FSGETXATTR: 28}
+
+
+def read_ioctl(fd: int, cmd: int, size: int) -> bytes:
+    """One of READ_ONLY_IOCTLS on an open backing file or directory."""
+    if READ_ONLY_IOCTLS.get(cmd) != size:
+        raise OSError(errno.ENOTTY, "ioctl not passed on")
+    return bytes(fcntl.ioctl(fd, cmd, bytes(size)))
 
 
 def _signed(value: int) -> int:

@@ -437,6 +437,14 @@ class Engine:
         flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if node.is_dir else 0)
         return os.open(sysio.proc_fd_path(node.fd), flags)
 
+    def read_ioctl(self, fh: int, cmd: int, size: int) -> bytes:
+        """The attribute flags ioctls (`backing.READ_ONLY_IOCTLS`: what lsattr reads) on
+        an open file or directory; every other ioctl is ENOTTY."""
+        handle = self.files.get(fh)
+        if handle is None:
+            raise OSError(errno.EBADF, "bad file handle")
+        return B.read_ioctl(handle.fd, cmd, size)
+
     def btime(self, nodeid: int) -> tuple[int, int] | None:
         """The backing inode's birth time (s, ns) for a STATX reply; None: not recorded."""
         return sysio.statx_btime(self.nodes.get(nodeid).fd)

@@ -193,6 +193,10 @@ FUSE_FORGET_ONE = _layout("fuse_forget_one", 16, "nodeid@0:u64, nlookup@8:u64")
 FUSE_INTERRUPT_IN = _layout("fuse_interrupt_in", 8, "unique@0:u64")
 FUSE_POLL_IN = _layout("fuse_poll_in", 24, "fh@0:u64, kh@8:u64, flags@16:u32, events@20:u32")
 FUSE_POLL_OUT = _layout("fuse_poll_out", 8, "revents@0:u32, padding@4:u32")
+FUSE_IOCTL_IN = _layout("fuse_ioctl_in", 32, """
+    fh@0:u64, flags@8:u32, cmd@12:u32, arg@16:u64, in_size@24:u32, out_size@28:u32""")
+FUSE_IOCTL_OUT = _layout("fuse_ioctl_out", 16,
+    "result@0:s32, flags@4:u32, in_iovs@8:u32, out_iovs@12:u32")
 FUSE_STATX_IN = _layout("fuse_statx_in", 24,
     "getattr_flags@0:u32, reserved@4:u32, fh@8:u64, sx_flags@16:u32, sx_mask@20:u32")
 FUSE_SX_TIME = _layout("fuse_sx_time", 16, "tv_sec@0:s64, tv_nsec@8:u32, __reserved@12:s32")
@@ -220,7 +224,7 @@ STRUCTS: dict[str, CStruct] = {
         FUSE_COPY_FILE_RANGE_IN, FUSE_STATFS_OUT, FUSE_IN_HEADER, FUSE_OUT_HEADER,
         FUSE_DIRENT, FUSE_DIRENTPLUS, FUSE_INIT_IN, FUSE_INIT_OUT, FUSE_FORGET_IN,
         FUSE_BATCH_FORGET_IN, FUSE_FORGET_ONE, FUSE_INTERRUPT_IN, FUSE_POLL_IN, FUSE_POLL_OUT,
-        FUSE_STATX_IN, FUSE_SX_TIME, FUSE_STATX, FUSE_STATX_OUT, FUSE_BACKING_MAP, MAP_RECORD)
+        FUSE_IOCTL_IN, FUSE_IOCTL_OUT, FUSE_STATX_IN, FUSE_SX_TIME, FUSE_STATX, FUSE_STATX_OUT, FUSE_BACKING_MAP, MAP_RECORD)
 }
 
 # -------------------------------------------- §9 per-opcode argument lists

@@ -37,6 +37,9 @@ _SETXATTR_IN_OLD = struct.Struct("<II")       # without FUSE_SETXATTR_EXT
 _GETXATTR_IN = abi.FUSE_GETXATTR_IN.codec
 _ACCESS_IN = abi.FUSE_ACCESS_IN.codec
 _STATX_IN = abi.FUSE_STATX_IN.codec
+_IOCTL_IN = abi.FUSE_IOCTL_IN.codec
+_IOCTL_OUT = abi.FUSE_IOCTL_OUT.codec
+_IOCTL_UNRESTRICTED = 1 << 1             # FUSE_IOCTL_UNRESTRICTED (CUSE only)
 _STATX_OUT = abi.FUSE_STATX_OUT.codec
 _STATX_BASIC_STATS, _STATX_BTIME = 0x7FF, 0x800
 _MODE, _UID, _GID, _SIZE = (FATTR[f"FATTR_{n}"] for n in ("MODE", "UID", "GID", "SIZE"))
@@ -194,10 +197,21 @@ class Operations:
         raise OSError(errno.ENOSYS, "poll: the kernel's default mask")
 
     def ioctl(self, req: Request) -> Any:
-        """ENOSYS, which the kernel turns into ENOTTY: ioctls are not passed on (an
+        """The read-only attribute flags ioctls (FS_IOC_GETFLAGS, FS_IOC_FSGETXATTR: what
+        lsattr reads through the kernel's fileattr_get) are answered from the backing
+        file; every other command gets ENOSYS, which the kernel turns into ENOTTY (an
         arbitrary command run by the daemon on the backing file cannot be checked
         against the caller's rights; see docs/architecture.md)."""
-        raise OSError(errno.ENOSYS, "ioctl: not passed on")
+        fh, flags, cmd, _arg, in_size, out_size = req.struct(_IOCTL_IN)
+        if in_size or flags & _IOCTL_UNRESTRICTED:
+            raise OSError(errno.ENOSYS, "ioctl: not passed on")
+        try:
+            data = self.engine.read_ioctl(fh, cmd, out_size)
+        except OSError as err:
+            if err.errno == errno.ENOTTY:
+                raise OSError(errno.ENOSYS, "ioctl: not passed on") from None
+            raise
+        return [_IOCTL_OUT.pack(0, 0, 0, 0), data]
 
     def destroy(self, req: Request) -> Any:
         return None

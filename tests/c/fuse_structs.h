@@ -57,6 +57,8 @@ struct fuse_forget_one { u64_t nodeid, nlookup; };
 struct fuse_interrupt_in { u64_t unique; };
 struct fuse_poll_in { u64_t fh, kh; u32_t flags, events; };
 struct fuse_poll_out { u32_t revents, padding; };
+struct fuse_ioctl_in { u64_t fh; u32_t flags, cmd; u64_t arg; u32_t in_size, out_size; };
+struct fuse_ioctl_out { s32_t result; u32_t flags, in_iovs, out_iovs; };
 struct fuse_statx_in { u32_t getattr_flags, reserved; u64_t fh; u32_t sx_flags, sx_mask; };
 struct fuse_sx_time { s64_t tv_sec; u32_t tv_nsec; s32_t __reserved; };
 struct fuse_statx { u32_t mask, blksize; u64_t attributes; u32_t nlink, uid, gid;

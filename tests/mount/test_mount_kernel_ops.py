@@ -4,7 +4,9 @@ STATX: statx(2) asking for the birth time makes the kernel send FUSE_STATX;
 the mount reports the backing inode's btime (and GETATTR's rules still apply
 to the basic stats).  POLL: the daemon answers ENOSYS, after which the kernel
 reports DEFAULT_POLLMASK, as the backing filesystem does for regular files.
-IOCTL: not passed on (ENOSYS, which the kernel turns into ENOTTY).
+IOCTL: only the attribute flags reads (lsattr) are answered from the backing
+file; other commands are not passed on (ENOSYS, which the kernel turns into
+ENOTTY).
 """
 from __future__ import annotations
 
@@ -101,19 +103,56 @@ def test_poll_and_select_on_a_regular_file_match_the_backing_fs(mounter):
     assert m.alive()
 
 
-FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_GETFLAGS, FS_IOC_SETFLAGS = 0x80086601, 0x40086602
+FS_IOC_FSGETXATTR = 0x801C581F
+FS_IOC_GETVERSION = 0x80087601
+FS_NOATIME_FL = 0x80
 
 
-def test_ioctls_are_not_passed_on(mounter):
+def _flags(path: Path, cmd: int = FS_IOC_GETFLAGS, size: int = 4) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fcntl.ioctl(fd, cmd, bytes(size))
+    finally:
+        os.close(fd)
+
+
+def test_attribute_flags_are_read_from_the_backing_file_and_not_set(mounter):
+    """What lsattr reads (FS_IOC_GETFLAGS, FS_IOC_FSGETXATTR, which the kernel asks as
+    FUSE_IOCTL) comes from the backing file or directory; setting flags and other
+    ioctls are not passed on (ENOTTY from the kernel)."""
     b, mnt = mounter.dirs()
     (b / "f").write_bytes(b"data")
+    (b / "d").mkdir()
+    fd = os.open(b / "f", os.O_RDONLY)
+    try:
+        flags = struct.unpack("<i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(4)))[0]
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", flags | FS_NOATIME_FL))
+    except OSError as err:
+        pytest.skip(f"not applicable here: the backing fs has no attribute flags ({err})")
+    finally:
+        os.close(fd)
     m = mounter.mount("", b, mnt)
+    if mounter.transport == "pyfuse3":
+        # pyfuse3 has no ioctl handler: libfuse answers ENOSYS, the kernel ENOTTY
+        with pytest.raises(OSError) as err:
+            _flags(mnt / "f")
+        assert err.value.errno in (errno.ENOTTY, errno.EOPNOTSUPP)
+        return
+    for name in ("f", "d"):
+        assert _flags(mnt / name) == _flags(b / name), name
+        assert _flags(mnt / name, FS_IOC_FSGETXATTR, 28) == _flags(b / name, FS_IOC_FSGETXATTR, 28)
+    assert struct.unpack("<i", _flags(mnt / "f"))[0] & FS_NOATIME_FL
     fd = os.open(mnt / "f", os.O_RDONLY)
     try:
         with pytest.raises(OSError) as err:
-            fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<i", 0))
+        assert err.value.errno in (errno.ENOTTY, errno.EOPNOTSUPP)
+        with pytest.raises(OSError) as err:
+            fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8))
         assert err.value.errno == errno.ENOTTY
         assert os.read(fd, 4) == b"data"
     finally:
         os.close(fd)
+    assert _flags(b / "f") == _flags(mnt / "f")          # unchanged
     assert m.alive()
