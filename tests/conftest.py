@@ -38,6 +38,17 @@ if "FDSL_JIT_CACHE" not in os.environ:
     os.environ["FDSL_JIT_CACHE"] = _JIT_CACHE.name
 
 
+@pytest.fixture(autouse=True)
+def _keep_umask():
+    """Each test starts with the umask the session started with: in-process engine tests
+    run creates under `identity.thread_umask`, which leaves the test thread's umask at 0
+    (as the daemon wants), and later tests would create world-writable files."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
 @pytest.fixture
 def jit_cache_dir(monkeypatch):
     """A fresh private JIT cache directory (FDSL_JIT_CACHE points to it)."""
