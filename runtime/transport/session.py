@@ -17,7 +17,20 @@ every request (its wait queue is FIFO): each request moved to another
 thread (two context switches per request instead of one or none, cold
 caches, GIL contention with the thread that had just replied).  With
 `inline=False` every request counts as blocking (the leader always hands
-over): for backing filesystems where even a lookup may hang.
+over).
+
+The watchdog bounds a stall of the leader.  A metadata request is cheap
+until the backing filesystem hangs (an NFS server gone, a stacked FUSE
+whose daemon is stopped): then the leader would sit in it and nobody would
+read /dev/fuse, every other caller (and INTERRUPT) waiting behind it.  The
+leader notes the request it runs (one attribute store before and after, no
+syscall); a watchdog thread looks every `WATCHDOG_TICK` seconds, and when
+the leader is still inside the request it saw the tick before, deposes it:
+another worker becomes the reader (an idle follower, or a new one up to
+the thread cap).  The deposed leader finishes its request whenever the
+backing filesystem answers, sees the leadership term has moved on, and
+becomes a follower.  A stall thus costs other callers one to two ticks,
+and each hung request holds one worker, as with `inline=False`.
 
 Bad input from the kernel side (a short or inconsistent request, an
 undecodable payload) is logged and answered EIO when it has a request id;
@@ -49,6 +62,10 @@ _U32 = struct.Struct("<I")
 _UNIQUE = struct.Struct("<Q")
 _RETRY = (errno.EINTR, errno.EAGAIN, errno.ENOENT)   # ENOENT: request interrupted before read
 INIT, DESTROY = OPCODES["init"], OPCODES["destroy"]
+# Well above what a cheap request takes (a lookup or a 4 KiB readdir page on a local
+# disk: tens of microseconds; a cold one: a few milliseconds), well below what a person
+# notices; measured in docs/architecture.md.
+WATCHDOG_TICK = 0.025
 
 
 def clone_fd(devfd: int) -> int | None:
@@ -76,6 +93,12 @@ class Session:
         self.inline = inline
         self._cond = threading.Condition()
         self._leader = False            # a worker is reading /dev/fuse (or about to)
+        self._term = 0                  # +1 whenever the watchdog deposes a leader
+        self._idle = 0                  # followers waiting in _lead
+        self._leader_slot: list[Request | None] | None = None   # [the request it runs itself]
+        self.deposed = 0                # how often the watchdog moved the reading on
+        self._start_lock = threading.Lock()
+        self._watchdog: threading.Thread | None = None
         self.negotiated: Negotiated | None = None
         self.finished = threading.Event()
         self._finish_lock = threading.Lock()
@@ -116,23 +139,30 @@ class Session:
         """Start the workers; with `count` only that many for now, and a later call starts
         the rest (the daemon serves with one until its mount is ready: every thread start
         waits for the new thread to run, which costs most on a loaded machine)."""
-        for i in range(len(self._workers), self.threads if count is None
-                       else min(count, self.threads)):
-            fd = clone_fd(self.devfd) if i else None
-            if fd is not None:
-                self._fds.append(fd)
-            t = threading.Thread(target=self._serve, args=(fd if fd is not None else self.devfd,),
-                                 name=f"fuse-{i}", daemon=True)
-            self._workers.append(t)
-            t.start()
+        with self._start_lock:
+            for i in range(len(self._workers), self.threads if count is None
+                           else min(count, self.threads)):
+                fd = clone_fd(self.devfd) if i else None
+                if fd is not None:
+                    self._fds.append(fd)
+                t = threading.Thread(target=self._serve,
+                                     args=(fd if fd is not None else self.devfd,),
+                                     name=f"fuse-{i}", daemon=True)
+                self._workers.append(t)
+                t.start()
+            if self.inline and self.threads > 1 and self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="fuse-watchdog",
+                                                  daemon=True)
+                self._watchdog.start()
 
     # -------------------------------------------------------------- loop
 
     def _serve(self, fd: int) -> None:
         buf = bytearray(self._buffer_size)
         readv = os.readv
+        slot: list[Request | None] = [None]     # this worker's, for the watchdog
         try:
-            while self._lead():
+            while (term := self._lead(slot)) is not None:
                 while True:
                     try:
                         n = readv(fd, [buf])
@@ -146,29 +176,65 @@ class Session:
                     if req is None:
                         continue
                     if not self.inline or self.dispatcher.may_block(req):
-                        self._step_down()
+                        self._step_down(term)
                         self._run(fd, req)
                         break
+                    slot[0] = req               # what the watchdog looks at
                     self._run(fd, req)
+                    slot[0] = None
                     if self.finished.is_set():      # DESTROY
                         return
+                    if self._term != term:      # deposed while it ran: now a follower
+                        break
         finally:
             self._finish()
 
-    def _lead(self) -> bool:
-        """Wait until no other worker reads, then become the reader (False: the end)."""
+    def _lead(self, slot: list[Request | None]) -> int | None:
+        """Wait until no other worker reads, then become the reader: the leadership
+        term it reads in (None: the end).  `slot` is where it notes the request it
+        runs itself."""
         with self._cond:
+            self._idle += 1
             while self._leader and not self.finished.is_set():
                 self._cond.wait()
+            self._idle -= 1
             if self.finished.is_set():
-                return False
+                return None
             self._leader = True
-            return True
+            self._leader_slot = slot
+            return self._term
 
-    def _step_down(self) -> None:
+    def _step_down(self, term: int) -> None:
+        """Hand the reading to a follower (unless the watchdog already did)."""
         with self._cond:
-            self._leader = False
-            self._cond.notify()
+            if self._term == term:
+                self._leader = False
+                self._cond.notify()
+
+    def _watch(self) -> None:
+        """Depose a leader stuck in one request for a whole tick (module docstring)."""
+        seen: Request | None = None
+        while not self.finished.wait(WATCHDOG_TICK):
+            slot = self._leader_slot
+            req = slot[0] if slot is not None else None
+            if slot is None or req is None or req is not seen:
+                seen = req
+                continue
+            seen = None
+            with self._cond:
+                if self._leader_slot is not slot or slot[0] is not req:
+                    continue
+                self._term += 1
+                self._leader = False
+                self._leader_slot = None
+                self.deposed += 1
+                idle = self._idle
+                self._cond.notify()
+            log.debug("request %d (%s) stalls the reader: %s takes over", req.unique,
+                      OPCODE_NAMES.get(req.opcode, req.opcode), "a follower" if idle else
+                      "a new worker" if len(self._workers) < self.threads else "the next free worker")
+            if not idle:
+                self.start(len(self._workers) + 1)
 
     def _parse(self, fd: int, buf: bytearray, n: int) -> Request | None:
         try:
@@ -257,7 +323,7 @@ class Session:
         self.finished.set()
         with self._cond:
             self._cond.notify_all()
-        for t in self._workers:
+        for t in self._workers + ([self._watchdog] if self._watchdog else []):
             t.join(timeout=2.0)
         for fd in self._fds + [self.devfd]:
             try:

@@ -290,3 +290,43 @@ def test_without_inline_a_blocked_metadata_request_stalls_only_itself(running):
     assert _replies(kernel, 1) == {2: b"attr"}
     release.set()
     assert _replies(kernel, 1) == {1: b"entry"}
+
+
+def _threads_serving(kernel: socket.socket, seen: list[str], uniques: range) -> set[str]:
+    """Send getattrs one at a time (each answered before the next): which threads read them."""
+    del seen[:]
+    for unique in uniques:
+        kernel.send(request(OPCODES["getattr"], unique))
+        assert _replies(kernel, 1) == {unique: b"attr"}
+    return set(seen)
+
+
+@pytest.mark.parametrize("started", [2, 1], ids=["idle-follower", "new-worker"])
+def test_a_stalled_metadata_request_is_bounded_by_the_watchdog(running, started):
+    """inline=True: a lookup that hangs in the leader does not stop the reading: the
+    watchdog makes another worker the reader (an idle follower, or with only one
+    started, a new one up to the cap).  Once the lookup returns, its worker becomes a
+    follower again: one reader serves the requests that follow, not two in turn."""
+    session, dispatcher, kernel = running(inline=True)
+    release = threading.Event()
+    seen: list[str] = []
+
+    def lookup(req):
+        assert release.wait(10)
+        return b"entry"
+
+    def getattr_(req):
+        seen.append(threading.current_thread().name)
+        return b"attr"
+
+    dispatcher.register(OPCODES["lookup"], lookup)
+    dispatcher.register(OPCODES["getattr"], getattr_)
+    session.start(started)
+    kernel.send(request(OPCODES["lookup"], 1, b"x\0"))
+    kernel.send(request(OPCODES["getattr"], 2))
+    assert _replies(kernel, 1) == {2: b"attr"}         # while the lookup still hangs
+    assert session.deposed == 1 and len(session._workers) == 2
+    release.set()
+    assert _replies(kernel, 1) == {1: b"entry"}
+    assert len(_threads_serving(kernel, seen, range(3, 11))) == 1
+    assert session.deposed == 1
