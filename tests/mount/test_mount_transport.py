@@ -12,6 +12,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -213,20 +214,9 @@ def _wait(what, why: str, deadline_s: float = 30.0) -> None:
         time.sleep(0.02)
 
 
-def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
-    """A request blocked on its backing filesystem (the backing tree is another fdsl
-    mount whose daemon is stopped), its caller signalled: the kernel sends INTERRUPT,
-    which the daemon leaves unanswered while the request runs; once the backing
-    filesystem answers, the request completes with its real result.  inline=0: with
-    the default, the worker reading /dev/fuse runs metadata requests itself, so a
-    hung backing lookup or stat holds up the whole mount (session.py)."""
-    b, inner = dev_mounter.dirs()
-    (b / "f").write_bytes(b"x" * 123)
-    stale = dev_mounter.mount("", b, inner, options="attr_timeout=0,entry_timeout=0")
-    _, outer = dev_mounter.dirs()
-    m = dev_mounter.mount("", inner, outer,
-                          options="attr_timeout=0,entry_timeout=0,passthrough=0,inline=0")
-    assert os.stat(outer / "f").st_size == 123
+def _stat_in_child(path: Path) -> tuple[int, int, int]:
+    """A child that stats `path` once told to (a byte on `go`) and writes the size or the
+    errno name to `result`; SIGUSR1 does not kill it.  (pid, go, result)."""
     r, w = os.pipe()
     go_r, go_w = os.pipe()
     child = os.fork()
@@ -236,7 +226,7 @@ def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
             signal.signal(signal.SIGUSR1, lambda *_: None)     # a signal that does not kill
             os.read(go_r, 1)
             try:
-                result = str(os.stat(outer / "f").st_size)
+                result = str(os.stat(path).st_size)
             except OSError as err:
                 result = errno.errorcode[err.errno]
             os.write(w, result.encode())
@@ -244,20 +234,53 @@ def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
             os._exit(0)
     os.close(w)
     os.close(go_r)
+    return child, go_w, r
+
+
+def _child_result(child: int, r: int) -> str:
+    _, status = os.waitpid(child, 0)
+    result = os.read(r, 100).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    return result
+
+
+def _op_counter(m: Mount):
+    """The mount's request count by opcode, asked over its control socket (`fdsl stats`
+    resolves the mount point, which would wait for a stopped backing mount too)."""
     from fdsl.runtime import control
 
-    # `fdsl stats` resolves the mount point, which would wait for the stopped mount too
-    [sock, *_], _ = control.candidate_sockets(outer)
+    [sock, *_], _ = control.candidate_sockets(m.mnt)
+    return lambda name: int(control._ask(sock, "stats", 5.0, {})["ops"].get(name, 0))
 
-    def ops(name: str) -> int:
-        return int(control._ask(sock, "stats", 5.0, {})["ops"].get(name, 0))
 
+def _stop(m: Mount) -> None:
+    """SIGSTOP a mount's daemon (the caller SIGCONTs it in a finally)."""
+    os.kill(m.pid, signal.SIGSTOP)
+    _wait(lambda: all(_state(int(t)) == "T" for t in os.listdir(f"/proc/{m.pid}/task")),
+          "the backing mount's daemon stopped")
+
+
+def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
+    """A request blocked on its backing filesystem (the backing tree is another fdsl
+    mount whose daemon is stopped), its caller signalled: the kernel sends INTERRUPT,
+    which the daemon leaves unanswered while the request runs; once the backing
+    filesystem answers, the request completes with its real result.  Default options
+    but the caches (each stat must reach the daemon): the stalled request holds one
+    worker, the watchdog moves the reading on (session.py), and the INTERRUPT gets
+    read."""
+    b, inner = dev_mounter.dirs()
+    (b / "f").write_bytes(b"x" * 123)
+    stale = dev_mounter.mount("", b, inner, options="attr_timeout=0,entry_timeout=0")
+    _, outer = dev_mounter.dirs()
+    m = dev_mounter.mount("", inner, outer, options="attr_timeout=0,entry_timeout=0")
+    assert os.stat(outer / "f").st_size == 123
+    child, go, r = _stat_in_child(outer / "f")
+    ops = _op_counter(m)
     before = ops("getattr")
-    os.kill(stale.pid, signal.SIGSTOP)
     try:
-        _wait(lambda: all(_state(int(t)) == "T" for t in os.listdir(f"/proc/{stale.pid}/task")),
-              "the backing mount's daemon stopped")
-        os.write(go_w, b"1")            # the child stats, into the stopped mount
+        _stop(stale)
+        os.write(go, b"1")            # the child stats, into the stopped mount
         _wait(lambda: ops("getattr") > before and _state(child) == "S",
               lambda: f"the child blocked ({ops('getattr')} getattr, state {_state(child)})")
         os.kill(child, signal.SIGUSR1)
@@ -265,9 +288,44 @@ def test_interrupting_a_blocked_request_lets_it_finish(dev_mounter):
         assert os.waitpid(child, os.WNOHANG) == (0, 0)       # still waiting for the reply
     finally:
         os.kill(stale.pid, signal.SIGCONT)
-        os.close(go_w)
-    _, status = os.waitpid(child, 0)
-    result = os.read(r, 100).decode()
-    os.close(r)
-    assert os.waitstatus_to_exitcode(status) == 0 and result == "123", result
+        os.close(go)
+    assert _child_result(child, r) == "123"
     assert m.alive() and os.stat(outer / "f").st_size == 123
+
+
+def test_a_hung_backing_subtree_does_not_stall_other_callers(dev_mounter):
+    """Default options.  The backing tree is a normal directory with another fdsl mount
+    inside it (lower/), whose daemon is stopped: a caller's stat under lower/ hangs in
+    the daemon's lookup, a metadata request the reading worker runs itself.  Another
+    caller's stat and read of a file outside lower/ still complete while the first one
+    hangs; it gets its real answer once the lower daemon runs again."""
+    b_lower, _ = dev_mounter.dirs()
+    (b_lower / "f").write_bytes(b"x" * 123)
+    b, mnt = dev_mounter.dirs()
+    (b / "plain").write_bytes(b"plain")
+    (b / "lower").mkdir()
+    lower = dev_mounter.mount("", b_lower, b / "lower",
+                              options="attr_timeout=0,entry_timeout=0")
+    m = dev_mounter.mount("", b, mnt)
+    child, go, r = _stat_in_child(mnt / "lower" / "f")
+    ops = _op_counter(m)
+    before = ops("lookup")
+    outside: list = []
+    try:
+        _stop(lower)
+        os.write(go, b"1")
+        _wait(lambda: ops("lookup") > before and _state(child) == "S",
+              lambda: f"the child blocked ({ops('lookup')} lookup, state {_state(child)})")
+        # in a thread: if the mount stalls, the finally below lets it go on
+        reader = threading.Thread(target=lambda: outside.append(
+            (os.stat(mnt / "plain").st_size, (mnt / "plain").read_bytes())))
+        reader.start()
+        reader.join(30)                  # a deadline against a hang, not a timing assertion
+        assert outside == [(5, b"plain")], "a stat outside the hung subtree waited for it"
+        assert os.waitpid(child, os.WNOHANG) == (0, 0)       # still hung meanwhile
+    finally:
+        os.kill(lower.pid, signal.SIGCONT)
+        os.close(go)
+    reader.join()
+    assert _child_result(child, r) == "123"
+    assert m.alive() and (mnt / "lower" / "f").stat().st_size == 123
