@@ -95,7 +95,7 @@ class Row:
     names: tuple[str, ...] = ()              # record attributes that are component names
     fields: tuple[str, ...] = ()             # language fields the steps touch
     ctx_nodeid_zero: bool = False            # LINK: the context's nodeid is not set
-    may_block: bool = False                  # data I/O: a transport runs it off its loop
+    may_block: bool = False                  # may wait long (data I/O, syncs): `MAY_BLOCK`
 
     @property
     def spec(self) -> abi.OpSpec:
@@ -544,7 +544,8 @@ TABLE: dict[str, Row] = {row.op: row for row in (
     _row("fsync", R.Fsync, "file", False, fsync_inputs, fsync_backing,
          fields=("in.fh", "in.fsync_flags"), may_block=True),
     _row("lseek", R.Lseek, "file", False, lseek_inputs, lseek_backing, lseek_finalize,
-         outputs=lseek_outputs, fields=("in.fh", "in.offset", "in.whence", "out.offset")),
+         outputs=lseek_outputs, fields=("in.fh", "in.offset", "in.whence", "out.offset"),
+         may_block=True),            # SEEK_DATA/SEEK_HOLE ask the backing fs's server
     _row("fallocate", R.Fallocate, "file", True, fallocate_inputs, fallocate_backing,
          fields=("in.fh", "in.offset", "in.length", "in.mode"), may_block=True),
     _row("copy_file_range", R.CopyFileRange, "file", True, copy_inputs, copy_backing,
@@ -581,6 +582,11 @@ TABLE: dict[str, Row] = {row.op: row for row in (
 NOT_SERVED: dict[str, str] = {
     "canonical_path": "Android only",
 }
+
+# The operations that may wait on the backing filesystem for long: a transport hands its
+# reading of requests to another thread before serving one (runtime/transport/session.py,
+# fuse_adapter).  Everything else is cheap metadata work, run in the thread that read it.
+MAY_BLOCK: frozenset[str] = frozenset(op for op, row in TABLE.items() if row.may_block)
 
 BY_RECORD: dict[type, Row] = {row.record: row for row in TABLE.values() if row.op != "rename2"}
 

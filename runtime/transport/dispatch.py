@@ -8,10 +8,11 @@ answer to (FORGET, BATCH_FORGET, INTERRUPT).  Errors are raised as OSError
 with the reply's errno.
 
 `may_block(req)` says whether a request may wait on the backing filesystem
-for long (data I/O, syncs): the session hands the reading of /dev/fuse to
-another thread before running such a request, and runs the rest in the
-thread that read them (`session`).  Others can refine it per opcode
-(`blocking[opcode] = predicate`).
+for long: the engine table's rows say which operations may (`optable.MAY_BLOCK`:
+data I/O, syncs); the session hands the reading of /dev/fuse to another
+thread before running such a request, and runs the rest in the thread that
+read them (`session`).  Others can refine it per opcode (`blocking[opcode] =
+predicate`).
 
 Anyone may register more handlers: the fuse-bpf kernel mode registers its
 userspace filter requests under `OP | PREFILTER` and `OP | POSTFILTER`
@@ -24,6 +25,7 @@ import errno
 import logging
 from typing import Any, Callable, Union
 
+from ..optable import MAY_BLOCK
 from .protocol import OPCODE_NAMES, OPCODES, Request
 
 log = logging.getLogger("fdsl.runtime")
@@ -31,11 +33,6 @@ log = logging.getLogger("fdsl.runtime")
 Payload = Union[None, bytes, bytearray, memoryview, list]
 Handler = Callable[[Request], Any]
 
-# Opcodes that may wait on the backing filesystem for long: data I/O, syncs,
-# and the data operations pyfuse3 never delivered.  Everything else is cheap
-# metadata work (as the pyfuse3 adapter's inline set).
-BLOCKING_OPS = ("read", "write", "flush", "fsync", "fsyncdir", "fallocate", "copy_file_range",
-                "lseek", "setlkw")
 _PHASE_MASK = 0xFFFF        # a fuse-bpf filter request blocks as its operation does
 
 
@@ -52,7 +49,7 @@ class Dispatcher:
         self.table: dict[int, Handler] = {}
         self._unknown_seen: set[int] = set()
         self.blocking: dict[int, bool | Callable[[Request], bool]] = {
-            OPCODES[name]: True for name in BLOCKING_OPS if name in OPCODES}
+            OPCODES[name]: True for name in MAY_BLOCK}
 
     def may_block(self, req: Request) -> bool:
         how = self.blocking.get(req.opcode & _PHASE_MASK, False)

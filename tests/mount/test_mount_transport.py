@@ -228,7 +228,7 @@ def _stat_in_child(path: Path) -> tuple[int, int, int]:
             try:
                 result = str(os.stat(path).st_size)
             except OSError as err:
-                result = errno.errorcode[err.errno]
+                result = errno.errorcode[err.errno or errno.EIO]
             os.write(w, result.encode())
         finally:
             os._exit(0)
