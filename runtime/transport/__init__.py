@@ -13,7 +13,7 @@ One module per job:
 | `mount` | mount(2) as root, fusermount3 fd passing otherwise; unmount |
 | `protocol` | request header decoding, reply encoders (layouts from `fdsl.abi`) |
 | `init` | FUSE_INIT negotiation (and why each flag) |
-| `session` | worker threads on cloned fds; one writev per reply; bad input handling |
+| `session` | leader/follower workers on cloned fds, the stall watchdog; one writev per reply; bad input handling |
 | `interrupts` | FUSE_INTERRUPT: running requests finish, unknown ones EAGAIN, unstarted EINTR |
 | `dispatch` | the opcode -> handler table others can register into |
 | `ops`, `fileops` | the handlers, calling the engine |
