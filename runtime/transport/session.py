@@ -47,6 +47,7 @@ import logging
 import os
 import struct
 import threading
+import time
 from typing import Any, Callable
 
 from fdsl import abi
@@ -214,7 +215,9 @@ class Session:
     def _watch(self) -> None:
         """Depose a leader stuck in one request for a whole tick (module docstring)."""
         seen: Request | None = None
-        while not self.finished.wait(WATCHDOG_TICK):
+        sleep, finished = time.sleep, self.finished   # a plain sleep: the cheapest wake-up
+        while not finished.is_set():
+            sleep(WATCHDOG_TICK)
             slot = self._leader_slot
             req = slot[0] if slot is not None else None
             if slot is None or req is None or req is not seen:

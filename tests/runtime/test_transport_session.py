@@ -248,21 +248,29 @@ def _replies(kernel: socket.socket, count: int) -> dict[int, bytes]:
     return out
 
 
-def test_cheap_requests_stay_in_the_reading_thread_blocking_ones_hand_reading_over(running):
-    session, dispatcher, kernel = running(inline=True)
+def _held_and_traced(dispatcher: Dispatcher, held: str, answer: bytes
+                     ) -> tuple[threading.Event, list[str]]:
+    """`held` requests wait until the event is set, then answer `answer`; getattrs answer
+    b"attr" and note the thread that served them in the list."""
     release = threading.Event()
     seen: list[str] = []
 
-    def slow_read(req):
-        assert release.wait(5)
-        return b"data"
+    def hold(req):
+        assert release.wait(10)
+        return answer
 
     def getattr_(req):
         seen.append(threading.current_thread().name)
         return b"attr"
 
-    dispatcher.register(OPCODES["read"], slow_read)
+    dispatcher.register(OPCODES[held], hold)
     dispatcher.register(OPCODES["getattr"], getattr_)
+    return release, seen
+
+
+def test_cheap_requests_stay_in_the_reading_thread_blocking_ones_hand_reading_over(running):
+    session, dispatcher, kernel = running(inline=True)
+    release, seen = _held_and_traced(dispatcher, "read", b"data")
     session.start()
     kernel.send(request(OPCODES["read"], 1))
     for unique in (2, 3, 4):
@@ -308,19 +316,7 @@ def test_a_stalled_metadata_request_is_bounded_by_the_watchdog(running, started)
     started, a new one up to the cap).  Once the lookup returns, its worker becomes a
     follower again: one reader serves the requests that follow, not two in turn."""
     session, dispatcher, kernel = running(inline=True)
-    release = threading.Event()
-    seen: list[str] = []
-
-    def lookup(req):
-        assert release.wait(10)
-        return b"entry"
-
-    def getattr_(req):
-        seen.append(threading.current_thread().name)
-        return b"attr"
-
-    dispatcher.register(OPCODES["lookup"], lookup)
-    dispatcher.register(OPCODES["getattr"], getattr_)
+    release, seen = _held_and_traced(dispatcher, "lookup", b"entry")
     session.start(started)
     kernel.send(request(OPCODES["lookup"], 1, b"x\0"))
     kernel.send(request(OPCODES["getattr"], 2))
