@@ -141,6 +141,8 @@ class Session:
         the rest (the daemon serves with one until its mount is ready: every thread start
         waits for the new thread to run, which costs most on a loaded machine)."""
         with self._start_lock:
+            if self.finished.is_set():          # the watchdog, late: close() has the fds
+                return
             for i in range(len(self._workers), self.threads if count is None
                            else min(count, self.threads)):
                 fd = clone_fd(self.devfd) if i else None
@@ -323,7 +325,8 @@ class Session:
 
     def close(self) -> None:
         """After the connection ended: close the cloned fds and the main fd."""
-        self.finished.set()
+        with self._start_lock:
+            self.finished.set()
         with self._cond:
             self._cond.notify_all()
         for t in self._workers + ([self._watchdog] if self._watchdog else []):
