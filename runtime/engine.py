@@ -44,6 +44,7 @@ OPATH_FLAGS = B.OPATH_FLAGS
 _KIND = {"release": "release", "releasedir": "release", "readdir": "readdir",
          "lookup": "lookup", **{op: "create" for op in abi.requests.NEW_NAME_FIELD}}
 _VERDICTS = 1024          # remembered LOOKUP verdicts (see `_name_visible`)
+_ASK = object()           # `Engine._attachment`: ask the policy
 
 
 @dataclass
@@ -153,10 +154,22 @@ class Engine:
 
     def dispatch(self, req: Any) -> Any:
         """Serve one request record; the typed result, or OSError(errno)."""
-        if type(req) is R.Getattr:   # the most frequent request: straight to fstat without a program
+        kind_of = type(req)
+        if kind_of is R.Getattr:   # the most frequent request: straight to fstat without a program
             node = self.nodes.get(req.nodeid)
             if not self.policy.runs_program(node, "getattr"):
                 return Attr.from_stat(node.nodeid, os.fstat(node.fd), self.attr_timeout(node, True))
+        else:
+            plain = _PLAIN.get(kind_of)
+            if plain is not None:   # a name in a directory whose program has no rule on it
+                parent = self.nodes.get(req.parent)
+                policy = self.policy
+                if not (policy.runs_program(parent, plain[0])
+                        or policy.runs_program(parent, plain[1])):
+                    B.check_name(req.name)
+                    with as_caller(req.caller if req.caller is not None else Caller(),
+                                   self.options.switch_identity):
+                        return plain[2](self, parent, req)
         row = row_for(req)
         call = self._call(row, req)
         for attr in row.names:
@@ -298,13 +311,41 @@ class Engine:
         # postfilter's out.attr writes are ignored (rewrites belong in getattr post).
         return self._entry(node, st, parent)
 
+    def _plain_create(self, parent: Node, req: R.Create) -> Opened:
+        """CREATE without a create or lookup program: `_serve`'s backing step and
+        finalize, without the row, the frame and the verdict check."""
+        call = Call(self, req, parent, req.caller if req.caller is not None else Caller())
+        return self.created_open(call, B.create(call, req.name, req.flags, req.mode), 0)
+
+    def _plain_remove(self, parent: Node, req: R.Unlink | R.Rmdir) -> None:
+        (os.unlink if type(req) is R.Unlink else os.rmdir)(req.name, dir_fd=parent.fd)
+
+    def _plain_lookup(self, parent: Node, name: bytes, ino: int = -1) -> Entry:
+        """LOOKUP where the parent runs no lookup program: what `_serve` does then
+        (`B.lookup`, `lookup_finalize`), with one fstatat instead of open + fstat +
+        close for an inode that already has a node holding its fd.
+
+        `ino`: the inode number a listing gave for the name; where no node is
+        known by it, the stat is skipped (a new inode needs its fd anyway)."""
+        decided = self.policy.child_attachment(parent, name)
+        if (ino < 0 or (parent.key[0], ino) in self.nodes.by_key) and \
+                (decided is None or decided[0] != "backing"):
+            st = os.stat(name, dir_fd=parent.fd, follow_symlinks=False)
+            node = self.nodes.attach_known(st, parent.program if decided is None else decided[2])
+            if node is not None:
+                return self._entry(node, st, parent)
+        return self._new_child(parent, name, decided)
+
     def _attachment(self, parent: Node, name: bytes, fd: int, st: os.stat_result,
-                    program: str | None) -> tuple[str | None, Any, int, os.stat_result]:
+                    program: str | None, decided: Any = _ASK
+                    ) -> tuple[str | None, Any, int, os.stat_result]:
         """The policy's scope table acts as the daemon's own lookup postfilter would:
         an `under` scope REPLACEs the program, `passthrough` REMOVEs it, `backing`
-        REPLACEs the backing dir (and the program with the scope's)."""
+        REPLACEs the backing dir (and the program with the scope's).  `decided`:
+        the policy's `child_attachment` answer, if the caller has it already."""
         scope = None
-        decided = self.policy.child_attachment(parent, name)
+        if decided is _ASK:
+            decided = self.policy.child_attachment(parent, name)
         if decided is not None:
             action, scope, new_program, backing_dir = decided
             if action in ("rules", "passthrough"):
@@ -318,11 +359,16 @@ class Engine:
 
     def created(self, call: Call, name: bytes) -> Entry:
         """Entry of a just-created child: found like a lookup (scope attach included)."""
-        parent = call.node
+        return self._new_child(call.node, name)
+
+    def _new_child(self, parent: Node, name: bytes, decided: Any = _ASK) -> Entry:
+        """Open `name` in `parent`, attach its node (program and scope as a lookup
+        without a program gives them), its entry."""
         fd = os.open(name, OPATH_FLAGS, dir_fd=parent.fd)
         try:
             st = os.fstat(fd)
-            program, scope, fd, st = self._attachment(parent, name, fd, st, parent.program)
+            program, scope, fd, st = self._attachment(parent, name, fd, st, parent.program,
+                                                      decided)
         except BaseException:
             os.close(fd)
             raise
@@ -500,6 +546,9 @@ class Engine:
             out.append(DirEntry(b"..", None, 2, ROOT_ID, abi.DT_DIR))
         offset = max(offset, 2)
         lookup_row = TABLE["lookup"]
+        directory = d.node
+        plain = not self.policy.runs_program(directory, "lookup")
+        check_name = B.check_name
         while len(out) < req.limit:
             page = self._readdir_page(row, call, offset)
             for name, ino, next_offset, dtype in page.records:
@@ -507,11 +556,15 @@ class Engine:
                     continue                 # sent from this page by an earlier request
                 if len(out) >= req.limit:
                     return out
+                entry: Entry | None
                 try:
-                    sub = Call(self, R.Lookup(call.caller, d.node.nodeid, name), d.node,
-                               call.caller)
-                    B.check_name(name)
-                    entry: Entry | None = self._lookup(lookup_row, sub)
+                    check_name(name)
+                    if plain:
+                        entry = self._plain_lookup(directory, name, ino)
+                    else:
+                        entry = self._lookup(lookup_row, Call(
+                            self, R.Lookup(call.caller, directory.nodeid, name), directory,
+                            call.caller))
                 except OSError:
                     entry = None   # hidden by a lookup rule, vanished, or no search permission
                 out.append(DirEntry(name, entry, next_offset, ino, dtype))
@@ -549,6 +602,8 @@ class Engine:
         attributes (the replies to lookup, setattr, create, ...) are cacheable
         only where no getattr rule could rewrite them: otherwise timeout 0, so
         the next stat asks GETATTR, as a fuse-bpf kernel runs the program."""
+        if node.program is None:    # no rules at all: the configured timeout
+            return self.options.attr_timeout
         if filtered or not self.policy.has_rules(node, "getattr"):
             return self.policy.attr_timeout(node, self.options.attr_timeout)
         return 0.0
@@ -559,8 +614,9 @@ class Engine:
     def _entry(self, node: Node, st: os.stat_result, parent: Node) -> Entry:
         """Entry of `node` found in `parent`: the parent's lookup rules decide whether
         the name may be cached (and so the attributes the lookup reply carries)."""
-        attr = self.attr_of(node, st)
-        entry_timeout = self.policy.entry_timeout(parent, self.options.entry_timeout)
+        attr = Attr.from_stat(node.nodeid, st, self.attr_timeout(node, False))
+        entry_timeout = self.options.entry_timeout if parent.program is None else \
+            self.policy.entry_timeout(parent, self.options.entry_timeout)
         if entry_timeout == 0:
             attr.timeout = 0.0
         return Entry(node.nodeid, attr, entry_timeout)
@@ -574,6 +630,16 @@ class Engine:
                 except OSError:
                     pass
         self.nodes.close_all()
+
+
+# Requests on a name in a directory `dispatch` serves directly where the directory's
+# program runs for neither opcode: (opcode, the other opcode, server).
+_PLAIN: dict[type, tuple[str, str, Callable[..., Any]]] = {
+    R.Lookup: ("lookup", "lookup", lambda e, parent, req: e._plain_lookup(parent, req.name)),
+    R.Create: ("create", "lookup", Engine._plain_create),     # lookup: `_name_visible`
+    R.Unlink: ("unlink", "unlink", Engine._plain_remove),
+    R.Rmdir: ("rmdir", "rmdir", Engine._plain_remove),
+}
 
 
 def _no_outputs(frame: frames.Frame, value: Any) -> None:

@@ -353,6 +353,24 @@ class NodeTable:
             self._evict()
             return node
 
+    def attach_known(self, st: os.stat_result, program: str | None) -> Node | None:
+        """`attach` without a fd: the known node of a looked-up inode (one more kernel
+        lookup), if it holds its fd open; None = open one and `attach`.
+
+        A node's open fd keeps its inode, and so its number, alive: a stat of
+        the name with that (st_dev, st_ino) is that very inode (no reuse check,
+        no second fd to open and close)."""
+        key = (st.st_dev, st.st_ino)
+        with self.lock:
+            nodeid = self.by_key.get(key)
+            node = self.nodes.get(nodeid) if nodeid is not None else None
+            if node is None or node._fd < 0:
+                return None
+            if node.program != program and node.nodeid != ROOT_ID:
+                raise OSError(errno.EINVAL, "inode already has a different program")
+            node.lookups += 1
+            return node
+
     def _reused(self, node: Node, fd: int) -> bool:
         """Is `fd` a new inode that got the inode number of a deleted one we know?
 

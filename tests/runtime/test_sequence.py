@@ -223,3 +223,155 @@ def test_post_sees_the_sizes_of_outputs_the_backing_step_filled(backing, abi_nam
     fh = e.dispatch(R.Opendir(ME, 1)).fh
     assert {entry.name for entry in e.dispatch(R.Readdir(None, fh, 0))} >= {b"d", b"x"}
     e.dispatch(R.Releasedir(None, fh))
+
+
+# ---- the direct paths for nodes whose scope has no program on an operation
+# (`Engine._plain_lookup`, `_plain_create`, `_plain_remove`: no frame, no sequence,
+# one fstatat for an inode that already has a node); the oracle is the same
+# requests through the full path (a lookup program that counts and allows all).
+
+COUNTING = "counter looked\non lookup pre { count looked }\n"
+BAD_NAMES = [b".", b"..", b"a/b", b"n" * 300, b"x/y"]     # refused before any program
+NAMES = [b"d", b"x", b"link", b"nothere", *BAD_NAMES]
+
+
+@pytest.fixture
+def linked(backing: Path) -> Path:
+    """`backing` plus a symlink: what the direct lookup paths must treat as the full ones do."""
+    (backing / "link").symlink_to("x")
+    return backing
+
+
+def outcome(engine: Engine, request):
+    """(nodeid, attributes but the timeout) or the errno."""
+    try:
+        entry = engine.dispatch(request)
+    except OSError as err:
+        return err.errno
+    attr = entry.attr
+    return (entry.nodeid, attr.ino, attr.mode, attr.nlink, attr.uid, attr.gid, attr.size,
+            attr.mtime_ns, attr.ctime_ns)
+
+
+def test_lookup_without_a_program_answers_as_the_full_sequence_does(linked):
+    plain, full = engine_for(None, linked), engine_for(COUNTING, linked)
+    assert not plain.policy.runs_program(plain.root, "lookup")
+    assert full.policy.runs_program(full.root, "lookup")
+    for _ in range(2):                        # new inodes, then known ones
+        for name in NAMES:
+            assert outcome(plain, R.Lookup(ME, 1, name)) == outcome(full, R.Lookup(ME, 1, name))
+    x = plain.dispatch(R.Lookup(ME, 1, b"x"))
+    assert outcome(plain, R.Lookup(ME, x.nodeid, b"y")) == errno.ENOTDIR
+    counts = {m["name"]: dict(m["entries"]) for m in full.policy.map_contents()}
+    assert counts["looked"] == {"total": 2 * (len(NAMES) - len(BAD_NAMES))}
+    plain.close()
+    full.close()
+
+
+def test_a_known_inode_is_found_again_with_fresh_attributes_and_one_more_lookup(linked):
+    e = engine_for(None, linked)
+    first = e.dispatch(R.Lookup(ME, 1, b"x"))
+    os.chmod(linked / "x", 0o600)
+    (linked / "x").write_text("longer")
+    again = e.dispatch(R.Lookup(ME, 1, b"x"))
+    assert again.nodeid == first.nodeid
+    st = os.lstat(linked / "x")
+    assert (again.attr.mode, again.attr.size, again.attr.ctime_ns) == \
+        (st.st_mode, st.st_size, st.st_ctime_ns)
+    assert again.attr.timeout == again.entry_timeout == 1.0
+    e.forget(first.nodeid, 1)
+    assert e.dispatch(R.Getattr(ME, first.nodeid)).size == 6    # one lookup still counted
+    e.forget(first.nodeid, 1)
+    with pytest.raises(OSError) as gone:
+        e.dispatch(R.Getattr(ME, first.nodeid))
+    assert gone.value.errno == errno.ESTALE
+    e.close()
+
+
+def test_a_name_now_naming_another_inode_gets_that_inodes_node(linked):
+    e = engine_for(None, linked)
+    old = e.dispatch(R.Lookup(ME, 1, b"x"))
+    (linked / "other").write_text("other")
+    os.rename(linked / "other", linked / "x")
+    new = e.dispatch(R.Lookup(ME, 1, b"x"))
+    assert new.nodeid != old.nodeid
+    assert new.attr.size == 5 and e.nodes.get(new.nodeid).key[1] == os.lstat(linked / "x").st_ino
+    e.close()
+
+
+def test_a_known_node_whose_fd_was_evicted_is_found_through_its_handle(linked, monkeypatch):
+    monkeypatch.setenv("FDSL_NODE_FD_CACHE", "1")
+    e = engine_for(None, linked)
+    if not e.nodes.handles:
+        pytest.skip("not applicable here: no reopening by file handle (needs root and handles)")
+    x = e.dispatch(R.Lookup(ME, 1, b"x"))
+    e.dispatch(R.Lookup(ME, 1, b"link"))          # evicts x's fd
+    assert e.nodes.get(x.nodeid)._fd < 0
+    assert e.dispatch(R.Lookup(ME, 1, b"x")).nodeid == x.nodeid
+    e.close()
+
+
+def listing(engine: Engine) -> dict[bytes, tuple]:
+    fh = engine.dispatch(R.Opendir(ME, 1)).fh
+    out = {}
+    for item in engine.dispatch(R.Readdir(ME, fh, 0)):
+        entry = item.entry
+        out[item.name] = (item.ino, item.dtype, item.next_offset) + (
+            (entry.nodeid, entry.attr.mode, entry.attr.size) if entry else ())
+    engine.dispatch(R.Releasedir(None, fh))
+    return out
+
+
+def test_listing_entries_without_a_lookup_program_are_the_full_sequences(linked):
+    plain, full = engine_for(None, linked), engine_for(COUNTING, linked)
+    d = plain.dispatch(R.Lookup(ME, 1, b"d"))         # a known node in the listing
+    full.dispatch(R.Lookup(ME, 1, b"d"))
+    first = listing(plain)
+    assert first == listing(full)
+    assert first[b"d"][3] == d.nodeid
+    assert set(first) == {b".", b"..", b"d", b"x", b"link"}
+    assert listing(plain) == first                     # every name known now
+    plain.close()
+    full.close()
+
+
+def namespace_outcomes(engine: Engine, root: Path) -> list:
+    """Create, unlink and rmdir outcomes (errno, or what the backing fs then holds)."""
+    out = []
+    for request in (R.Create(ME, 1, b"new", 0o640, os.O_WRONLY, 0o022),
+                    R.Create(ME, 1, b"new", 0o600, os.O_WRONLY, 0o022),   # exists: opened
+                    R.Create(ME, 1, b"..", 0o640, os.O_WRONLY, 0), R.Unlink(ME, 1, b"nothere"),
+                    R.Unlink(ME, 1, b"d"), R.Rmdir(ME, 1, b"x"), R.Rmdir(ME, 1, b"d"),
+                    R.Unlink(ME, 1, b"a/b"), R.Unlink(ME, 1, b"new"), R.Unlink(ME, 1, b"x"),
+                    R.Unlink(ME, 1, b"d/f"), R.Unlink(ME, 1, b"link"), R.Rmdir(ME, 1, b"d")):
+        try:
+            result = engine.dispatch(request)
+        except OSError as err:
+            out.append(err.errno)
+            continue
+        if isinstance(result, R.Opened):
+            st = os.lstat(root / "new")
+            assert result.entry.attr.mode == st.st_mode and result.entry.nodeid > 1
+            engine.dispatch(R.Release(None, result.fh))
+            out.append(("created", oct(st.st_mode)))
+        else:
+            out.append(sorted(os.listdir(root)))
+    return out
+
+
+def test_create_unlink_rmdir_without_programs_answer_as_the_full_sequence_does(tmp_path):
+    got = []
+    for source in (None, COUNTING):
+        root = tmp_path / ("plain" if source is None else "full")
+        (root / "d").mkdir(parents=True)
+        (root / "d" / "f").write_text("data")
+        (root / "x").write_text("x")
+        (root / "link").symlink_to("x")
+        e = engine_for(source, root)
+        assert e.policy.runs_program(e.root, "lookup") == (source is not None)
+        got.append(namespace_outcomes(e, root))
+        e.close()
+    reset_thread_credentials()
+    assert got[0] == got[1]
+    assert got[0][:5] == [("created", oct(0o100640)), ("created", oct(0o100640)), errno.EINVAL,
+                          errno.ENOENT, errno.EISDIR]
