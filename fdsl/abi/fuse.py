@@ -365,6 +365,18 @@ def pack_dirents(entries: "list[tuple[bytes, int, int, int]]", capacity: int = D
     return bytes(out), count
 
 
+def dirents_fitting(entries: "list[tuple[bytes, int, int, int]]",
+                    capacity: int = DIRENT_BUFFER) -> int:
+    """How many of `entries` `pack_dirents` would pack (without building the bytes)."""
+    used = count = 0
+    for name, _ino, _off, _dtype in entries:
+        used += dirent_size(name)
+        if used > capacity:
+            break
+        count += 1
+    return count
+
+
 def parse_dirents(data: "bytes | bytearray | memoryview") -> "list[tuple[bytes, int, int, int]]":
     """(name, ino, off, type) of every record; a malformed record raises ValueError
     (the kernel answers EIO: namelen 0, > 1024, a '/' in the name, or a cut record)."""

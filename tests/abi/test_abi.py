@@ -135,3 +135,13 @@ def test_context_offsets_agree_with_the_c_header(tmp_path):
     assert c["fields"]["error_in"] == abi.CTX_ERROR_IN
     assert c["fields"]["in_args"] == abi.in_arg_offset(0)
     assert c["fields"]["out_args"] == abi.out_arg_offset(0)
+
+
+def test_dirents_fitting_counts_what_pack_dirents_packs():
+    """The daemon sizes a READDIR page without packing it when no program reads it."""
+    for lengths in ([], [1], [255] * 20, [1, 7, 8, 9, 200] * 30, [40] * 64, [41] * 64):
+        entries = [(b"n" * n, i + 10, i + 3, abi.DT_REG) for i, n in enumerate(lengths)]
+        for capacity in (0, 24, 32, 4096):
+            data, count = abi.pack_dirents(entries, capacity)
+            assert abi.dirents_fitting(entries, capacity) == count
+            assert len(data) <= capacity
