@@ -53,11 +53,12 @@ class FileOperations:
         if not isinstance(f, OpenFile):
             return open_out(fh)
         policy = self.engine.policy
-        flags = FOPEN_NOFLUSH if self.backing.no_flush(f.fd, policy.runs_program(f.node,
-                                                                                "flush")) else 0
+        st = os.fstat(f.fd)             # one fstat for both questions
+        flags = FOPEN_NOFLUSH if self.backing.no_flush(
+            f.fd, st, policy.runs_program(f.node, "flush")) else 0
         if self.backing.enabled:
             filtered = policy.runs_program(f.node, "read") or policy.runs_program(f.node, "write")
-            if self.backing.eligible(f.fd, filtered):
+            if self.backing.eligible(st, filtered):
                 backing_id = self.backing.attach(fh, f.node.nodeid, f.fd)
                 if backing_id:
                     return open_out(fh, flags | FOPEN_PASSTHROUGH, backing_id)

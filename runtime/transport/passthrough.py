@@ -70,21 +70,21 @@ class BackingFiles:
         self._by_fh: dict[int, int] = {}             # fh -> nodeid
         self._no_flush: dict[int, bool] = {}         # st_dev -> files there have no ->flush
 
-    def no_flush(self, fd: int, flush_rules: bool) -> bool:
-        """May the open of backing file `fd` carry FOPEN_NOFLUSH?  Not where the node's
-        scope has rules on FLUSH (they must see every close), nor off NO_FLUSH_FS."""
+    def no_flush(self, fd: int, st: os.stat_result, flush_rules: bool) -> bool:
+        """May the open of backing file `fd` (whose fstat is `st`) carry FOPEN_NOFLUSH?
+        Not where the node's scope has rules on FLUSH (they must see every close),
+        nor off NO_FLUSH_FS."""
         if flush_rules:
             return False
-        dev = os.fstat(fd).st_dev
-        known = self._no_flush.get(dev)
+        known = self._no_flush.get(st.st_dev)
         if known is None:
-            known = self._no_flush[dev] = fs_magic(fd) in NO_FLUSH_FS
+            known = self._no_flush[st.st_dev] = fs_magic(fd) in NO_FLUSH_FS
         return known
 
-    def eligible(self, fd: int, filtered: bool) -> bool:
+    def eligible(self, st: os.stat_result, filtered: bool) -> bool:
+        """May the kernel do the I/O of an open backing file with this fstat?"""
         if not self.enabled or filtered:
             return False
-        st = os.fstat(fd)
         return stat.S_ISREG(st.st_mode) and not st.st_mode & (stat.S_ISUID | stat.S_ISGID)
 
     def attach(self, fh: int, nodeid: int, fd: int) -> int:
