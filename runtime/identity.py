@@ -88,11 +88,15 @@ def _apply(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     if current == (uid, gid, groups):
         return
     # Order matters: groups and gid first, while fsuid still grants CAP_SETGID.
-    sysio.setfsuid(0)
+    # What is already set is not set again (a switch to or from root: 2 calls, not 4).
+    if current is None or current[0] != 0:
+        sysio.setfsuid(0)
     if current is None or current[2] != groups:
         sysio.setgroups_thread(list(groups))
-    sysio.setfsgid(gid)
-    sysio.setfsuid(uid)
+    if current is None or current[1] != gid:
+        sysio.setfsgid(gid)
+    if uid != 0:
+        sysio.setfsuid(uid)
     _state.creds = (uid, gid, groups)
 
 
