@@ -201,7 +201,18 @@ def _mounter_for(transport: str):
     finally:
         for mount in reversed(m.mounts):
             cleanup(mount)
+        for stray in mounts_below(base):     # e.g. a CLI call expected to fail that mounted
+            cleanup(Mount(base, stray))
         shutil.rmtree(base, ignore_errors=True)
+
+
+def mounts_below(base: Path) -> list[Path]:
+    """Mount points under `base` (deepest first), from /proc/self/mountinfo."""
+    from fdsl.runtime import mounttable
+
+    prefix = str(base) + "/"
+    found = [Path(e.target) for e in mounttable.entries() if e.target.startswith(prefix)]
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 @pytest.fixture(params=TRANSPORTS)
