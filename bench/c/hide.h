@@ -13,15 +13,9 @@
 #define FDSL_BENCH_HIDE_H
 
 #include "fuse_bpf.h"
+#include "fuse_opcodes.h"
 
 #define EACCES 13
-#define FUSE_SYMLINK 6
-#define FUSE_MKNOD 8
-#define FUSE_RENAME 12
-#define FUSE_LINK 13
-#define FUSE_READDIR 28
-#define FUSE_CREATE 35
-#define FUSE_RENAME2 45
 
 /* read a slot's value and size; the asm keeps each load apart */
 #define SLOT(i)                                                         \

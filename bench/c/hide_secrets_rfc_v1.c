@@ -14,14 +14,8 @@
  * through a moved context pointer, and from folding the moved pointer into a
  * load at a negative offset from the name's end (both refused). */
 #include "fuse_bpf_rfc_v1.h"
+#include "fuse_opcodes.h"
 
-#define FUSE_SYMLINK 6
-#define FUSE_MKNOD 8
-#define FUSE_RENAME 12
-#define FUSE_LINK 13
-#define FUSE_READDIR 28
-#define FUSE_CREATE 35
-#define FUSE_RENAME2 45
 
 #define ENV 0x766e652e    /* ".env" as a little-endian u32 */
 #define GIT 0x7469672e    /* ".git" */
