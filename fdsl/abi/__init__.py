@@ -42,16 +42,22 @@ def names() -> list[str]:
     return sorted({n for r in ABIS.values() for n in (r.id, *r.aliases)})
 
 
+def named(name: str) -> Abi:
+    """`by_id` for a name the user typed: an unknown one is an `AbiChoiceError` listing
+    every known name (the one wording `choose`, the CLI and the daemon give)."""
+    try:
+        return by_id(name)
+    except KeyError:
+        raise AbiChoiceError(f"unknown ABI {name!r} (known: {', '.join(names())})") from None
+
+
 def choose(recorded: str | None, requested: str | None = None) -> Abi:
     """The ABI a loaded object uses: its metadata's id decides; `--abi` only for objects without.
 
     A `requested` name that contradicts the recorded one is an error rather than
     silently ignored, so a user never runs an object under the wrong rules.
     """
-    try:
-        wanted = by_id(requested) if requested is not None else None
-    except KeyError:
-        raise AbiChoiceError(f"unknown ABI {requested!r} (known: {', '.join(names())})") from None
+    wanted = named(requested) if requested is not None else None
     if recorded is None:
         return wanted or DEFAULT
     try:

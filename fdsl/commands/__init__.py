@@ -54,18 +54,22 @@ def add_target_abi_option(parser: Any) -> None:
                         "metadata, so later commands need no flag")
 
 
-def target_abi(args: Any) -> Any:
-    """The `Abi` record `--abi` names (ACK without the flag); a usage error if unknown."""
+def target_abi_named(name: str | None) -> Any:
+    """The `Abi` record a target `--abi NAME` names (ACK for None); a usage error if unknown."""
     from fdsl import abi
     from fdsl.errors import UsageError
 
-    name = getattr(args, "abi", None)
     if name is None:
         return abi.DEFAULT
     try:
-        return abi.by_id(name)
-    except KeyError:
-        raise UsageError(f"unknown ABI {name!r} (known: {', '.join(abi.names())})") from None
+        return abi.named(name)
+    except abi.AbiChoiceError as err:
+        raise UsageError(str(err)) from None
+
+
+def target_abi(args: Any) -> Any:
+    """The `Abi` record `--abi` names (ACK without the flag); a usage error if unknown."""
+    return target_abi_named(getattr(args, "abi", None))
 
 
 def compile_args(args: Any, want_asm: bool = False) -> Any:
