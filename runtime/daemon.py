@@ -547,8 +547,9 @@ def _log_target(cfg: MountConfig) -> dict[str, Any]:
 Server = Callable[[MountConfig, "bytes | None", Callable[[str | None], None]], int]
 
 
-def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
-    """`serve` (emulation) or the kernel-mode mount, as `-o mode=` and the kernel say."""
+def choose_server(cfg: MountConfig, loaded: Any) -> Server:
+    """`serve` (emulation) or the kernel-mode mount, as `-o mode=` and the kernel say;
+    `loaded` is the parsed object (`_loaded`)."""
     from fdsl import abi
 
     from .kernel import features
@@ -556,7 +557,6 @@ def choose_server(cfg: MountConfig, obj: bytes | None) -> Server:
 
     support = features.detect()
     needs = None
-    loaded = _loaded(obj)
     if loaded is not None:
         record = loaded.abi(cfg.abi)
         if record.id != abi.ACK.id:     # fuse-bpf kernels are ACK's; RFC v1 was never merged
@@ -627,7 +627,7 @@ def mount(cfg: MountConfig) -> int:
     cfg.policy = os.path.abspath(cfg.policy) if cfg.policy else cfg.policy
     cfg.log_file = os.path.abspath(cfg.log_file) if cfg.log_file else None
     level = logging.DEBUG if cfg.debug else logging.INFO
-    server = choose_server(cfg, obj)
+    server = choose_server(cfg, loaded)
     if cfg.foreground:
         def ready(message: str | None) -> None:
             steady_gc()
