@@ -377,8 +377,7 @@ class ScopeGen(NameTests, Effects):
             raise CodegenError("a write shared by inputs and outputs")
         direction = directions.pop()
         slot = self.per_entry(I64, [("const", l.write_slot or 0) for l in f.locs])
-        value = self.per_entry(PTR, [("ctx", self.abi.slot_offset(direction, l.write_slot or 0, "value"))
-                                     for l in f.locs])
+        value = self.write_base(f)
         size = self.per_entry(I64, [("const", l.arg.size) for l in f.locs])
         ptr = self.helper(self.abi.writable_helpers[direction], PTR,
                           [self.ctx, slot, value, size, c64(1)])
