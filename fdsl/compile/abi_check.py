@@ -12,7 +12,7 @@ statement that needs it, before any code is generated.
 from __future__ import annotations
 
 from fdsl import abi
-from fdsl.compile.planner import OpPlan, Plan, walk_exprs
+from fdsl.compile.planner import OpPlan, Plan, return_bits_text, walk_exprs
 from fdsl.lang import ast
 from fdsl.lang.diagnostics import Diagnostic, Severity
 from fdsl.lang.passes.common import all_rules
@@ -67,7 +67,7 @@ def return_problem(record: abi.Abi, node: ast.Return, phase: str) -> str | None:
 
 
 def _allow_message(record: abi.Abi, entry: OpPlan) -> str:
-    bits = "|".join(n for n, b in abi.RETURN_BITS.items() if entry.allow_bits & b) or "0"
+    bits = return_bits_text(entry.allow_bits)
     return (f"{entry.op} {entry.phase}: 'allow' here means {bits} (a userspace prefilter, "
             f"then the backing operation, then a postfilter); {record.name} has no return code "
             f"for it: its USER_PREFILTER only continues with the backing operation (spec §12.2). "
