@@ -114,23 +114,10 @@ def read_policy_object(policy: str | None, include_dirs: tuple[str, ...] = (),
         return data
     if not data.strip():
         return None  # empty policy file: pure passthrough
+    from fdsl.commands import target_abi_named
     from fdsl.compile.cache import compile_cached  # compiles (llvmlite) only on a cache miss
 
-    return compile_cached(data, policy, include_dirs, _target_abi_id(abi_name))[0]
-
-
-def _target_abi_id(abi_name: str | None) -> str | None:
-    """The canonical id of the ABI a .fdsl policy is compiled for (one cache entry per ABI,
-    whichever of its names the user typed); an unknown name is a usage error."""
-    if abi_name is None:
-        return None
-    from fdsl import abi
-    from fdsl.errors import UsageError
-
-    try:
-        return abi.by_id(abi_name).id
-    except KeyError:
-        raise UsageError(f"unknown ABI {abi_name!r} (known: {', '.join(abi.names())})") from None
+    return compile_cached(data, policy, include_dirs, target_abi_named(abi_name).id)[0]
 
 
 # ----------------------------------------------------------------- serving
