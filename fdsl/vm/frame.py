@@ -65,7 +65,7 @@ class Layout:
         self.size_at = record.slot_fields["size"][0]
         # RFC v1: `end_offset` is the packet end, value + valid bytes; ACK leaves it 0
         self.end_at = record.slot_fields["end_offset"][0] \
-            if record.buffer_access == "packet" else None
+            if record.packet else None
         self.pre_outs_alias_inputs = record.buffer_stores == "out_args"
         self.post_appends_outputs = record.post_appends_outputs
         # RFC v1 writes inputs through helper 208 in either phase; ACK's POST in_args are read-only

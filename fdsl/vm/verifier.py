@@ -212,7 +212,7 @@ def _cmp_const(op: int, a: int, b: int, bits: int) -> bool:
 class _Verifier(PacketRules, HelperCalls):
     def __init__(self, insns: list[Insn], maps: list[Any], section: str, abi_record: abi.Abi) -> None:
         self.abi = abi_record
-        self.packet = abi_record.buffer_access == "packet"
+        self.packet = abi_record.packet
         self.fresh_id = 0
         self.insns = insns
         self.maps = maps
