@@ -102,7 +102,7 @@ class Caches:
         return self.env(cold)
 
 
-def rows(reps: int, work: Path) -> list[tuple[str, list[float]]]:
+def rows(reps: int, work: Path) -> list[tuple[str, list[tuple[float, float | None]]]]:
     backing, mnt = work / "backing", work / "mnt"
     backing.mkdir()
     mnt.mkdir()
