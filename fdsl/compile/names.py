@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from fdsl.abi import Abi
 from fdsl.compile.irbase import I8, I64, INT_TYPES, MAX_NAME_SIZE, CodegenError, Field, c32, c64, opaque
 from fdsl.compile.planner import simple_glob
 from fdsl.compile.sharing import field_path
@@ -29,6 +30,7 @@ class NameTests:
 
     fn: ir.Function
     b: ir.IRBuilder
+    abi: Abi
 
     def field(self, node: ast.Expr) -> Field:
         raise NotImplementedError
@@ -83,7 +85,7 @@ class NameTests:
             self.b.position_at_end(nxt)
         for (prefix, wild), group in groups.items():
             nxt = self.fn.append_basic_block("str.next")
-            if self.read_end(fld) is not None:
+            if self.abi.packet:
                 self.suffix_group_packet(fld, capacity, prefix, wild, group, t, nxt)
             else:
                 self.suffix_group(fld, capacity, prefix, wild, group, t, nxt)
