@@ -439,8 +439,13 @@ class Engine:
         """May this request wait on the backing filesystem for long?  (Data I/O, and a
         flush that follows writes; everything else is cheap metadata work.)"""
         if isinstance(req, R.Flush):
-            return bool(getattr(self.files.get(req.fh), "written", True))
+            return self.flush_may_block(req.fh)
         return row_for(req).may_block
+
+    def flush_may_block(self, fh: int) -> bool:
+        """A FLUSH waits for I/O only after writes through the daemon (kernel
+        passthrough writes never reach it, and their flush is a close(2) of a dup)."""
+        return bool(getattr(self.files.get(fh), "written", True))
 
     def reads_uncached(self, node: Node) -> bool:
         """Must every read of this file reach its rules?  Yes where read rules depend on

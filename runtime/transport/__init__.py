@@ -98,10 +98,9 @@ class Connection:
         session.start(workers)
 
     def _flush_may_block(self, req: Request) -> bool:
-        """A FLUSH waits for I/O only after writes through the daemon (as Engine.may_block);
-        kernel passthrough writes never reach it, and their flush is a close(2) of a dup."""
+        """`Engine.flush_may_block` for the file handle of a raw FLUSH request."""
         fh = _FH.unpack_from(req.body)[0] if len(req.body) >= _FH.size else 0
-        return bool(getattr(self.engine.files.get(fh), "written", True))
+        return self.engine.flush_may_block(fh)
 
     def unmount(self, lazy: bool = False) -> None:
         try:
