@@ -134,11 +134,15 @@ def attr_values(attr: Any) -> tuple[int, ...]:
             attr.rdev & 0xFFFFFFFF, attr.blksize & 0xFFFFFFFF, 0)
 
 
-def entry_out(entry: Any) -> bytes:
+def entry_values(entry: Any) -> tuple[int, ...]:
+    """fuse_entry_out fields, in layout order, from an engine `Entry`."""
     es, ens = split_timeout(entry.entry_timeout)
     as_, ans = split_timeout(entry.attr.timeout)
-    return ENTRY_OUT.pack(entry.nodeid, entry.generation, es, as_, ens, ans,
-                          *attr_values(entry.attr))
+    return (entry.nodeid, entry.generation, es, as_, ens, ans, *attr_values(entry.attr))
+
+
+def entry_out(entry: Any) -> bytes:
+    return ENTRY_OUT.pack(*entry_values(entry))
 
 
 def attr_out(attr: Any) -> bytes:
@@ -172,10 +176,7 @@ def direntplus(entry: Any | None, ino: int, next_offset: int, dtype: int, name: 
     if entry is None:
         return _NO_ENTRY + dirent(ino, next_offset, dtype, name)
     attr, n = entry.attr, len(name)
-    es, ens = split_timeout(entry.entry_timeout)
-    as_, ans = split_timeout(attr.timeout)
-    return _DIRENTPLUS_HEAD.pack(entry.nodeid, entry.generation, es, as_, ens, ans,
-                                 *attr_values(attr), attr.ino, next_offset, n,
+    return _DIRENTPLUS_HEAD.pack(*entry_values(entry), attr.ino, next_offset, n,
                                  (attr.mode >> 12) & 0o17) + name + _PADDING[-n & 7]
 
 
