@@ -110,8 +110,10 @@ def split_timeout(seconds: float) -> tuple[int, int]:
     """(seconds, nanoseconds) of a timeout, as entry and attr replies carry it."""
     got = _SPLIT.get(seconds)
     if got is None:
-        whole = int(seconds) if seconds > 0 else 0
-        got = (whole, int((seconds - whole) * 1e9)) if seconds > 0 else (0, 0)
+        got = (0, 0)
+        if seconds > 0:
+            whole = int(seconds)
+            got = (whole, int((seconds - whole) * 1e9))
         if len(_SPLIT) < 64:
             _SPLIT[seconds] = got
     return got
