@@ -4,7 +4,7 @@ Everything here works on file descriptors (mostly O_PATH ones) so the daemon
 never has to build an absolute path into the backing tree: per-thread
 credentials (setfsuid/setfsgid from the C library; setgroups as a raw syscall,
 so it changes only the calling thread, unlike glibc's process-wide setgroups),
-*at() calls with AT_EMPTY_PATH, renameat2.
+*at() calls with AT_EMPTY_PATH, renameat2, statfs's f_type.
 """
 from __future__ import annotations
 
@@ -139,6 +139,20 @@ def statx_btime(fd: int) -> tuple[int, int] | None:
     sec = int.from_bytes(buf.raw[_STATX_BTIME_AT:_STATX_BTIME_AT + 8], "little", signed=True)
     nsec = int.from_bytes(buf.raw[_STATX_BTIME_AT + 8:_STATX_BTIME_AT + 12], "little")
     return sec, nsec
+
+
+class _Statfs(ctypes.Structure):
+    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+
+def fs_magic(where: int | str) -> int | None:
+    """statfs f_type of an fd or a path (None if it cannot be read)."""
+    buf = _Statfs()
+    if isinstance(where, int):
+        rc = _libc.fstatfs(where, ctypes.byref(buf))
+    else:
+        rc = _libc.statfs(os.fsencode(where), ctypes.byref(buf))
+    return int(buf.f_type) & 0xFFFFFFFF if rc == 0 else None
 
 
 def proc_fd_path(fd: int) -> str:

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Engine
+from ..sysio import fs_magic
 from . import mount as mounting
 from .dispatch import Dispatcher
 from .fileops import FileOperations
 from .init import InitOptions
 from .ops import register_all
-from .passthrough import BackingFiles, fs_magic
+from .passthrough import BackingFiles
 from .protocol import OPCODES, Request
 from .session import Session
 

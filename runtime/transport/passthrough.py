@@ -17,7 +17,6 @@ unprivileged writer's would.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import os
@@ -28,6 +27,7 @@ import threading
 from fdsl import abi
 
 from ..identity import Caller, as_caller
+from ..sysio import fs_magic
 
 log = logging.getLogger("fdsl.runtime")
 
@@ -38,23 +38,6 @@ log = logging.getLogger("fdsl.runtime")
 # overlayfs have one (write-back and errors at close): their files keep it.
 NO_FLUSH_FS = {0xEF53: "ext2/3/4", 0x58465342: "xfs", 0x9123683E: "btrfs",
                0x01021994: "tmpfs", 0xF2F52010: "f2fs"}
-
-
-class _Statfs(ctypes.Structure):
-    _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def fs_magic(where: int | str) -> int | None:
-    """statfs f_type of an fd or a path (None if it cannot be read)."""
-    buf = _Statfs()
-    if isinstance(where, int):
-        rc = _libc.fstatfs(where, ctypes.byref(buf))
-    else:
-        rc = _libc.statfs(os.fsencode(where), ctypes.byref(buf))
-    return int(buf.f_type) & 0xFFFFFFFF if rc == 0 else None
 
 _BACKING_MAP = abi.FUSE_BACKING_MAP.codec
 _U32 = struct.Struct("<I")
