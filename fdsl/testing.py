@@ -78,7 +78,7 @@ class TestResult:
 def describe_ret(ret: int, phase: str, record: abi.Abi = abi.ACK) -> str:
     if ret < 0:
         return f"deny {abi.errno_name(-ret)}"
-    name = sequence.describe(record, phase, ret)
+    name = sequence.describe(record, ret)
     if not sequence.allows(record, phase, ret):
         return f"return {name} (no backing step: a classic FUSE request)"
     return f"allow {name}"

@@ -94,7 +94,7 @@ def _table(record: abi.Abi, phase: str) -> dict[int, Steps]:
     return {code: named[name] for name, code in record.return_codes.items() if name in named}
 
 
-def describe(record: abi.Abi, phase: str, ret: int) -> str:
+def describe(record: abi.Abi, ret: int) -> str:
     """A result in the ABI's own terms: "-ENOENT", "BACKING|POST_FILTER", "POSTFILTER"."""
     if ret < 0:
         return f"-{abi.errno_name(-ret)}"

@@ -154,7 +154,7 @@ class Result:
         """ACK: the return bits set; RFC v1: the return code's name."""
         if self.ret < 0:
             return []
-        return [n for n in sequence.describe(self.abi, self.phase, self.ret).split("|") if n != "0"]
+        return [n for n in sequence.describe(self.abi, self.ret).split("|") if n != "0"]
 
     @property
     def final_errno(self) -> int | None:
